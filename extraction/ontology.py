@@ -1,0 +1,177 @@
+"""The label set: entity types and relation types that users edit, versioned by content hash.
+
+An ontology file is YAML. Names become Neo4j labels and relationship types, so they are
+validated strictly here, before any work starts: nothing a user writes in a label set can
+reach Cypher except through these checks (see ``kg_loader.cypher`` for the second gate).
+
+    version: 1
+    entity_types:
+      - name: Person
+        description: a real or fictional human being
+    relation_types:
+      - name: place_of_birth
+        description: the head person was born in the tail location
+        allowed: [[Person, Location]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from extraction.records import OTHER_TYPE
+
+ENTITY_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+RELATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: Labels the graph schema uses itself; an entity type may not take them.
+RESERVED_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun", "LabelSet", OTHER_TYPE})
+
+
+class OntologyError(ValueError):
+    """The ontology file is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityType:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelationType:
+    name: str
+    description: str
+    allowed: tuple[tuple[str, str], ...]  # allowed (head type, tail type) pairs
+
+    @property
+    def neo4j_type(self) -> str:
+        """Relationship type in the graph: ``place_of_birth`` -> ``PLACE_OF_BIRTH``."""
+        return self.name.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Ontology:
+    version: int
+    entity_types: tuple[EntityType, ...]
+    relation_types: tuple[RelationType, ...]
+
+    @property
+    def label_set_id(self) -> str:
+        """Content hash of the label set: changes whenever a name, description or pair changes."""
+        canonical = json.dumps(
+            {
+                "version": self.version,
+                "entity_types": [[e.name, e.description] for e in self.entity_types],
+                "relation_types": [
+                    [r.name, r.description, [list(p) for p in r.allowed]] for r in self.relation_types
+                ],
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def entity_type(self, name: str) -> EntityType:
+        for e in self.entity_types:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def relations_for(self, head_type: str, tail_type: str) -> tuple[RelationType, ...]:
+        """Relation types allowed between a head of ``head_type`` and a tail of ``tail_type``."""
+        return tuple(r for r in self.relation_types if (head_type, tail_type) in r.allowed)
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = "ontology") -> "Ontology":
+        if not isinstance(data, dict):
+            raise OntologyError(f"{where}: expected a mapping at top level, got {type(data).__name__}")
+        unknown = set(data) - {"version", "entity_types", "relation_types"}
+        if unknown:
+            raise OntologyError(f"{where}: unknown keys {sorted(unknown)}")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or version < 1:
+            raise OntologyError(f"{where}: 'version' must be a positive integer")
+
+        entity_types: list[EntityType] = []
+        raw_entities = data.get("entity_types")
+        if not isinstance(raw_entities, list) or not raw_entities:
+            raise OntologyError(f"{where}: 'entity_types' must be a non-empty list")
+        for i, item in enumerate(raw_entities):
+            name, description = _name_and_description(item, f"{where}: entity_types[{i}]")
+            if not ENTITY_TYPE_NAME.match(name):
+                raise OntologyError(
+                    f"{where}: entity_types[{i}] name {name!r} must match {ENTITY_TYPE_NAME.pattern} "
+                    "(PascalCase letters and digits: it becomes a Neo4j label)"
+                )
+            if name in RESERVED_LABELS:
+                raise OntologyError(f"{where}: entity_types[{i}] name {name!r} is reserved by the graph schema")
+            entity_types.append(EntityType(name, description))
+        _refuse_duplicates([e.name for e in entity_types], f"{where}: entity_types")
+        known = {e.name for e in entity_types}
+
+        relation_types: list[RelationType] = []
+        raw_relations = data.get("relation_types", []) or []
+        if not isinstance(raw_relations, list):
+            raise OntologyError(f"{where}: 'relation_types' must be a list")
+        for i, item in enumerate(raw_relations):
+            here = f"{where}: relation_types[{i}]"
+            name, description = _name_and_description(item, here)
+            if not RELATION_NAME.match(name):
+                raise OntologyError(
+                    f"{here} name {name!r} must match {RELATION_NAME.pattern} "
+                    "(snake_case: it becomes a Neo4j relationship type)"
+                )
+            allowed_raw = item.get("allowed")
+            if not isinstance(allowed_raw, list) or not allowed_raw:
+                raise OntologyError(f"{here} ({name}): 'allowed' must be a non-empty list of [head, tail] pairs")
+            pairs: list[tuple[str, str]] = []
+            for pair in allowed_raw:
+                if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                    raise OntologyError(f"{here} ({name}): each allowed pair must be [head_type, tail_type]")
+                missing = [p for p in pair if p not in known]
+                if missing:
+                    raise OntologyError(f"{here} ({name}): allowed pair uses unknown entity types {missing}")
+                pairs.append((pair[0], pair[1]))
+            relation_types.append(RelationType(name, description, tuple(pairs)))
+        _refuse_duplicates([r.name for r in relation_types], f"{where}: relation_types")
+        return cls(version, tuple(entity_types), tuple(relation_types))
+
+
+def load_ontology(path: str | Path) -> Ontology:
+    """Read and validate an ontology file; raises OntologyError with a clear message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OntologyError(f"{path}: cannot read ontology file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise OntologyError(f"{path}: ontology file is not UTF-8 ({exc.reason})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise OntologyError(f"{path}: not valid YAML: {exc}") from exc
+    return Ontology.from_dict(data, where=str(path))
+
+
+def _name_and_description(item: object, where: str) -> tuple[str, str]:
+    if not isinstance(item, dict):
+        raise OntologyError(f"{where}: expected a mapping with 'name' and 'description'")
+    name, description = item.get("name"), item.get("description")
+    if not isinstance(name, str) or not name:
+        raise OntologyError(f"{where}: 'name' must be a non-empty string")
+    if not isinstance(description, str) or not description.strip():
+        raise OntologyError(f"{where} ({name}): 'description' must be a non-empty string")
+    return name, description.strip()
+
+
+def _refuse_duplicates(names: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise OntologyError(f"{where}: duplicate name {n!r}")
+        seen.add(n)

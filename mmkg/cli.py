@@ -1,0 +1,44 @@
+"""The ``mmkg`` command. Each subcommand imports its implementation lazily, so ``mmkg --help``
+is instant and no subcommand pays for another's imports (torch, airflow, neo4j)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _neo4j(args: argparse.Namespace) -> int:
+    from kg_loader import server
+
+    return server.cli(args.action)
+
+
+def _bench_load(args: argparse.Namespace) -> int:
+    from bench import load_benchmark  # noqa: PLC0415  (bench/ lives beside the packages)
+
+    return load_benchmark.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmkg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    neo = sub.add_parser("neo4j", help="run the embedded local Neo4j 5.26 server")
+    neo.add_argument("action", choices=["start", "stop", "status", "build"])
+    neo.set_defaults(func=_neo4j)
+
+    bench = sub.add_parser("bench", help="benchmarks (see bench/)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    load = bench_sub.add_parser("load", help="batched vs naive Neo4j loader")
+    load.add_argument("rest", nargs=argparse.REMAINDER)
+    load.set_defaults(func=_bench_load)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
