@@ -1,0 +1,96 @@
+"""MG-VMoE hyper-parameters: one documented dataclass, defaults with their reasons.
+
+The defaults follow the reference (docs: ``shared/docs/mg-vmoe.md``) where the CPU budget allows, and
+say so where they do not. Nothing here imports torch; a config is plain JSON in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+#: Entity markers, added to the text encoder's vocabulary as special tokens (MiniLM has no [unusedN]
+#: convention worth trusting, so new rows are added; see ``modeling.TextTokenEncoder``).
+MARKERS: tuple[str, ...] = ("<e>", "</e>", "<h>", "</h>", "<t>", "</t>")
+
+
+@dataclass
+class MGVMoEConfig:
+    # --- task and encoders -----------------------------------------------------------------------------
+    task: str = "mre"  # "met" (entity typing, one span) or "mre" (relation, head + tail span)
+    text_encoder: str = ""  # folder for transformers AutoModel; "" = packaged all-MiniLM-L6-v2 (models.encoders)
+    image_encoder: str = ""  # EfficientNet-Lite0 weights file; "" = packaged weights (models.encoders)
+    freeze_encoders: bool = True  # CPU budget: frozen encoders let token features be cached once per sample
+    text_hidden: int = 384  # width of the text encoder's tokens (MiniLM-L6: 384; BERT-base: 768)
+    image_hidden: int = 1280  # width of the image region tokens (EfficientNet-Lite0 last map: 1280 x 7x7)
+    image_size: int = 224  # EfficientNet-Lite0's native input; gives the 7x7 = 49 region grid
+    max_length: int = 128  # reference value; tweets are far shorter, truncation is counted, not silent
+    # --- heads -----------------------------------------------------------------------------------------
+    hidden: int = 384  # common token width; image tokens are projected to it ("project to the text width")
+    num_experts: int = 8  # E = 8 as in the reference
+    vmoe_dim: int = 128  # latent width of each expert's Gaussian; < 384 to keep 8 experts cheap on a CPU
+    proj_dim: int = 256  # scorer projection d (reference: 256 for MRE, 768 for MET; one value here)
+    dropout: float = 0.1  # reference dropout before the scorer projections
+    fusion: str = "attention"  # "attention" (MG-VMoE), "concat" (mean image + h_e baseline), "none" (text-only)
+    # --- ablation switches -----------------------------------------------------------------------------
+    use_vmoe: bool = True  # False = "w/o VMoE": a plain linear projection of tokens instead of the experts
+    use_vat: bool = True  # False = "w/o MG-VAT"
+    use_infonce: bool = True  # False = "w/o InfoNCE"
+    use_image: bool = True  # False = every post is treated as image-less (learned no-image token)
+    label_text: str = "name"  # "name" (reference) or "description" (models.label_descriptions)
+    sample_at_inference: bool = False  # mean mu at inference unless measured better (see docs/model.md)
+    # --- losses ----------------------------------------------------------------------------------------
+    beta: float = 1.0  # L = L_rank + beta * (L_VMoE + L_InfoNCE + L_VAT), reference beta = 1
+    margin: float = 1.0  # ranking hinge margin, reference value
+    infonce_temperature: float = 1.0  # reference uses raw dot products (temperature 1)
+    vat_init_std: float = 1e-3  # "small init" of the learnable perturbation r
+    vat_lr: float = 1e-3  # step size of r's own maximisation step (a)
+    vat_r_penalty: float = 1.0  # weight of ||r||_2 in step (a): keeps the perturbation small
+    # --- optimisation ----------------------------------------------------------------------------------
+    lr: float = 1e-3  # heads only (encoders frozen); the reference's 1e-5 is for fine-tuning BERT
+    weight_decay: float = 0.0  # reference uses plain Adam
+    batch_size: int = 16  # reference value
+    epochs: int = 10  # reference 20; heads on cached features converge in a few epochs (curves in bench/)
+    patience: int = 3  # reference 10 over 20 epochs; scaled with the epoch budget
+    steps_per_epoch: int = 0  # 0 = one pass worth of class-balanced draws (len(train) / batch)
+    eval_batch_size: int = 256  # inference only, memory-bound not compute-bound
+    seed: int = 0  # reference seed
+    # --- labels the checkpoint was trained/selected/tested on (filled by training) ----------------------
+    extra: dict = field(default_factory=dict)  # free-form provenance (data protocol, fold, split seed)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("met", "mre"):
+            raise ValueError(f"task must be 'met' or 'mre', got {self.task!r}")
+        if self.fusion not in ("attention", "concat", "none"):
+            raise ValueError(f"fusion must be attention|concat|none, got {self.fusion!r}")
+        if self.label_text not in ("name", "description"):
+            raise ValueError(f"label_text must be name|description, got {self.label_text!r}")
+
+    @property
+    def num_spans(self) -> int:
+        """Marker positions in h_e besides [CLS]: 1 for MET (<e>), 2 for MRE (<h>, <t>)."""
+        return 1 if self.task == "met" else 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MGVMoEConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "MGVMoEConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def tiny(cls, task: str = "mre", **changes) -> "MGVMoEConfig":
+        """A config for tests: tiny widths so a forward/backward runs in milliseconds on a CPU."""
+        base = dict(
+            task=task, text_hidden=32, image_hidden=24, hidden=32, num_experts=4, vmoe_dim=16, proj_dim=16,
+            max_length=32, image_size=32, batch_size=8, epochs=2, patience=2, eval_batch_size=16,
+        )
+        base.update(changes)
+        return cls(**base)

@@ -1,0 +1,236 @@
+"""Zero-shot benchmark data: MNRE (relations) and WNUT-16 (entity types), split by class.
+
+Protocols are those of ``shared/docs/mg-vmoe.md``: pool the original train/dev/test files, then split
+the *classes* so that train, validation and test classes are disjoint. The research data is read from
+``mmkg.settings.research_data_dir()`` and is never copied into the repository.
+
+What this module must never do: look at test classes to choose anything. It only builds the splits.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmkg.settings import research_data_dir
+
+MNRE_FILES = ("mnre_train.txt", "mnre_val.txt", "mnre_test.txt")
+WNUT_FILES = ("train", "dev", "test")
+WNUT_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("geo-loc", "musicartist", "movie"),
+    ("person", "sportsteam", "product"),
+    ("company", "facility", "tvshow"),
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One zero-shot example: a tokenised post, its marked span(s), its gold class, its image (or None).
+
+    ``spans`` are word offsets [start, end): one span (the mention) for MET, two (head, tail) for MRE.
+    """
+
+    uid: str
+    tokens: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+    label: str
+    image: str | None = None  # path to an image file that exists on this machine
+
+
+@dataclass
+class ClassSplit:
+    """Samples and class lists of one zero-shot protocol instance (one split seed or one fold)."""
+
+    name: str  # e.g. "mnre-seed0", "wnut16-fold1"
+    task: str  # "met" | "mre"
+    train_classes: list[str]
+    val_classes: list[str]
+    test_classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    protocol: str  # one line: how the split was made (stored in checkpoints and results)
+    counts: dict = field(default_factory=dict)  # dropped/kept counters: nothing is lost silently
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "task": self.task, "protocol": self.protocol,
+            "train_classes": self.train_classes, "val_classes": self.val_classes,
+            "test_classes": self.test_classes,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "counts": self.counts,
+        }
+
+
+def require_data_dir() -> Path:
+    data = research_data_dir()
+    if data is None:
+        raise FileNotFoundError(
+            "research data not found: set MMKG_DATA to the folder holding mnre/ and wnut16/ "
+            "(see shared/README.md)"
+        )
+    return data
+
+
+# ------------------------------------------------------------------------------------------------- MNRE
+def read_mnre(data_dir: Path | None = None) -> tuple[list[list[dict]], Counter]:
+    """The three MNRE files as lists of dict records (``None`` relations kept; callers drop them)."""
+    data_dir = data_dir or require_data_dir()
+    files, counts = [], Counter()
+    for name in MNRE_FILES:
+        rows = []
+        for line in (data_dir / "mnre" / name).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            rows.append(ast.literal_eval(line))
+            counts["lines"] += 1
+        files.append(rows)
+    return files, counts
+
+
+def mnre_relation_split(files: list[list[dict]], seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Relations in first-appearance order over train->val->test (``None`` dropped), shuffled with
+    ``np.random.seed(seed)``; first 8 train, next 7 validation, last 7 test (as the reference)."""
+    order: list[str] = []
+    for rows in files:
+        for r in rows:
+            rel = r["relation"]
+            if rel != "None" and rel not in order:
+                order.append(rel)
+    np.random.seed(seed)
+    np.random.shuffle(order)
+    return order[:8], order[8:15], order[15:]
+
+
+def load_mnre(seed: int = 0, data_dir: Path | None = None) -> ClassSplit:
+    data_dir = data_dir or require_data_dir()
+    files, counts = read_mnre(data_dir)
+    train_c, val_c, test_c = mnre_relation_split(files, seed)
+    image_dir = data_dir / "mnre_images"
+    where = {c: "train" for c in train_c} | {c: "val" for c in val_c} | {c: "test" for c in test_c}
+    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for file_name, rows in zip(MNRE_FILES, files):
+        for i, r in enumerate(rows):
+            if r["relation"] == "None":
+                counts["dropped_none"] += 1
+                continue
+            img = image_dir / r["img_id"]
+            has_img = img.is_file()
+            counts["with_image" if has_img else "without_image"] += 1
+            parts[where[r["relation"]]].append(
+                Sample(
+                    uid=f"mnre/{file_name}:{i}",
+                    tokens=tuple(r["token"]),
+                    spans=(tuple(r["h"]["pos"]), tuple(r["t"]["pos"])),
+                    label=r["relation"],
+                    image=str(img) if has_img else None,
+                )
+            )
+    return ClassSplit(
+        name=f"mnre-seed{seed}", task="mre", train_classes=train_c, val_classes=val_c, test_classes=test_c,
+        **parts,
+        protocol=(f"MNRE v2 pooled train/val/test, None dropped; relations in first-appearance order, "
+                  f"np.random.seed({seed}) shuffle, 8 train / 7 val / 7 test"),
+        counts=dict(counts),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ WNUT
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    """Sentences of a token<TAB>tag file (blank line between sentences)."""
+    sentences, tokens, tags = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if tokens:
+                sentences.append((tokens, tags))
+            tokens, tags = [], []
+            continue
+        tok, _, tag = line.rpartition("\t")
+        tokens.append(tok)
+        tags.append(tag.strip())
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """BIO tags -> (start, end, type) word spans; a stray I- starts a new span (counted as BIO repair)."""
+    spans, start, kind = [], None, None
+    for i, tag in enumerate(tags + ["O"]):
+        if tag.startswith("B-") or tag == "O" or (tag.startswith("I-") and tag[2:] != kind):
+            if start is not None:
+                spans.append((start, i, kind))
+            start, kind = (i, tag[2:]) if tag != "O" else (None, None)
+    return spans
+
+
+def load_wnut_mentions(data_dir: Path | None = None) -> tuple[list[Sample], Counter]:
+    """Every typed mention of the pooled WNUT-16 files as one MET sample; ``other`` dropped."""
+    data_dir = data_dir or require_data_dir()
+    samples, counts = [], Counter()
+    for name in WNUT_FILES:
+        for s_i, (tokens, tags) in enumerate(read_conll(data_dir / "wnut16" / name)):
+            counts["tweets"] += 1
+            for start, end, kind in bio_spans(tags):
+                if kind == "other":
+                    counts["dropped_other"] += 1
+                    continue
+                counts["mentions"] += 1
+                samples.append(Sample(f"wnut16/{name}:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind))
+    return samples, counts
+
+
+def load_wnut_fold(fold: int, data_dir: Path | None = None) -> ClassSplit:
+    """Fold k (1..3) trains on G_k, validates on G_(k+1), tests on G_(k+2)."""
+    if fold not in (1, 2, 3):
+        raise ValueError("WNUT-16 fold must be 1, 2 or 3")
+    samples, counts = load_wnut_mentions(data_dir)
+    g = [list(WNUT_GROUPS[(fold - 1 + k) % 3]) for k in range(3)]
+    by = lambda classes: [s for s in samples if s.label in classes]  # noqa: E731
+    return ClassSplit(
+        name=f"wnut16-fold{fold}", task="met", train_classes=g[0], val_classes=g[1], test_classes=g[2],
+        train=by(g[0]), val=by(g[1]), test=by(g[2]),
+        protocol=(f"WNUT-16 pooled train/dev/test mentions, 'other' dropped; fold {fold}: "
+                  f"train G{fold}, val G{fold % 3 + 1}, test G{(fold + 1) % 3 + 1}"),
+        counts=dict(counts),
+    )
+
+
+def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
+    """``mnre`` / ``mnre-seedN`` / ``wnut16-foldK`` / ``wnut16-pipeline`` -> ClassSplit."""
+    if name == "mnre":
+        return load_mnre(0, data_dir)
+    if name.startswith("mnre-seed"):
+        return load_mnre(int(name.removeprefix("mnre-seed")), data_dir)
+    if name.startswith("wnut16-fold"):
+        return load_wnut_fold(int(name.removeprefix("wnut16-fold")), data_dir)
+    if name == "wnut16-pipeline":
+        # The shipped entity typer: the most types we can train on (G1+G2), G3 kept for early stopping
+        # and threshold calibration; nothing is held out as test (the benchmark folds measure transfer).
+        samples, counts = load_wnut_mentions(data_dir)
+        train_c = list(WNUT_GROUPS[0] + WNUT_GROUPS[1])
+        val_c = list(WNUT_GROUPS[2])
+        return ClassSplit(
+            name=name, task="met", train_classes=train_c, val_classes=val_c, test_classes=[],
+            train=[s for s in samples if s.label in train_c], val=[s for s in samples if s.label in val_c],
+            test=[], protocol="WNUT-16 pooled mentions, 'other' dropped; train G1+G2, val G3, no test",
+            counts=dict(counts),
+        )
+    if name == "mnre-pipeline":
+        split = load_mnre(0, data_dir)
+        split.name, split.test, split.protocol = name, [], split.protocol + " (test samples unused)"
+        return split
+    raise ValueError(f"unknown split {name!r}")
+
+
+def samples_fingerprint(samples: list[Sample]) -> str:
+    """Content hash of a sample list: keys feature caches and is written into checkpoints."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(repr((s.uid, s.tokens, s.spans, s.label, s.image is not None)).encode())
+    return h.hexdigest()[:16]
