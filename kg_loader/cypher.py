@@ -1,0 +1,137 @@
+"""Every Cypher statement mmkg runs, built by small pure functions.
+
+Values always travel as parameters. Labels and relationship types cannot be parameters in a
+``MERGE`` on an index, so the few that come from users' label sets pass ``label()`` /
+``relationship_type()`` first: a strict pattern, then backtick quoting. This module must never
+interpolate anything else into query text.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LABEL = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+_REL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SCHEMA_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun"})
+
+
+class InvalidIdentifier(ValueError):
+    """A label or relationship type that is not safe to put into a query."""
+
+
+def label(name: str) -> str:
+    """An entity-type label, validated and quoted: ``Person`` -> ``\\`Person\\```."""
+    if not isinstance(name, str) or not _LABEL.match(name) or name in SCHEMA_LABELS:
+        raise InvalidIdentifier(f"invalid entity type label {name!r}: must match {_LABEL.pattern}")
+    return f"`{name}`"
+
+
+def relationship_type(relation: str) -> str:
+    """A relation name from the label set -> quoted relationship type: ``member_of`` -> ``\\`MEMBER_OF\\```."""
+    if not isinstance(relation, str) or not _REL_NAME.match(relation):
+        raise InvalidIdentifier(f"invalid relation name {relation!r}: must match {_REL_NAME.pattern}")
+    return f"`{relation.upper()}`"
+
+
+SCHEMA_STATEMENTS: tuple[str, ...] = (
+    "CREATE CONSTRAINT post_id IF NOT EXISTS FOR (p:Post) REQUIRE p.id IS UNIQUE",
+    "CREATE CONSTRAINT image_sha256 IF NOT EXISTS FOR (i:Image) REQUIRE i.sha256 IS UNIQUE",
+    "CREATE CONSTRAINT entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE",
+    "CREATE CONSTRAINT ingest_run_id IF NOT EXISTS FOR (r:IngestRun) REQUIRE r.id IS UNIQUE",
+    "CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name)",
+    "CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type)",
+    "CREATE INDEX post_created_at IF NOT EXISTS FOR (p:Post) ON (p.created_at)",
+)
+
+UPSERT_POSTS = """
+UNWIND $rows AS row
+MERGE (p:Post {id: row.id})
+SET p.text = row.text, p.created_at = datetime(row.created_at), p.author = row.author,
+    p.lang = row.lang, p.source = row.source, p.run_id = row.run_id
+"""
+
+UPSERT_IMAGES = """
+UNWIND $rows AS row
+MATCH (p:Post {id: row.post_id})
+MERGE (i:Image {sha256: row.sha256})
+SET i.uri = coalesce(i.uri, row.uri), i.width = row.width, i.height = row.height
+MERGE (p)-[:HAS_IMAGE]->(i)
+"""
+
+
+def upsert_mentions(entity_type: str) -> str:
+    """Mentions of one entity type: MERGE the entity on its constrained id, label it, link the post.
+
+    The MENTIONS relationship is keyed by its span, so a re-run updates it in place.
+    """
+    return f"""
+UNWIND $rows AS row
+MATCH (p:Post {{id: row.post_id}})
+MERGE (e:Entity {{id: row.entity_id}})
+  ON CREATE SET e.name = row.name, e.type = row.entity_type, e.aliases = [row.surface],
+                e.first_run_id = row.run_id
+SET e:{label(entity_type)},
+    e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases ELSE e.aliases + row.surface END
+MERGE (p)-[m:MENTIONS {{start: row.start, end: row.end}}]->(e)
+SET m.text = row.surface, m.score = row.score, m.model_version = row.model_version,
+    m.label_set_id = row.label_set_id, m.run_id = row.run_id
+"""
+
+
+def upsert_relations(relation: str) -> str:
+    """Triples of one relation: one relationship per (head, type, tail); evidence per post.
+
+    ``post_ids`` and ``scores`` are parallel lists: a post already present has its score
+    replaced (re-runs are idempotent), a new post is appended (evidence accumulates).
+    """
+    return f"""
+UNWIND $rows AS row
+MATCH (h:Entity {{id: row.head_id}})
+MATCH (t:Entity {{id: row.tail_id}})
+MERGE (h)-[r:{relationship_type(relation)}]->(t)
+  ON CREATE SET r.relation = row.relation, r.post_ids = [], r.scores = [], r.first_run_id = row.run_id
+SET r.scores = CASE WHEN row.post_id IN r.post_ids
+                    THEN [i IN range(0, size(r.post_ids) - 1) |
+                          CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END]
+                    ELSE r.scores + row.score END
+SET r.post_ids = CASE WHEN row.post_id IN r.post_ids THEN r.post_ids ELSE r.post_ids + row.post_id END
+SET r.evidence_count = size(r.post_ids),
+    r.max_score = reduce(m = 0.0, s IN r.scores | CASE WHEN s > m THEN s ELSE m END),
+    r.model_version = row.model_version, r.label_set_id = row.label_set_id, r.run_id = row.run_id
+"""
+
+
+#: Before a post's new extraction is written: drop its MENTIONS that the new extraction no longer
+#: has (label set or model changed), so a re-run replaces rather than adds.
+RETRACT_STALE_MENTIONS = """
+UNWIND $posts AS post
+MATCH (p:Post {id: post.id})-[m:MENTIONS]->(e:Entity)
+WHERE NOT (e.id + '|' + toString(m.start) + '|' + toString(m.end)) IN post.keep
+DELETE m
+"""
+
+#: Same for relation evidence contributed by a post: remove the post from triples it no longer
+#: supports, and delete triples left with no evidence at all.
+RETRACT_STALE_EVIDENCE = """
+UNWIND $posts AS post
+MATCH (p:Post {id: post.id})-[:MENTIONS]->(h:Entity)-[r]->(t:Entity)
+WHERE post.id IN r.post_ids AND NOT (h.id + '|' + type(r) + '|' + t.id) IN post.keep
+WITH DISTINCT post, r
+WITH r, [i IN range(0, size(r.post_ids) - 1) WHERE r.post_ids[i] <> post.id] AS kept
+SET r.post_ids = [i IN kept | r.post_ids[i]], r.scores = [i IN kept | r.scores[i]]
+SET r.evidence_count = size(r.post_ids),
+    r.max_score = reduce(m = 0.0, s IN r.scores | CASE WHEN s > m THEN s ELSE m END)
+WITH r WHERE r.evidence_count = 0
+DELETE r
+"""
+
+RECORD_RUN = """
+MERGE (r:IngestRun {id: $run_id})
+SET r += $props
+"""
+
+COUNT_GRAPH = """
+CALL () { MATCH (n) RETURN count(n) AS nodes }
+CALL () { MATCH ()-[r]->() RETURN count(r) AS relationships }
+RETURN nodes, relationships
+"""

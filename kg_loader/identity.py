@@ -1,0 +1,37 @@
+"""Deterministic entity identity.
+
+An entity is (normalised name, entity type). The id is a hash of both, so the same entity
+mentioned in any post, in any run or backfill, lands on the same node; surface forms are kept
+as aliases. Normalisation (documented in the README):
+
+1. Unicode NFKC (full-width letters, ligatures and compatibility forms fold together);
+2. a leading ``#`` (hashtag) or ``@`` (handle) is dropped;
+3. surrounding punctuation, quotes and whitespace are stripped; inner whitespace runs become one space;
+4. case-folded (``casefold``, stronger than ``lower`` for non-English text).
+
+Two different spellings ("NBA Awards" vs "#NBAAwards") stay different entities: merging them
+would need linking, which this function must never guess at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_WS = re.compile(r"\s+")
+_EDGE_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’…-–—_*~|/\\"
+
+
+def normalize_name(surface: str) -> str:
+    name = unicodedata.normalize("NFKC", surface).strip()
+    if name[:1] in ("#", "@"):
+        name = name[1:]
+    name = _WS.sub(" ", name).strip().strip(_EDGE_PUNCT).strip()
+    return name.casefold()
+
+
+def entity_id(surface_or_name: str, entity_type: str) -> str:
+    """32 hex chars of SHA-256 over (type, normalised name)."""
+    key = f"{entity_type}\x1f{normalize_name(surface_or_name)}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]

@@ -1,0 +1,33 @@
+"""One call that writes a shard's extraction into the graph, in the order the schema needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from extraction.ontology import Ontology
+from extraction.records import Post, RelationMention, TypedMention
+from kg_loader import records
+from kg_loader.writer import GraphWriter, LoadReport
+
+
+def load_extraction(
+    writer: GraphWriter,
+    posts: Sequence[Post],
+    typed: Sequence[TypedMention],
+    relations: Sequence[RelationMention],
+    run_id: str,
+) -> LoadReport:
+    """Posts, images, then (after retracting what these posts no longer support) mentions and triples."""
+    mention_rows = records.mention_rows(typed, run_id)
+    relation_rows = records.relation_rows(relations, run_id)
+    report = writer.upsert_posts(records.post_rows(posts, run_id))
+    report.merge(writer.upsert_images(records.image_rows(posts)))
+    report.merge(writer.retract_stale([p.id for p in posts], mention_rows, relation_rows))
+    report.merge(writer.upsert_mentions(mention_rows))
+    report.merge(writer.upsert_relations(relation_rows))
+    return report
+
+
+def writer_for(driver, ontology: Ontology, database: str | None = None, batch_size: int = 1000) -> GraphWriter:
+    entity_types, relation_names = records.ontology_labels(ontology)
+    return GraphWriter(driver, database, batch_size, entity_types, relation_names)

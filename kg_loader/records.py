@@ -1,0 +1,124 @@
+"""Rows the graph writer accepts: one dataclass per kind of thing written to Neo4j.
+
+``from_extraction`` turns the pipeline's typed records into these rows, computing the
+deterministic entity ids; nothing else in the project decides an entity's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from extraction.ontology import Ontology
+from extraction.records import OTHER_TYPE, Post, RelationMention, TypedMention
+from kg_loader.identity import entity_id, normalize_name
+
+
+@dataclass(frozen=True, slots=True)
+class PostRow:
+    id: str
+    text: str
+    created_at: str
+    author: str | None = None
+    lang: str | None = None
+    source: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    sha256: str
+    post_id: str
+    uri: str
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MentionRow:
+    """(:Post)-[:MENTIONS {start, end, ...}]->(:Entity:<entity_type>)."""
+
+    post_id: str
+    entity_id: str
+    entity_type: str  # becomes a label: validated before any Cypher is built
+    name: str  # normalised name
+    surface: str  # text as written in the post, kept as an alias
+    start: int
+    end: int
+    score: float
+    model_version: str
+    label_set_id: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelationRow:
+    """(:Entity)-[:<REL_TYPE>]->(:Entity), one relationship per triple, evidence per post."""
+
+    head_id: str
+    tail_id: str
+    relation: str  # ontology name, e.g. member_of; the relationship type is its UPPER_CASE
+    post_id: str
+    score: float
+    model_version: str
+    label_set_id: str
+    run_id: str
+
+
+def post_rows(posts: Iterable[Post], run_id: str) -> list[PostRow]:
+    return [PostRow(p.id, p.text, p.created_at, p.author, p.lang, p.source, run_id) for p in posts]
+
+
+def image_rows(posts: Iterable[Post]) -> list[ImageRow]:
+    return [
+        ImageRow(im.sha256, p.id, im.uri, im.width, im.height)
+        for p in posts
+        for im in p.images
+        if im.ok and im.sha256
+    ]
+
+
+def mention_rows(typed: Iterable[TypedMention], run_id: str) -> list[MentionRow]:
+    """Typed mentions to rows; abstentions (OTHER_TYPE) are not written to the graph."""
+    rows = []
+    for tm in typed:
+        if tm.entity_type == OTHER_TYPE:
+            continue
+        m = tm.mention
+        rows.append(
+            MentionRow(
+                post_id=m.post_id,
+                entity_id=entity_id(m.text, tm.entity_type),
+                entity_type=tm.entity_type,
+                name=normalize_name(m.text),
+                surface=m.text,
+                start=m.start,
+                end=m.end,
+                score=float(tm.score),
+                model_version=tm.model_version,
+                label_set_id=tm.label_set_id,
+                run_id=run_id,
+            )
+        )
+    return rows
+
+
+def relation_rows(relations: Iterable[RelationMention], run_id: str) -> list[RelationRow]:
+    return [
+        RelationRow(
+            head_id=entity_id(r.head.mention.text, r.head.entity_type),
+            tail_id=entity_id(r.tail.mention.text, r.tail.entity_type),
+            relation=r.relation,
+            post_id=r.post_id,
+            score=float(r.score),
+            model_version=r.model_version,
+            label_set_id=r.label_set_id,
+            run_id=run_id,
+        )
+        for r in relations
+    ]
+
+
+def ontology_labels(ontology: Ontology) -> tuple[set[str], set[str]]:
+    """Entity labels and relation names this label set allows the writer to create."""
+    return {e.name for e in ontology.entity_types}, {r.name for r in ontology.relation_types}

@@ -1,0 +1,231 @@
+"""Idempotent, batched upserts into Neo4j with a typed report back.
+
+Every write is ``UNWIND $rows`` + labelled ``MERGE`` on a constrained, deterministic key, in a
+managed transaction (``session.execute_write``: the driver retries transient failures and lost
+connections up to ``max_transaction_retry_time``). Batches are independent transactions, so a
+load that dies half-way is completed by simply running it again: nothing duplicates.
+
+Rows whose label or relationship type is not allowed (not in the label set, or not a safe
+identifier) are rejected with a reason, and the rest of the batch still loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kg_loader import cypher
+from kg_loader.records import ImageRow, MentionRow, PostRow, RelationRow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    kind: str  # "mention" | "relation" | ...
+    key: str  # what was rejected (post id / entity id / triple)
+    reason: str
+
+
+@dataclass
+class LoadReport:
+    """What a load did. ``created``/``updated`` are counted from Neo4j's own statistics."""
+
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    nodes_created: int = 0
+    relationships_created: int = 0
+    relationships_deleted: int = 0
+    properties_set: int = 0
+    labels_added: int = 0
+    batches: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def created(self) -> int:
+        return self.nodes_created + self.relationships_created
+
+    @property
+    def updated(self) -> int:
+        """Rows that matched an existing node or relationship instead of creating one."""
+        return max(sum(self.rows.values()) - self.created, 0)
+
+    def add_counters(self, counters: Any) -> None:
+        self.nodes_created += counters.nodes_created
+        self.relationships_created += counters.relationships_created
+        self.relationships_deleted += counters.relationships_deleted
+        self.properties_set += counters.properties_set
+        self.labels_added += counters.labels_added
+        self.batches += 1
+
+    def merge(self, other: "LoadReport") -> "LoadReport":
+        for k, v in other.rows.items():
+            self.rows[k] += v
+        self.nodes_created += other.nodes_created
+        self.relationships_created += other.relationships_created
+        self.relationships_deleted += other.relationships_deleted
+        self.properties_set += other.properties_set
+        self.labels_added += other.labels_added
+        self.batches += other.batches
+        self.rejected.extend(other.rejected)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": dict(self.rows),
+            "created": self.created,
+            "updated": self.updated,
+            "nodes_created": self.nodes_created,
+            "relationships_created": self.relationships_created,
+            "relationships_deleted": self.relationships_deleted,
+            "properties_set": self.properties_set,
+            "batches": self.batches,
+            "rejected": [asdict(r) for r in self.rejected],
+        }
+
+
+def connect(settings=None, **driver_config):
+    """A neo4j driver from ``mmkg.settings.Neo4jSettings`` (environment), outside Airflow."""
+    import neo4j
+
+    from mmkg.settings import Neo4jSettings
+
+    settings = settings or Neo4jSettings.from_env()
+    return neo4j.GraphDatabase.driver(settings.uri, auth=(settings.user, settings.password), **driver_config)
+
+
+class GraphWriter:
+    """Writes typed rows to one Neo4j database in batches.
+
+    ``allowed_entity_types`` / ``allowed_relations`` (from the ontology) restrict what may become
+    a label or relationship type; None allows any *valid* identifier.
+    """
+
+    def __init__(
+        self,
+        driver,
+        database: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        allowed_entity_types: Iterable[str] | None = None,
+        allowed_relations: Iterable[str] | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.driver = driver
+        self.database = database
+        self.batch_size = batch_size
+        self.allowed_entity_types = set(allowed_entity_types) if allowed_entity_types is not None else None
+        self.allowed_relations = set(allowed_relations) if allowed_relations is not None else None
+
+    # -- schema ---------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create constraints and indexes; safe to call on every run (IF NOT EXISTS)."""
+        with self.driver.session(database=self.database) as session:
+            for statement in cypher.SCHEMA_STATEMENTS:
+                session.run(statement).consume()
+            session.run("CALL db.awaitIndexes(300)").consume()
+
+    # -- upserts --------------------------------------------------------------------------
+    def upsert_posts(self, rows: Sequence[PostRow]) -> LoadReport:
+        return self._write_batches("post", cypher.UPSERT_POSTS, [asdict(r) for r in rows])
+
+    def upsert_images(self, rows: Sequence[ImageRow]) -> LoadReport:
+        return self._write_batches("image", cypher.UPSERT_IMAGES, [asdict(r) for r in rows])
+
+    def upsert_mentions(self, rows: Sequence[MentionRow]) -> LoadReport:
+        report = LoadReport()
+        by_type: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            reason = self._entity_type_problem(row.entity_type)
+            if reason:
+                report.rejected.append(Rejection("mention", f"{row.post_id}[{row.start}:{row.end}]", reason))
+            else:
+                by_type[row.entity_type].append(asdict(row))
+        for entity_type in sorted(by_type):
+            report.merge(self._write_batches("mention", cypher.upsert_mentions(entity_type), by_type[entity_type]))
+        return report
+
+    def upsert_relations(self, rows: Sequence[RelationRow]) -> LoadReport:
+        report = LoadReport()
+        by_relation: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            reason = self._relation_problem(row.relation)
+            if reason:
+                report.rejected.append(
+                    Rejection("relation", f"{row.head_id}-{row.relation}->{row.tail_id}@{row.post_id}", reason)
+                )
+            else:
+                by_relation[row.relation].append(asdict(row))
+        for relation in sorted(by_relation):
+            report.merge(self._write_batches("relation", cypher.upsert_relations(relation), by_relation[relation]))
+        return report
+
+    def retract_stale(
+        self, post_ids: Sequence[str], mentions: Sequence[MentionRow], relations: Sequence[RelationRow]
+    ) -> LoadReport:
+        """Remove what these posts contributed before but no longer do (a re-run replaces, never adds).
+
+        Call before writing the new mentions and relations of the same posts.
+        """
+        keep_mentions: dict[str, list[str]] = {pid: [] for pid in post_ids}
+        for m in mentions:
+            keep_mentions.setdefault(m.post_id, []).append(f"{m.entity_id}|{m.start}|{m.end}")
+        keep_relations: dict[str, list[str]] = {pid: [] for pid in post_ids}
+        for r in relations:
+            if not self._relation_problem(r.relation):
+                keep_relations.setdefault(r.post_id, []).append(f"{r.head_id}|{r.relation.upper()}|{r.tail_id}")
+        report = self._write_batches(
+            "retract_evidence",
+            cypher.RETRACT_STALE_EVIDENCE,
+            [{"id": pid, "keep": keep} for pid, keep in keep_relations.items()],
+            param="posts",
+        )
+        return report.merge(
+            self._write_batches(
+                "retract_mentions",
+                cypher.RETRACT_STALE_MENTIONS,
+                [{"id": pid, "keep": keep} for pid, keep in keep_mentions.items()],
+                param="posts",
+            )
+        )
+
+    def record_run(self, run_id: str, **props: Any) -> None:
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(lambda tx: tx.run(cypher.RECORD_RUN, run_id=run_id, props=props).consume())
+
+    # -- internals ------------------------------------------------------------------------
+    def _entity_type_problem(self, entity_type: str) -> str | None:
+        try:
+            cypher.label(entity_type)
+        except cypher.InvalidIdentifier as exc:
+            return str(exc)
+        if self.allowed_entity_types is not None and entity_type not in self.allowed_entity_types:
+            return f"entity type {entity_type!r} is not in the label set"
+        return None
+
+    def _relation_problem(self, relation: str) -> str | None:
+        try:
+            cypher.relationship_type(relation)
+        except cypher.InvalidIdentifier as exc:
+            return str(exc)
+        if self.allowed_relations is not None and relation not in self.allowed_relations:
+            return f"relation {relation!r} is not in the label set"
+        return None
+
+    def _write_batches(self, kind: str, query: str, rows: list[dict], param: str = "rows") -> LoadReport:
+        report = LoadReport()
+        with self.driver.session(database=self.database) as session:
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                counters = session.execute_write(_run_batch, query, param, batch)
+                report.add_counters(counters)
+                report.rows[kind] += len(batch)
+        return report
+
+
+def _run_batch(tx, query: str, param: str, batch: list[dict]):
+    return tx.run(query, {param: batch}).consume().counters

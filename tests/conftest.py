@@ -1,0 +1,76 @@
+"""Shared fixtures. Graph tests run against a real Neo4j 5.26 server started for the session
+(ports 17687/17474, data in a temporary directory) unless MMKG_TEST_NEO4J_URI points at one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Airflow configures logging and writes files under AIRFLOW_HOME on import: keep tests out of
+# the user's home and out of the repo.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mmkg-test-airflow-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TEST_PASSWORD = "mmkg-test-password"
+
+
+class Neo4jTestServer:
+    """The session's Neo4j: a real server this test run owns (start/stop/kill for failure tests)."""
+
+    def __init__(self, home: Path):
+        from mmkg.settings import Neo4jSettings
+
+        self.settings = Neo4jSettings(
+            uri="bolt://127.0.0.1:17687",
+            user="neo4j",
+            password=TEST_PASSWORD,
+            database="neo4j",
+            bolt_port=17687,
+            http_port=17474,
+            home=home,
+        )
+
+    def start(self) -> None:
+        from kg_loader import server
+
+        server.start(self.settings)
+
+    def stop(self) -> None:
+        from kg_loader import server
+
+        server.stop(self.settings)
+
+    def driver(self, **config):
+        from kg_loader.writer import connect
+
+        return connect(self.settings, **config)
+
+
+@pytest.fixture(scope="session")
+def neo4j_server(tmp_path_factory):
+    srv = Neo4jTestServer(tmp_path_factory.mktemp("neo4j-home"))
+    srv.start()
+    for key, value in {
+        "MMKG_NEO4J_URI": srv.settings.uri,
+        "MMKG_NEO4J_PASSWORD": srv.settings.password,
+        "MMKG_NEO4J_BOLT_PORT": str(srv.settings.bolt_port),
+        "MMKG_NEO4J_HTTP_PORT": str(srv.settings.http_port),
+        "MMKG_NEO4J_HOME": str(srv.settings.home),
+    }.items():
+        os.environ[key] = value
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def neo4j_driver(neo4j_server):
+    driver = neo4j_server.driver()
+    driver.execute_query("MATCH (n) DETACH DELETE n")
+    yield driver
+    driver.close()

@@ -1,0 +1,53 @@
+"""Cypher building and entity identity, as text (no server)."""
+
+import pytest
+
+from kg_loader import cypher
+from kg_loader.identity import entity_id, normalize_name
+
+
+@pytest.mark.parametrize(
+    "surface, expected",
+    [
+        ("#NBAAwards", "nbaawards"),
+        ("@LisbonFalcons", "lisbonfalcons"),
+        ("  Marta   Silva ", "marta silva"),
+        ("“Aurora Festival”!", "aurora festival"),
+        ("ＭＡＲＴＡ", "marta"),  # full-width folds under NFKC
+        ("STRASSE", "strasse"),
+        ("Straße", "strasse"),  # casefold, not lower
+    ],
+)
+def test_normalize_name(surface, expected):
+    assert normalize_name(surface) == expected
+
+
+def test_entity_id_is_deterministic_and_type_scoped():
+    assert entity_id("Marta Silva", "Person") == entity_id("marta  silva!", "Person")
+    assert entity_id("Marta Silva", "Person") != entity_id("Marta Silva", "Organization")
+    assert len(entity_id("x", "Person")) == 32
+
+
+@pytest.mark.parametrize("bad", ["person", "Person`) DETACH DELETE n //", "Per son", "", "Entity", "Post", "A" * 65, 3])
+def test_label_refuses_unsafe_identifiers(bad):
+    with pytest.raises(cypher.InvalidIdentifier):
+        cypher.label(bad)
+
+
+@pytest.mark.parametrize("bad", ["MemberOf", "member-of", "x`]->() DELETE r //", "", "1abc"])
+def test_relationship_type_refuses_unsafe_identifiers(bad):
+    with pytest.raises(cypher.InvalidIdentifier):
+        cypher.relationship_type(bad)
+
+
+def test_identifiers_are_quoted():
+    assert cypher.label("Person") == "`Person`"
+    assert cypher.relationship_type("member_of") == "`MEMBER_OF`"
+    assert ":`Person`" in cypher.upsert_mentions("Person")
+    assert ":`MEMBER_OF`]" in cypher.upsert_relations("member_of")
+
+
+def test_values_are_parameters_not_text():
+    for query in (cypher.upsert_mentions("Person"), cypher.upsert_relations("peer"), cypher.UPSERT_POSTS):
+        assert "UNWIND $rows AS row" in query
+        assert "MERGE" in query and "CREATE (" not in query
