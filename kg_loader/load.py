@@ -31,3 +31,24 @@ def load_extraction(
 def writer_for(driver, ontology: Ontology, database: str | None = None, batch_size: int = 1000) -> GraphWriter:
     entity_types, relation_names = records.ontology_labels(ontology)
     return GraphWriter(driver, database, batch_size, entity_types, relation_names)
+
+
+def load_shard(shard: dict, plan, driver, database: str | None = None, batch_size: int = 1000) -> dict:
+    """Write one staged shard (see ``extraction.pipeline``) into the graph; returns the report as a dict."""
+    from pathlib import Path
+
+    from extraction import staging
+    from extraction.ontology import load_ontology
+
+    shard_dir = Path(shard["dir"])
+    ontology = load_ontology(plan.ontology_path)
+    writer = writer_for(driver, ontology, database, batch_size)
+    writer.ensure_schema()
+    report = load_extraction(
+        writer,
+        staging.read_posts(shard_dir / "posts.parquet"),
+        staging.read_typed_mentions(shard_dir / "typed_mentions.parquet"),
+        staging.read_relations(shard_dir / "relations.parquet"),
+        run_id=plan.run_id,
+    )
+    return {**shard, **report.as_dict()}

@@ -1,0 +1,229 @@
+"""The stages of one ingestion run over a data interval, as plain functions over staged files.
+
+The Airflow DAG ``mmkg_ingest`` is wiring around these; ``mmkg ingest`` runs them without
+Airflow. Stages hand each other small JSON-able dicts of *paths* (never data), and every file
+name is deterministic per data interval and shard, so a re-run or backfill of an interval
+overwrites exactly its own files and the graph load stays idempotent.
+
+    plan_interval -> stage_posts -> [detect_shard -> type_shard -> kg_loader.load.load_shard] per shard
+                                                                              -> run_report
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from extraction import staging
+from extraction.ontology import load_ontology
+from mmkg.settings import PipelineSettings
+
+log = logging.getLogger(__name__)
+
+#: Which zero-shot extractor types mentions and relations (MMKG_EXTRACTOR).
+EXTRACTORS = ("label-similarity", "mg-vmoe")
+
+
+@dataclass(frozen=True)
+class IntervalPlan:
+    """What one run covers: the partitions (days) of its data interval, and with which label set."""
+
+    interval_key: str
+    days: tuple[str, ...]
+    run_id: str
+    ontology_path: str
+    label_set_id: str
+    staging_dir: str
+
+    @property
+    def interval_dir(self) -> Path:
+        return Path(self.staging_dir) / self.interval_key
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "days": list(self.days)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IntervalPlan":
+        return cls(**{**d, "days": tuple(d["days"])})
+
+
+def plan_interval(
+    run_id: str,
+    data_interval_start: datetime | None = None,
+    data_interval_end: datetime | None = None,
+    partition: str | None = None,
+    settings: PipelineSettings | None = None,
+) -> IntervalPlan:
+    """Decide the partitions to read. The ontology is validated here, before any work.
+
+    Scheduled runs and backfills read the days of ``[start, end)``; a manual run (which may have
+    no logical date) names its ``partition`` (YYYY-MM-DD) instead.
+    """
+    settings = settings or PipelineSettings.from_env()
+    ontology = load_ontology(settings.ontology_path)  # raises OntologyError with a clear message
+    if partition:
+        try:
+            day = date.fromisoformat(partition)
+        except ValueError as exc:
+            raise ValueError(f"partition must be YYYY-MM-DD, got {partition!r}") from exc
+        days = (day.isoformat(),)
+        key = day.isoformat()
+    elif data_interval_start is not None and data_interval_end is not None:
+        start, end = _utc(data_interval_start), _utc(data_interval_end)
+        if end <= start:
+            raise ValueError(
+                f"empty data interval [{start.isoformat()}, {end.isoformat()}): give a 'partition' "
+                "param (YYYY-MM-DD) for manual runs without a logical date"
+            )
+        days = tuple(d.isoformat() for d in _days_covered(start, end))
+        key = staging.interval_key(start, end)
+    else:
+        raise ValueError("no data interval and no 'partition' param: trigger with partition=YYYY-MM-DD")
+    return IntervalPlan(key, days, run_id, str(settings.ontology_path), ontology.label_set_id, str(settings.staging_dir))
+
+
+def stage_posts(plan: IntervalPlan, settings: PipelineSettings | None = None) -> tuple[list[dict], dict]:
+    """Read and validate the interval's partitions; write quarantine and post shards as Parquet.
+
+    Returns (shards, counts): one small dict of paths per shard, and the read counts.
+    """
+    from extraction.posts import read_partition
+
+    settings = settings or PipelineSettings.from_env()
+    out = plan.interval_dir
+    out.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    posts, quarantined, counts = [], [], Counter()
+    for day in plan.days:
+        part = read_partition(settings.landing_dir, date.fromisoformat(day), run_seen_ids=seen)
+        posts.extend(part.posts)
+        quarantined.extend(part.quarantined)
+        counts.update(part.counts)
+    staging.write_quarantine(out / "quarantine.parquet", quarantined)
+    # A re-run may have fewer shards than the last run: old shard files must not linger.
+    for stale in out.glob("shard-*"):
+        for f in stale.iterdir():
+            f.unlink()
+        stale.rmdir()
+    shards = []
+    for i, shard_posts in enumerate(staging.shard_posts(posts, settings.shard_size)):
+        shard_dir = out / f"shard-{i:04d}"
+        shard_dir.mkdir()
+        staging.write_posts(shard_dir / "posts.parquet", shard_posts)
+        shards.append({"interval_key": plan.interval_key, "shard": i, "dir": str(shard_dir)})
+    counts_dict = {k: int(v) for k, v in sorted(counts.items())}
+    _write_json(out / "read_counts.json", counts_dict)
+    return shards, counts_dict
+
+
+def detect_shard(shard: dict) -> dict:
+    """Entity mentions of a shard's posts -> ``mentions.parquet``."""
+    shard_dir = Path(shard["dir"])
+    posts = staging.read_posts(shard_dir / "posts.parquet")
+    mentions = _detector().detect(posts)
+    staging.write_records(shard_dir / "mentions.parquet", mentions)
+    return {**shard, "mentions": len(mentions)}
+
+
+def type_shard(shard: dict, plan: IntervalPlan) -> dict:
+    """Zero-shot typing and relation extraction -> ``typed_mentions.parquet``, ``relations.parquet``."""
+    shard_dir = Path(shard["dir"])
+    ontology = load_ontology(plan.ontology_path)
+    if ontology.label_set_id != plan.label_set_id:
+        raise RuntimeError(
+            f"ontology {plan.ontology_path} changed during the run ({plan.label_set_id} -> "
+            f"{ontology.label_set_id}); re-run the interval"
+        )
+    posts = {p.id: p for p in staging.read_posts(shard_dir / "posts.parquet")}
+    mentions = staging.read_mentions(shard_dir / "mentions.parquet")
+    extractor = extractor_for(os.environ.get("MMKG_EXTRACTOR", "label-similarity"))
+    typed = extractor.type_mentions(posts, mentions, ontology)
+    relations = extractor.extract_relations(posts, typed, ontology)
+    staging.write_records(shard_dir / "typed_mentions.parquet", typed)
+    staging.write_records(shard_dir / "relations.parquet", relations)
+    return {
+        **shard,
+        "typed_mentions": len(typed),
+        "relations": len(relations),
+        "model_version": extractor.model_version,
+    }
+
+
+def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
+    """The run's summary, written beside the staged files and returned to the caller."""
+    total = Counter()
+    rejected: list = []
+    for load in loads:
+        for k, v in load.get("rows", {}).items():
+            total[f"rows_{k}"] += v
+        for k in ("nodes_created", "relationships_created", "relationships_deleted", "properties_set"):
+            total[k] += load.get(k, 0)
+        rejected.extend(load.get("rejected", []))
+    report = {
+        "run_id": plan.run_id,
+        "interval": plan.interval_key,
+        "partitions": list(plan.days),
+        "label_set_id": plan.label_set_id,
+        "posts_read": read_counts.get("records", 0),
+        "posts_valid": read_counts.get("posts", 0),
+        "posts_quarantined": read_counts.get("rejected", 0),
+        "images_bad": read_counts.get("images", 0) - read_counts.get("images_ok", 0),
+        "quarantine": {k: v for k, v in read_counts.items() if k.startswith(("rejected_", "images_"))},
+        "mentions": sum(load.get("mentions", 0) for load in loads),
+        "entities_typed": sum(load.get("typed_mentions", 0) for load in loads),
+        "relations": sum(load.get("relations", 0) for load in loads),
+        "graph": dict(sorted(total.items())),
+        "rejected_by_loader": rejected,
+    }
+    _write_json(plan.interval_dir / "run_report.json", report)
+    return report
+
+
+# -- process-wide singletons: models load once per task process -------------------------------
+@lru_cache(maxsize=1)
+def _detector():
+    from extraction.detection import EntityDetector
+
+    return EntityDetector()
+
+
+@lru_cache(maxsize=2)
+def extractor_for(name: str):
+    if name == "label-similarity":
+        from extraction.label_similarity import LabelSimilarityExtractor
+
+        return LabelSimilarityExtractor()
+    if name == "mg-vmoe":
+        from models.extractor import MGVMoEExtractor
+
+        return MGVMoEExtractor.from_checkpoint(os.environ.get("MMKG_CHECKPOINT"))
+    raise ValueError(f"MMKG_EXTRACTOR must be one of {EXTRACTORS}, got {name!r}")
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _days_covered(start: datetime, end: datetime) -> list[date]:
+    """Calendar days (UTC) that overlap [start, end)."""
+    days, d = [], start.date()
+    last = (end - timedelta(microseconds=1)).date()
+    while d <= last:
+        days.append(d)
+        d += timedelta(days=1)
+    return days
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+__all__ = ["IntervalPlan", "plan_interval", "stage_posts", "detect_shard", "type_shard", "run_report"]
