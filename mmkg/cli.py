@@ -19,6 +19,12 @@ def _bench_load(args: argparse.Namespace) -> int:
     return load_benchmark.main(args.rest)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from mmkg import demo
+
+    return demo.run(args.days or None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmkg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     neo = sub.add_parser("neo4j", help="run the embedded local Neo4j 5.26 server")
     neo.add_argument("action", choices=["start", "stop", "status", "build"])
     neo.set_defaults(func=_neo4j)
+
+    demo = sub.add_parser("demo", help="run mmkg_ingest over the sample days and query the graph")
+    demo.add_argument("days", nargs="*", help="YYYY-MM-DD partitions (default: all in the landing dir)")
+    demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="benchmarks (see bench/)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
