@@ -18,9 +18,9 @@ MARKERS: tuple[str, ...] = ("<e>", "</e>", "<h>", "</h>", "<t>", "</t>")
 class MGVMoEConfig:
     # --- task and encoders -----------------------------------------------------------------------------
     task: str = "mre"  # "met" (entity typing, one span) or "mre" (relation, head + tail span)
+    # Encoders are frozen (CPU budget, docs/model.md): their token outputs are cached once per sample.
     text_encoder: str = ""  # folder for transformers AutoModel; "" = packaged all-MiniLM-L6-v2 (models.encoders)
     image_encoder: str = ""  # EfficientNet-Lite0 weights file; "" = packaged weights (models.encoders)
-    freeze_encoders: bool = True  # CPU budget: frozen encoders let token features be cached once per sample
     text_hidden: int = 384  # width of the text encoder's tokens (MiniLM-L6: 384; BERT-base: 768)
     image_hidden: int = 1280  # width of the image region tokens (EfficientNet-Lite0 last map: 1280 x 7x7)
     image_size: int = 224  # EfficientNet-Lite0's native input; gives the 7x7 = 49 region grid

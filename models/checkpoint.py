@@ -1,0 +1,84 @@
+"""MG-VMoE checkpoints: a directory with the heads' weights and a JSON card, verified by content hash.
+
+    <dir>/heads.safetensors   trainable heads + the six marker embedding rows (encoders are not copied:
+                              they come from installed packages, named in the config)
+    <dir>/checkpoint.json     config, label sets, data protocol, metrics, thresholds, sha256 of the weights
+
+``load_checkpoint`` refuses a directory whose weights do not match the recorded hash. It never touches
+the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.config import MGVMoEConfig
+from models.modeling import MGVMoE
+
+WEIGHTS, CARD = "heads.safetensors", "checkpoint.json"
+FORMAT = "mg-vmoe-heads/1"
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint directory is incomplete, altered or of an unknown format."""
+
+
+@dataclass
+class Checkpoint:
+    config: MGVMoEConfig
+    model: MGVMoE
+    marker_embeddings: torch.Tensor  # (6, text_hidden) rows the features were computed with
+    card: dict = field(default_factory=dict)  # labels, protocol, metrics, thresholds, hash
+
+    @property
+    def thresholds(self) -> dict:
+        return self.card.get("thresholds", {})
+
+    @property
+    def model_version(self) -> str:
+        return f"mg-vmoe/{self.card.get('name', 'unnamed')}@{self.card['weights_sha256'][:12]}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: MGVMoE, marker_embeddings: torch.Tensor, card: dict) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"heads.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors["marker_embeddings"] = marker_embeddings.detach().contiguous().cpu().float()
+    save_file(tensors, str(path / WEIGHTS), metadata={"format": FORMAT})
+    full = dict(card)
+    full.update(format=FORMAT, config=model.config.to_dict(), weights_sha256=sha256_file(path / WEIGHTS))
+    (path / CARD).write_text(json.dumps(full, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not (path / CARD).is_file() or not (path / WEIGHTS).is_file():
+        raise CheckpointError(f"{path}: expected {CARD} and {WEIGHTS}")
+    card = json.loads((path / CARD).read_text(encoding="utf-8"))
+    if card.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {card.get('format')!r}")
+    actual = sha256_file(path / WEIGHTS)
+    if actual != card.get("weights_sha256"):
+        raise CheckpointError(f"{path}: weights hash {actual[:12]} does not match the card's "
+                              f"{str(card.get('weights_sha256'))[:12]} (altered or partial copy)")
+    config = MGVMoEConfig.from_dict(card["config"])
+    tensors = load_file(str(path / WEIGHTS))
+    model = MGVMoE(config)
+    model.load_state_dict({k.removeprefix("heads."): v for k, v in tensors.items() if k.startswith("heads.")})
+    model.eval()
+    return Checkpoint(config, model, tensors["marker_embeddings"], card)

@@ -1,0 +1,168 @@
+"""Frozen-encoder features, computed once per sample and cached on disk (outside the repository).
+
+Encoders are frozen (docs/model.md), so a sample's text token states, marker positions and image
+region tokens never change: training, early stopping and every benchmark run read them from here and
+only the small MG-VMoE heads run per step. The cache key covers everything that changes the features
+(encoder paths, max length, marker embeddings, the samples themselves), so a stale cache cannot be read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from models.data import Sample, samples_fingerprint
+from models.label_descriptions import label_text
+from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, marked_text, words_to_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureStore:
+    """Cached encoder outputs of a list of samples, indexable by sample uid."""
+
+    uids: list[str]
+    text: list[torch.Tensor]  # per sample (L_i, text_hidden), float16
+    marker_pos: torch.Tensor  # (N, 1 + num_spans)
+    image_index: torch.Tensor  # (N,) row in ``images`` or -1 when the post has no image
+    images: torch.Tensor  # (M, R, image_hidden) float16
+    stats: dict  # truncated markers, images used/failed: nothing is lost silently
+
+    def __post_init__(self) -> None:
+        self.row = {u: i for i, u in enumerate(self.uids)}
+
+    def batch(self, samples: list[Sample], classes: list[str] | None = None) -> MGVMoEBatch:
+        idx = [self.row[s.uid] for s in samples]
+        seqs = [self.text[i] for i in idx]
+        length = max(len(s) for s in seqs)
+        tokens = torch.zeros(len(idx), length, seqs[0].shape[1], dtype=torch.float16)
+        mask = torch.zeros(len(idx), length, dtype=torch.bool)
+        for j, s in enumerate(seqs):
+            tokens[j, : len(s)] = s
+            mask[j, : len(s)] = True
+        img_idx = self.image_index[idx]
+        has = img_idx >= 0
+        if has.any():
+            image_tokens = torch.zeros(len(idx), *self.images.shape[1:], dtype=torch.float16)
+            image_tokens[has] = self.images[img_idx[has]]
+        else:
+            image_tokens = torch.zeros(len(idx), 0, self.images.shape[-1] if self.images.ndim == 3 else 1)
+        labels = None
+        if classes is not None:
+            where = {c: k for k, c in enumerate(classes)}
+            labels = torch.tensor([where[s.label] for s in samples])
+        return MGVMoEBatch(tokens, mask, self.marker_pos[idx], image_tokens, has, labels)
+
+
+def cache_dir() -> Path:
+    from mmkg.settings import mmkg_home
+
+    path = mmkg_home() / "cache" / "features"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_image(path: str):
+    """Open an image as RGB; uses the pipeline's loader when it exists (same validation everywhere)."""
+    try:
+        from extraction.images import load_image_rgb  # type: ignore[attr-defined]
+
+        return load_image_rgb(path)
+    except ImportError:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.convert("RGB")
+
+
+def encode_samples(
+    samples: list[Sample],
+    task: str,
+    text_encoder: TextTokenEncoder,
+    image_encoder: ImageRegionEncoder | None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> FeatureStore:
+    texts = [marked_text(*words_to_text(s.tokens, s.spans), task) for s in samples]
+    order = sorted(range(len(samples)), key=lambda i: len(texts[i]))  # length-sorted: little padding
+    text: list[torch.Tensor | None] = [None] * len(samples)
+    marker_pos = torch.zeros(len(samples), 2 if task == "met" else 3, dtype=torch.long)
+    truncated = 0
+    for k in tqdm(range(0, len(order), batch_size), desc=f"encode text ({task})", disable=not progress):
+        ids = order[k : k + batch_size]
+        feats = text_encoder([texts[i] for i in ids], task)
+        truncated += feats.truncated_markers
+        for j, i in enumerate(ids):
+            n = int(feats.mask[j].sum())
+            text[i] = feats.tokens[j, :n].to(torch.float16).clone()
+            marker_pos[i] = feats.marker_pos[j]
+    paths = sorted({s.image for s in samples if s.image})
+    image_rows, images, failed = {}, [], 0
+    if image_encoder is not None:
+        for p in paths:
+            try:
+                pixels = image_encoder.preprocess([load_image(p)])
+            except Exception as exc:  # a broken file is counted and the post stays text-only
+                log.warning("image %s unusable: %s", p, exc)
+                failed += 1
+                continue
+            image_rows[p] = len(images)
+            images.append(image_encoder(pixels)[0].to(torch.float16))
+    image_index = torch.tensor([image_rows.get(s.image, -1) if s.image else -1 for s in samples])
+    stacked = torch.stack(images) if images else torch.zeros(0, 0, 1, dtype=torch.float16)
+    stats = {"samples": len(samples), "truncated_markers": truncated, "images_used": len(images),
+             "images_failed": failed, "samples_with_image": int((image_index >= 0).sum())}
+    if truncated:
+        log.warning("%d start markers fell beyond max_length; [CLS] stands in for them", truncated)
+    return FeatureStore([s.uid for s in samples], text, marker_pos, image_index, stacked, stats)
+
+
+def encoder_key(text_encoder: TextTokenEncoder, config_text_path: str, config_image_path: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"{config_text_path}|{config_image_path}|{text_encoder.max_length}".encode())
+    h.update(text_encoder.marker_embeddings().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+class FeatureCache:
+    """Loads encoders lazily and memoises FeatureStores and label embeddings on disk."""
+
+    def __init__(self, text_path: str = "", image_path: str = "", max_length: int = 128, use_disk: bool = True):
+        self.text_path, self.image_path, self.max_length, self.use_disk = text_path, image_path, max_length, use_disk
+        self._text: TextTokenEncoder | None = None
+        self._image: ImageRegionEncoder | None = None
+
+    @property
+    def text_encoder(self) -> TextTokenEncoder:
+        if self._text is None:
+            self._text = TextTokenEncoder.from_path(self.text_path, self.max_length)
+        return self._text
+
+    @property
+    def image_encoder(self) -> ImageRegionEncoder:
+        if self._image is None:
+            self._image = ImageRegionEncoder.from_path(self.image_path)
+        return self._image
+
+    def key(self) -> str:
+        return encoder_key(self.text_encoder, self.text_path, self.image_path)
+
+    def features(self, samples: list[Sample], task: str, name: str) -> FeatureStore:
+        path = cache_dir() / f"{name}-{task}-{self.key()}-{samples_fingerprint(samples)}.pt"
+        if self.use_disk and path.is_file():
+            return FeatureStore(**torch.load(path, weights_only=True))
+        needs_images = any(s.image for s in samples)
+        store = encode_samples(samples, task, self.text_encoder, self.image_encoder if needs_images else None)
+        if self.use_disk:
+            torch.save({k: getattr(store, k) for k in ("uids", "text", "marker_pos", "image_index", "images", "stats")},
+                       path)
+        return store
+
+    def label_embeddings(self, labels: list[str], mode: str) -> torch.Tensor:
+        return self.text_encoder.embed_labels([label_text(lab, mode) for lab in labels])

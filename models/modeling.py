@@ -1,0 +1,469 @@
+"""MG-VMoE: multimodal graph-based variational mixture of experts, for zero-shot typing / relations.
+
+Read top to bottom:
+  1. ``TextTokenEncoder`` - frozen text encoder with entity markers; gives token states + marker positions.
+  2. ``ImageRegionEncoder`` - frozen image backbone; gives a sequence of region tokens (7x7 = 49 for Lite0).
+  3. ``VMoE`` - one shared variational mixture-of-experts layer, applied to text and to image tokens.
+  4. ``QueryAttentionPool`` - fuses VMoE tokens with the entity representation h_e as the query.
+  5. ``info_nce`` and ``MGVAT`` - cross-modal alignment and graph virtual adversarial training.
+  6. ``MGVMoE`` - the trainable heads (everything above the frozen encoders) and the zero-shot scorer.
+
+Encoders are frozen (the CPU budget, see docs/model.md), so training and benchmarks feed cached encoder
+outputs straight into ``MGVMoE``; the pipeline runs the same encoders live. A post without an image gets a
+learned "no image" token - never a fake image - and is left out of every image-side loss term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import MARKERS, MGVMoEConfig
+
+# ------------------------------------------------------------------------------------------ 1. text side
+
+
+def marked_text(text: str, spans: list[tuple[int, int]], task: str) -> str:
+    """Insert entity markers around character spans: MET ``<e> m </e>``; MRE ``<h> head </h>``, ``<t> tail </t>``.
+
+    Spans may touch or nest (MNRE has a few overlapping head/tail pairs); markers are inserted from the
+    right so earlier offsets stay valid, closing markers before opening ones at the same offset.
+    """
+    pairs = [("<e>", "</e>")] if task == "met" else [("<h>", "</h>"), ("<t>", "</t>")]
+    if len(spans) != len(pairs):
+        raise ValueError(f"{task} needs {len(pairs)} span(s), got {len(spans)}")
+    inserts = []  # (offset, priority, marker): at one offset close (0) before open (1)
+    for (start, end), (open_m, close_m) in zip(spans, pairs):
+        inserts += [(start, 1, open_m), (end, 0, close_m)]
+    out = text
+    for offset, _, marker in sorted(inserts, reverse=True):
+        out = f"{out[:offset]} {marker} {out[offset:]}"
+    return " ".join(out.split())
+
+
+def words_to_text(tokens: tuple[str, ...], spans: tuple[tuple[int, int], ...]) -> tuple[str, list[tuple[int, int]]]:
+    """Word-tokenised sample -> (text joined by spaces, character spans of the word spans)."""
+    starts, pos = [], 0
+    for tok in tokens:
+        starts.append(pos)
+        pos += len(tok) + 1
+    ends = [s + len(t) for s, t in zip(starts, tokens)]
+    return " ".join(tokens), [(starts[a], ends[b - 1]) for a, b in spans]
+
+
+@dataclass
+class TextFeatures:
+    """Frozen text-encoder output for a batch of marked texts."""
+
+    tokens: torch.Tensor  # (B, L, text_hidden) last hidden states
+    mask: torch.Tensor  # (B, L) bool, True at real tokens
+    marker_pos: torch.Tensor  # (B, 1 + num_spans) long: [CLS]=0, then the start marker(s)
+    truncated_markers: int = 0  # how many start markers fell outside max_length (then [CLS] is used)
+
+
+class TextTokenEncoder(nn.Module):
+    """A transformers encoder + tokenizer with the six entity markers added as special tokens.
+
+    New marker rows are initialised from a fixed-seed generator (not the vocabulary mean:
+    ``mean_resizing=False``) and are exported with every checkpoint, so the cached features and the
+    pipeline's live features come from the very same marker embeddings.
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 128, marker_seed: int = 0):
+        super().__init__()
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+        old_rows = model.get_input_embeddings().weight.shape[0]
+        added = tokenizer.add_special_tokens({"additional_special_tokens": list(MARKERS)})
+        if added:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            emb = model.get_input_embeddings().weight
+            gen = torch.Generator().manual_seed(marker_seed)
+            ids = tokenizer.convert_tokens_to_ids(list(MARKERS))
+            scale = emb[:old_rows].std()  # the trained rows' scale; the new rows' own init is random
+            with torch.no_grad():
+                emb[ids] = torch.randn(len(ids), emb.shape[1], generator=gen) * scale
+        self.marker_ids = dict(zip(MARKERS, tokenizer.convert_tokens_to_ids(list(MARKERS))))
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def from_path(cls, path: str = "", max_length: int = 128) -> "TextTokenEncoder":
+        from transformers import AutoModel, AutoTokenizer
+
+        from models.encoders import default_text_encoder_path
+
+        path = path or default_text_encoder_path()
+        return cls(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), max_length)
+
+    def marker_embeddings(self) -> torch.Tensor:
+        ids = [self.marker_ids[m] for m in MARKERS]
+        return self.model.get_input_embeddings().weight[ids].detach().clone()
+
+    def set_marker_embeddings(self, rows: torch.Tensor) -> None:
+        ids = [self.marker_ids[m] for m in MARKERS]
+        with torch.no_grad():
+            self.model.get_input_embeddings().weight[ids] = rows.to(self.model.get_input_embeddings().weight)
+
+    @torch.inference_mode()
+    def forward(self, texts: list[str], task: str) -> TextFeatures:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        starts = ["<e>"] if task == "met" else ["<h>", "<t>"]
+        pos = torch.zeros(len(texts), 1 + len(starts), dtype=torch.long)
+        missing = 0
+        for j, marker in enumerate(starts, start=1):
+            hit = enc["input_ids"] == self.marker_ids[marker]
+            found = hit.any(dim=1)
+            pos[:, j] = torch.where(found, hit.float().argmax(dim=1), torch.zeros_like(pos[:, j]))
+            missing += int((~found).sum())
+        return TextFeatures(out.last_hidden_state, enc["attention_mask"].bool(), pos, missing)
+
+    @torch.inference_mode()
+    def embed_labels(self, label_texts: list[str]) -> torch.Tensor:
+        """Mean-pooled token states of each label text (the reference encodes classes this way)."""
+        enc = self.tokenizer(label_texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        hidden = self.model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------- 2. image side
+
+
+class ImageRegionEncoder(nn.Module):
+    """A frozen CNN whose last feature map (C, h, w) becomes h*w region tokens of width C.
+
+    Any backbone with ``extract_features(x) -> (B, C, h, w)`` fits (tests use a tiny CNN stand-in).
+    Input normalisation is EfficientNet-Lite's ``(x/255 - 0.5) / 0.5``.
+    """
+
+    def __init__(self, backbone: nn.Module, image_size: int = 224):
+        super().__init__()
+        self.backbone, self.image_size = backbone, image_size
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def from_path(cls, path: str = "", image_size: int = 224) -> "ImageRegionEncoder":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        from models.encoders import default_image_encoder_path
+
+        weights = path or default_image_encoder_path()
+        return cls(EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights), image_size)
+
+    def preprocess(self, images) -> torch.Tensor:
+        """PIL RGB images -> (B, 3, S, S) float tensor."""
+        import numpy as np
+
+        arrays = [np.asarray(im.convert("RGB").resize((self.image_size, self.image_size))) for im in images]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+        return (x / 255.0 - 0.5) / 0.5
+
+    @torch.inference_mode()
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone.extract_features(pixels)  # (B, C, h, w)
+        return fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
+
+
+# --------------------------------------------------------------------------------------------- 3. VMoE
+
+
+@dataclass
+class VMoEOutput:
+    z: torch.Tensor  # (B, N, vmoe_dim) mixture output: sample (training) or mean mu (inference)
+    kl: torch.Tensor  # scalar: gate-weighted KL(N(mu_e, s_e^2) || N(0, I)), summed over dims, mean over tokens
+    gate_entropy: torch.Tensor  # scalar: -sum_e pi_e log pi_e, mean over tokens
+    gates: torch.Tensor  # (B, N, E)
+
+
+class VMoE(nn.Module):
+    """Shared variational mixture of experts: per token, gate pi = softmax(W_pi h); expert e gives
+    mu_e = W_mu_e h and log s_e^2 = W_s_e h; z_e = mu_e + s_e * eps; o = sum_e pi_e z_e."""
+
+    def __init__(self, hidden: int, dim: int, experts: int):
+        super().__init__()
+        self.experts, self.dim = experts, dim
+        self.gate = nn.Linear(hidden, experts)
+        self.mu = nn.Linear(hidden, experts * dim)  # all experts' mu heads in one matmul
+        self.logvar = nn.Linear(hidden, experts * dim)
+        nn.init.zeros_(self.logvar.weight)  # start near unit variance: a stable VIB start
+        nn.init.zeros_(self.logvar.bias)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, sample: bool) -> VMoEOutput:
+        b, n, _ = h.shape
+        pi = self.gate(h).softmax(-1)  # (B, N, E)
+        mu = self.mu(h).view(b, n, self.experts, self.dim)
+        logvar = self.logvar(h).view(b, n, self.experts, self.dim).clamp(-8.0, 8.0)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        out = (pi.unsqueeze(-1) * z).sum(2)
+        kl_e = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)  # (B, N, E)
+        kl_tok = (pi * kl_e).sum(-1)
+        ent_tok = -(pi * (pi + 1e-9).log()).sum(-1)
+        m = mask.to(h.dtype)
+        denom = m.sum().clamp(min=1.0)
+        return VMoEOutput(out, (kl_tok * m).sum() / denom, (ent_tok * m).sum() / denom, pi)
+
+
+# ------------------------------------------------------------------------------------------- 4. fusion
+
+
+class QueryAttentionPool(nn.Module):
+    """Attention-pool tokens v_i with h_e as the query: score_i = w . tanh(W [h_e ; v_i]).
+
+    The doc's literal ``w . [h_e ; v_i]`` adds the same w.h_e to every score, which the softmax cancels, so
+    h_e would not act as a query at all; the tanh layer (additive attention) lets it.
+    """
+
+    def __init__(self, query_dim: int, token_dim: int, attn_dim: int = 128):
+        super().__init__()
+        self.q = nn.Linear(query_dim, attn_dim, bias=False)
+        self.k = nn.Linear(token_dim, attn_dim)
+        self.w = nn.Linear(attn_dim, 1, bias=False)
+
+    def forward(self, query: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+        scores = self.w(torch.tanh(self.q(query).unsqueeze(1) + self.k(tokens))).squeeze(-1)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        return (weights.unsqueeze(-1) * tokens).sum(1), weights
+
+
+# ------------------------------------------------------------------------------- 5. alignment and VAT
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def info_nce(text: torch.Tensor, image: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Symmetric InfoNCE of T . I^T with the diagonal as target (rows = samples that have an image)."""
+    logits = text @ image.t() / temperature
+    target = torch.arange(len(text), device=text.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def graph_distribution(nodes: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
+    """Per node, q = softmax([<n, G n>, <n, (1-G) n>]); neighbour sums are means over the batch so the
+    logits do not grow with the batch size."""
+    b = len(nodes)
+    pos = (nodes * (graph @ nodes)).sum(-1) / b
+    neg = (nodes * ((1.0 - graph) @ nodes)).sum(-1) / b
+    return torch.stack([pos, neg], -1).log_softmax(-1)
+
+
+class MGVAT(nn.Module):
+    """Multimodal graph-based virtual adversarial training with one learnable perturbation r.
+
+    Nodes are the batch's samples, n = concat(I, T) (I is zero for posts without an image, so only real
+    images contribute image terms); G_ij = (cos(n_i, n_j) + 1) / 2 from the clean nodes.
+    L_VAT = KL(q || q'), q from n (the target, no gradient), q' from n + r under the same G.
+    """
+
+    def __init__(self, dim: int, init_std: float):
+        super().__init__()
+        self.r = nn.Parameter(torch.randn(dim) * init_std)
+
+    @staticmethod
+    def graph(nodes: torch.Tensor) -> torch.Tensor:
+        n = F.normalize(nodes, dim=-1)
+        return ((n @ n.t() + 1.0) / 2.0).detach()
+
+    def kl(self, nodes: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+        graph = self.graph(nodes)
+        log_q = graph_distribution(nodes, graph).detach()
+        log_q_adv = graph_distribution(nodes + (self.r if r is None else r), graph)
+        return F.kl_div(log_q_adv, log_q, log_target=True, reduction="batchmean")
+
+    def adversary_loss(self, nodes: torch.Tensor, r_penalty: float) -> torch.Tensor:
+        """Step (a): minimise this (= maximise KL - penalty * ||r||_2) with respect to r alone."""
+        return -(self.kl(nodes.detach()) - r_penalty * self.r.norm())
+
+
+# ------------------------------------------------------------------------------------- 6. the model
+
+
+@dataclass
+class MGVMoEBatch:
+    """Model inputs (cached or live encoder outputs). Posts without an image have ``has_image`` False;
+    their rows of ``image_tokens`` are ignored (zeros are fine)."""
+
+    text_tokens: torch.Tensor  # (B, L, text_hidden)
+    text_mask: torch.Tensor  # (B, L) bool
+    marker_pos: torch.Tensor  # (B, 1 + num_spans)
+    image_tokens: torch.Tensor  # (B, R, image_hidden); R may be 0 when no post in the batch has an image
+    has_image: torch.Tensor  # (B,) bool
+    labels: torch.Tensor | None = None  # (B,) index into the class list being scored
+
+
+@dataclass
+class MGVMoEOutput:
+    scores: torch.Tensor  # (B, C) zero-shot scores against the given class embeddings
+    loss: torch.Tensor | None  # total L = L_rank + beta (L_VMoE + L_InfoNCE + L_VAT), when labels given
+    losses: dict  # each term as a tensor: rank, vmoe_kl, vmoe_entropy, vmoe, infonce, vat
+    nodes: torch.Tensor | None  # (B, 2 * vmoe_dim) MG-VAT nodes concat(I, T), for the adversary step
+    attention: torch.Tensor | None  # (B, R' + L) fusion weights over image then text tokens
+
+
+class MGVMoE(nn.Module):
+    """The trainable heads of MG-VMoE over (frozen) text and image token features."""
+
+    def __init__(self, config: MGVMoEConfig):
+        super().__init__()
+        c = self.config = config
+        he_dim = (1 + c.num_spans) * c.text_hidden  # concat(h[CLS], h[start marker(s)])
+        self.text_in = nn.Identity() if c.text_hidden == c.hidden else nn.Linear(c.text_hidden, c.hidden)
+        self.image_in = nn.Linear(c.image_hidden, c.hidden)  # "project to the text width"
+        self.no_image = nn.Parameter(torch.randn(1, 1, c.hidden) * 0.02)  # the learned "no image" token
+        if c.use_vmoe:
+            self.vmoe = VMoE(c.hidden, c.vmoe_dim, c.num_experts)
+        else:
+            self.plain = nn.Linear(c.hidden, c.vmoe_dim)  # ablation "w/o VMoE": plain projection
+        if c.fusion == "attention":
+            self.pool = QueryAttentionPool(he_dim, c.vmoe_dim)
+            feat_dim = c.vmoe_dim + he_dim
+        elif c.fusion == "concat":
+            feat_dim = c.hidden + he_dim
+        else:
+            feat_dim = he_dim
+        self.vat = MGVAT(2 * c.vmoe_dim, c.vat_init_std)
+        self.dropout = nn.Dropout(c.dropout)
+        self.proj_x = nn.Linear(feat_dim, c.proj_dim)
+        self.proj_c = nn.Linear(c.text_hidden, c.proj_dim)
+
+    def head_parameters(self):
+        """Everything but the perturbation r, which has its own maximisation step."""
+        return [p for n, p in self.named_parameters() if not n.startswith("vat.")]
+
+    def image_sequence(self, batch: MGVMoEBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected image tokens, their mask, and which rows hold a real image. Image-less posts get
+        the learned no-image token as their only image token."""
+        b = batch.text_tokens.shape[0]
+        has = batch.has_image if self.config.use_image else torch.zeros_like(batch.has_image)
+        no_img = self.no_image.expand(b, 1, -1)
+        if has.any() and batch.image_tokens.shape[1] > 0:
+            proj = self.image_in(batch.image_tokens.float())
+            proj = torch.where(has[:, None, None], proj, torch.zeros_like(proj))
+            tokens = torch.cat([no_img, proj], 1)
+            mask = torch.cat([~has[:, None], has[:, None].expand(-1, proj.shape[1])], 1)
+        else:
+            tokens, mask = no_img, torch.ones(b, 1, dtype=torch.bool, device=no_img.device)
+        return tokens, mask, has
+
+    def encode_tokens(self, h: torch.Tensor, mask: torch.Tensor, sample: bool):
+        if self.config.use_vmoe:
+            out = self.vmoe(h, mask, sample)
+            return out.z, out.kl, out.gate_entropy
+        zero = h.new_zeros(())
+        return self.plain(h), zero, zero
+
+    def forward(
+        self, batch: MGVMoEBatch, class_emb: torch.Tensor, sample: bool | None = None, with_vat: bool = True
+    ) -> MGVMoEOutput:
+        """Scores of every sample against every class embedding; the loss too when labels are given.
+
+        ``with_vat=False`` leaves L_VAT out of the loss (``training_step`` adds it after step (a)).
+        """
+        c = self.config
+        if sample is None:
+            sample = self.training or c.sample_at_inference
+        text = batch.text_tokens.float()
+        rows = torch.arange(text.shape[0], device=text.device)
+        h_e = torch.cat([text[rows, batch.marker_pos[:, j]] for j in range(batch.marker_pos.shape[1])], -1)
+        img_tokens, img_mask, has = self.image_sequence(batch)
+        zero = text.new_zeros(())
+        losses = {"vmoe_kl": zero, "vmoe_entropy": zero, "infonce": zero, "vat": zero}
+        nodes, attention = None, None
+
+        if c.fusion == "attention":
+            zt, kl_t, ent_t = self.encode_tokens(self.text_in(text), batch.text_mask, sample)
+            # Image-side VMoE terms count real image tokens only (the no-image token is not an image).
+            real_img_mask = img_mask & has[:, None]
+            real_img_mask[:, 0] = False
+            zi, kl_i, ent_i = self.encode_tokens(img_tokens, real_img_mask, sample)
+            sides = 2.0 if real_img_mask.any() else 1.0
+            losses["vmoe_kl"] = (kl_t + (kl_i if sides == 2.0 else 0.0)) / sides
+            losses["vmoe_entropy"] = (ent_t + (ent_i if sides == 2.0 else 0.0)) / sides
+            tokens = torch.cat([zi, zt], 1)
+            h_mm, attention = self.pool(h_e, tokens, torch.cat([img_mask, batch.text_mask], 1))
+            feat = torch.cat([h_mm, h_e], -1)
+            t_mean = masked_mean(zt, batch.text_mask)
+            i_mean = masked_mean(zi, real_img_mask) * has[:, None].to(zi.dtype)  # zero for image-less posts
+            nodes = torch.cat([i_mean, t_mean], -1)
+            if c.use_infonce and int(has.sum()) >= 2:
+                losses["infonce"] = info_nce(t_mean[has], i_mean[has], c.infonce_temperature)
+            if with_vat and c.use_vat and self.training and len(nodes) >= 2:
+                losses["vat"] = self.vat.kl(nodes, self.vat.r.detach())
+        elif c.fusion == "concat":
+            feat = torch.cat([h_e, masked_mean(img_tokens, img_mask)], -1)
+        else:
+            feat = h_e
+
+        x = self.proj_x(self.dropout(feat))
+        cls = self.proj_c(self.dropout(class_emb.float()))
+        scores = x @ cls.t()
+        losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
+        loss = None
+        if batch.labels is not None:
+            pos = scores.gather(1, batch.labels[:, None])
+            hinge = F.relu(c.margin - pos + scores)
+            hinge = hinge.masked_fill(F.one_hot(batch.labels, scores.shape[1]).bool(), 0.0)
+            losses["rank"] = hinge.sum(1).mean()
+            loss = losses["rank"] + c.beta * (losses["vmoe"] + losses["infonce"] + losses["vat"])
+        return MGVMoEOutput(scores, loss, losses, nodes, attention)
+
+
+def adversary_step(model: MGVMoE, nodes: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+    """MG-VAT step (a): update r alone to maximise KL(q || q'(n + r)) - penalty * ||r||_2. Returns the
+    objective before the step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.vat.adversary_loss(nodes, model.config.vat_r_penalty)
+    loss.backward()
+    optimizer.step()
+    return float(-loss.detach())
+
+
+def training_step(
+    model: MGVMoE,
+    batch: MGVMoEBatch,
+    class_emb: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    r_optimizer: torch.optim.Optimizer,
+) -> dict[str, float]:
+    """One batch: forward, MG-VAT step (a) on r alone, then step (b) on everything else with the total
+    loss L = L_rank + beta (L_VMoE + L_InfoNCE + L_VAT) at the updated r. Returns each term as a float."""
+    model.train()
+    out = model(batch, class_emb, with_vat=False)
+    loss, losses = out.loss, dict(out.losses)
+    c = model.config
+    if c.use_vat and out.nodes is not None and len(out.nodes) >= 2:
+        adversary_step(model, out.nodes.detach(), r_optimizer)
+        losses["vat"] = model.vat.kl(out.nodes, model.vat.r.detach())
+        loss = loss + c.beta * losses["vat"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": float(loss)} | {k: float(v) for k, v in losses.items()}
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "MGVMoE", "MGVMoEBatch", "MGVMoEOutput", "MGVAT", "VMoE", "QueryAttentionPool", "TextTokenEncoder",
+    "ImageRegionEncoder", "TextFeatures", "marked_text", "words_to_text", "info_nce", "adversary_step", "training_step",
+    "seed_everything", "count_parameters",
+]
