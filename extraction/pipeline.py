@@ -22,6 +22,7 @@ from pathlib import Path
 
 from extraction import staging
 from extraction.ontology import load_ontology
+from extraction.records import Mention, RelationMention, TypedMention
 from mmkg.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class IntervalPlan:
 
     @property
     def interval_dir(self) -> Path:
-        return Path(self.staging_dir) / self.interval_key
+        return staging.interval_dir(self.staging_dir, self.interval_key)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "days": list(self.days)}
@@ -101,22 +102,19 @@ def stage_posts(plan: IntervalPlan, settings: PipelineSettings | None = None) ->
     seen: set[str] = set()
     posts, quarantined, counts = [], [], Counter()
     for day in plan.days:
-        part = read_partition(settings.landing_dir, date.fromisoformat(day), run_seen_ids=seen)
+        part = read_partition(
+            settings.landing_dir, date.fromisoformat(day), run_seen_ids=seen, staging_dir=plan.staging_dir
+        )
         posts.extend(part.posts)
         quarantined.extend(part.quarantined)
         counts.update(part.counts)
-    staging.write_quarantine(out / "quarantine.parquet", quarantined)
-    # A re-run may have fewer shards than the last run: old shard files must not linger.
-    for stale in out.glob("shard-*"):
-        for f in stale.iterdir():
-            f.unlink()
-        stale.rmdir()
-    shards = []
-    for i, shard_posts in enumerate(staging.shard_posts(posts, settings.shard_size)):
-        shard_dir = out / f"shard-{i:04d}"
-        shard_dir.mkdir()
-        staging.write_posts(shard_dir / "posts.parquet", shard_posts)
-        shards.append({"interval_key": plan.interval_key, "shard": i, "dir": str(shard_dir)})
+    staging.write_quarantine(staging.stage_path(plan.staging_dir, plan.interval_key, staging.QUARANTINE), quarantined)
+    written = staging.write_post_shards(plan.staging_dir, plan.interval_key, posts, settings.shard_size)
+    shards = [
+        {"staging_dir": plan.staging_dir, "interval_key": plan.interval_key, "shard": i, "posts": len(batch)}
+        for i, batch in enumerate(staging.shard_posts(posts, settings.shard_size))
+    ]
+    assert len(shards) == len(written)
     counts_dict = {k: int(v) for k, v in sorted(counts.items())}
     _write_json(out / "read_counts.json", counts_dict)
     return shards, counts_dict
@@ -124,35 +122,38 @@ def stage_posts(plan: IntervalPlan, settings: PipelineSettings | None = None) ->
 
 def detect_shard(shard: dict) -> dict:
     """Entity mentions of a shard's posts -> ``mentions.parquet``."""
-    shard_dir = Path(shard["dir"])
-    posts = staging.read_posts(shard_dir / "posts.parquet")
+    posts = staging.read_posts(shard_file(shard, "posts"))
     mentions = _detector().detect(posts)
-    staging.write_records(shard_dir / "mentions.parquet", mentions)
+    staging.write_records(shard_file(shard, "mentions"), mentions, Mention)
     return {**shard, "mentions": len(mentions)}
 
 
 def type_shard(shard: dict, plan: IntervalPlan) -> dict:
     """Zero-shot typing and relation extraction -> ``typed_mentions.parquet``, ``relations.parquet``."""
-    shard_dir = Path(shard["dir"])
     ontology = load_ontology(plan.ontology_path)
     if ontology.label_set_id != plan.label_set_id:
         raise RuntimeError(
             f"ontology {plan.ontology_path} changed during the run ({plan.label_set_id} -> "
             f"{ontology.label_set_id}); re-run the interval"
         )
-    posts = {p.id: p for p in staging.read_posts(shard_dir / "posts.parquet")}
-    mentions = staging.read_mentions(shard_dir / "mentions.parquet")
+    posts = {p.id: p for p in staging.read_posts(shard_file(shard, "posts"))}
+    mentions = staging.read_mentions(shard_file(shard, "mentions"))
     extractor = extractor_for(os.environ.get("MMKG_EXTRACTOR", "label-similarity"))
     typed = extractor.type_mentions(posts, mentions, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
-    staging.write_records(shard_dir / "typed_mentions.parquet", typed)
-    staging.write_records(shard_dir / "relations.parquet", relations)
+    staging.write_records(shard_file(shard, "typed_mentions"), typed, TypedMention)
+    staging.write_records(shard_file(shard, "relations"), relations, RelationMention)
     return {
         **shard,
         "typed_mentions": len(typed),
         "relations": len(relations),
         "model_version": extractor.model_version,
     }
+
+
+def shard_file(shard: dict, kind: str) -> Path:
+    """The staged file of ``kind`` for a shard dict passed between tasks."""
+    return staging.stage_path(shard["staging_dir"], shard["interval_key"], kind, shard["shard"])
 
 
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:

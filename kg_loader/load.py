@@ -35,20 +35,18 @@ def writer_for(driver, ontology: Ontology, database: str | None = None, batch_si
 
 def load_shard(shard: dict, plan, driver, database: str | None = None, batch_size: int = 1000) -> dict:
     """Write one staged shard (see ``extraction.pipeline``) into the graph; returns the report as a dict."""
-    from pathlib import Path
-
     from extraction import staging
     from extraction.ontology import load_ontology
+    from extraction.pipeline import shard_file
 
-    shard_dir = Path(shard["dir"])
     ontology = load_ontology(plan.ontology_path)
     writer = writer_for(driver, ontology, database, batch_size)
     writer.ensure_schema()
     report = load_extraction(
         writer,
-        staging.read_posts(shard_dir / "posts.parquet"),
-        staging.read_typed_mentions(shard_dir / "typed_mentions.parquet"),
-        staging.read_relations(shard_dir / "relations.parquet"),
+        staging.read_posts(shard_file(shard, "posts")),
+        staging.read_typed_mentions(shard_file(shard, "typed_mentions")),
+        staging.read_relations(shard_file(shard, "relations")),
         run_id=plan.run_id,
     )
     return {**shard, **report.as_dict()}
