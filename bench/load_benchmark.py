@@ -52,7 +52,8 @@ def synthetic(n_entities: int, n_triples: int, n_posts: int, seed: int = 0):
 
 
 def clear(driver) -> None:
-    driver.execute_query("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS")
+    with driver.session() as session:  # CALL ... IN TRANSACTIONS needs an auto-commit transaction
+        session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
 
 
 def batched_load(writer: GraphWriter, posts, mentions, triples) -> dict:

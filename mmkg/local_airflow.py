@@ -1,0 +1,114 @@
+"""A real local Airflow (``airflow standalone``: API server, scheduler, DAG processor, triggerer)
+on SQLite, for backfills and the end-to-end tests.
+
+``airflow standalone`` leaves its children running when it gets SIGTERM, so it is started as the
+leader of its own process group and the whole group is stopped. Binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalAirflow:
+    def __init__(self, home: Path, env: dict[str, str] | None = None, port: int | None = None):
+        self.home = Path(home)
+        self.port = port or free_port()
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=self.env, check=check, capture_output=True, text=True
+        )
+
+    def start(self, timeout: float = 240) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cli("db", "migrate")
+        log = open(self.home / "standalone.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "standalone"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited with {self.proc.returncode}; see {self.home}/standalone.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"Airflow API server did not listen on 127.0.0.1:{self.port} in {timeout}s")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # children that outlived their parent: the group still has them
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.cli("dags", "list", "-o", "json", check=False)
+            if out.returncode == 0 and any(d.get("dag_id") == dag_id for d in json.loads(out.stdout or "[]")):
+                return
+            time.sleep(2)
+        raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout}s")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        out = self.cli("dags", "list-runs", dag_id, "-o", "json")
+        return json.loads(out.stdout or "[]")
+
+    def wait_for_runs(self, dag_id: str, logical_dates: set[str], timeout: float = 900) -> list[dict]:
+        """Wait until the runs at these logical dates (YYYY-MM-DD) have finished; return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = [r for r in self.runs(dag_id) if (r.get("logical_date") or "")[:10] in logical_dates]
+            if len(runs) >= len(logical_dates) and all(r["state"] in ("success", "failed") for r in runs):
+                return runs
+            time.sleep(5)
+        raise TimeoutError(f"runs {sorted(logical_dates)} of {dag_id} did not finish in {timeout}s: {self.runs(dag_id)}")
+
+
+@contextmanager
+def local_airflow(home: Path, env: dict[str, str] | None = None):
+    af = LocalAirflow(home, env)
+    af.start()
+    try:
+        yield af
+    finally:
+        af.stop()
