@@ -11,9 +11,12 @@ import pytest
 
 # Airflow configures logging and writes files under AIRFLOW_HOME on import: keep tests out of
 # the user's home and out of the repo.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mmkg-test-airflow-"))
-os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)  # never the user's Airflow state
+os.environ["MMKG_ROOT"] = str(REPO_ROOT)
+os.environ.setdefault("AIRFLOW_CONFIG", str(REPO_ROOT / "airflow.cfg"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -74,3 +77,20 @@ def neo4j_driver(neo4j_server):
     driver.execute_query("MATCH (n) DETACH DELETE n")
     yield driver
     driver.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated SQLite metadata database in the session's temporary AIRFLOW_HOME."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture
+def staging_dir(tmp_path, monkeypatch):
+    path = tmp_path / "staging"
+    monkeypatch.setenv("MMKG_STAGING_DIR", str(path))
+    return path

@@ -1,0 +1,60 @@
+"""The label set file: valid files load and hash stably; invalid ones are refused with a reason."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extraction.ontology import Ontology, OntologyError, load_ontology
+
+DEFAULT = Path(__file__).resolve().parent.parent / "ontology" / "ontology.yaml"
+
+
+def _data():
+    return yaml.safe_load(DEFAULT.read_text())
+
+
+def test_default_ontology_loads():
+    onto = load_ontology(DEFAULT)
+    assert {e.name for e in onto.entity_types} >= {"Person", "Location", "Organization"}
+    assert onto.relations_for("Person", "Organization")[0].name == "member_of"
+    assert onto.relation_types[0].neo4j_type == "MEMBER_OF"
+
+
+def test_label_set_id_changes_with_content_only():
+    a, b = Ontology.from_dict(_data()), Ontology.from_dict(_data())
+    assert a.label_set_id == b.label_set_id
+    changed = _data()
+    changed["entity_types"].append({"name": "Food", "description": "a dish or ingredient"})
+    assert Ontology.from_dict(changed).label_set_id != a.label_set_id
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["entity_types"].append({"name": "person", "description": "x"}), "PascalCase"),
+        (lambda d: d["entity_types"].append({"name": "Evil`) DELETE n", "description": "x"}), "Neo4j label"),
+        (lambda d: d["entity_types"].append({"name": "Post", "description": "x"}), "reserved"),
+        (lambda d: d["entity_types"].append({"name": "Person", "description": "x"}), "duplicate"),
+        (lambda d: d["entity_types"].append({"name": "Food"}), "description"),
+        (lambda d: d["relation_types"].append({"name": "Likes", "description": "x", "allowed": [["Person", "Person"]]}), "snake_case"),
+        (lambda d: d["relation_types"].append({"name": "likes", "description": "x", "allowed": [["Person", "Food"]]}), "unknown entity types"),
+        (lambda d: d["relation_types"].append({"name": "likes", "description": "x"}), "allowed"),
+        (lambda d: d.update(entity_types=[]), "non-empty"),
+        (lambda d: d.update(colour="blue"), "unknown keys"),
+    ],
+)
+def test_invalid_ontologies_are_refused_with_a_reason(mutate, message):
+    data = _data()
+    mutate(data)
+    with pytest.raises(OntologyError, match=message):
+        Ontology.from_dict(data)
+
+
+def test_unreadable_and_non_yaml_files(tmp_path):
+    with pytest.raises(OntologyError, match="cannot read"):
+        load_ontology(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("entity_types: [unclosed")
+    with pytest.raises(OntologyError, match="not valid YAML"):
+        load_ontology(bad)
