@@ -107,7 +107,7 @@ class TextTokenEncoder(nn.Module):
         with torch.no_grad():
             self.model.get_input_embeddings().weight[ids] = rows.to(self.model.get_input_embeddings().weight)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: label embeddings later enter autograd graphs as constants
     def forward(self, texts: list[str], task: str) -> TextFeatures:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
@@ -121,7 +121,7 @@ class TextTokenEncoder(nn.Module):
             missing += int((~found).sum())
         return TextFeatures(out.last_hidden_state, enc["attention_mask"].bool(), pos, missing)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed_labels(self, label_texts: list[str]) -> torch.Tensor:
         """Mean-pooled token states of each label text (the reference encodes classes this way)."""
         enc = self.tokenizer(label_texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -163,7 +163,7 @@ class ImageRegionEncoder(nn.Module):
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
         return (x / 255.0 - 0.5) / 0.5
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         fmap = self.backbone.extract_features(pixels)  # (B, C, h, w)
         return fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
@@ -197,6 +197,9 @@ class VMoE(nn.Module):
         b, n, _ = h.shape
         pi = self.gate(h).softmax(-1)  # (B, N, E)
         mu = self.mu(h).view(b, n, self.experts, self.dim)
+        if not sample and not torch.is_grad_enabled():  # inference with mu: variance and KL are not needed
+            zero = h.new_zeros(())
+            return VMoEOutput((pi.unsqueeze(-1) * mu).sum(2), zero, zero, pi)
         logvar = self.logvar(h).view(b, n, self.experts, self.dim).clamp(-8.0, 8.0)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
         out = (pi.unsqueeze(-1) * z).sum(2)
@@ -371,7 +374,9 @@ class MGVMoE(nn.Module):
             sample = self.training or c.sample_at_inference
         text = batch.text_tokens.float()
         rows = torch.arange(text.shape[0], device=text.device)
-        h_e = torch.cat([text[rows, batch.marker_pos[:, j]] for j in range(batch.marker_pos.shape[1])], -1)
+        sentence = text[:, 0] if c.sentence_pool == "cls" else masked_mean(text, batch.text_mask)
+        markers = [text[rows, batch.marker_pos[:, j]] for j in range(1, batch.marker_pos.shape[1])]
+        h_e = torch.cat([sentence, *markers], -1)  # concat(h[CLS] or mean, h[start marker(s)])
         img_tokens, img_mask, has = self.image_sequence(batch)
         zero = text.new_zeros(())
         losses = {"vmoe_kl": zero, "vmoe_entropy": zero, "infonce": zero, "vat": zero}
@@ -403,7 +408,10 @@ class MGVMoE(nn.Module):
 
         x = self.proj_x(self.dropout(feat))
         cls = self.proj_c(self.dropout(class_emb.float()))
-        scores = x @ cls.t()
+        if c.score_scale > 0:
+            scores = c.score_scale * F.normalize(x, dim=-1) @ F.normalize(cls, dim=-1).t()
+        else:
+            scores = x @ cls.t()
         losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
         loss = None
         if batch.labels is not None:
@@ -445,7 +453,7 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {"loss": float(loss)} | {k: float(v) for k, v in losses.items()}
+    return {"loss": float(loss.detach())} | {k: float(v.detach()) for k, v in losses.items()}
 
 
 def seed_everything(seed: int) -> None:

@@ -44,9 +44,12 @@ def predict(
 ) -> torch.Tensor:
     """(N, C) scores of each sample against each class embedding."""
     model.eval()
-    out = [model(store.batch(samples[k : k + batch_size]), class_emb, sample=sample).scores
-           for k in range(0, len(samples), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, len(class_emb))
+    order = sorted(range(len(samples)), key=lambda i: len(store.text[store.row[samples[i].uid]]))  # less padding
+    scores = torch.zeros(len(samples), len(class_emb))
+    for k in range(0, len(order), batch_size):
+        idx = order[k : k + batch_size]
+        scores[idx] = model(store.batch([samples[i] for i in idx]), class_emb, sample=sample).scores
+    return scores
 
 
 def evaluate(model, store, samples, classes, class_emb, batch_size=256, sample=None) -> tuple[dict, torch.Tensor]:
@@ -114,8 +117,9 @@ class PreparedSplit:
 
 
 def prepare(split: ClassSplit, cache: FeatureCache) -> PreparedSplit:
-    samples = split.train + split.val + split.test
-    store = cache.features(samples, split.task, split.name)
+    # One cache per dataset pool: folds and split seeds re-partition the same samples.
+    samples = sorted(split.train + split.val + split.test, key=lambda s: s.uid)
+    store = cache.features(samples, split.task, split.name.split("-")[0])
     emb = {}
     for mode in ("name", "description"):
         for part, classes in (("train", split.train_classes), ("val", split.val_classes), ("test", split.test_classes)):

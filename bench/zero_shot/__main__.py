@@ -1,0 +1,3 @@
+from bench.zero_shot.run import main
+
+raise SystemExit(main())

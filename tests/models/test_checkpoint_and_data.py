@@ -1,0 +1,79 @@
+"""Checkpoint round trip and hash check; the benchmark splits (research data tests skip without it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.config import MGVMoEConfig
+from models.data import bio_spans, load_mnre, load_wnut_fold
+from models.modeling import MGVMoE
+from mmkg.settings import research_data_dir
+from tests.models.conftest import random_batch
+
+needs_data = pytest.mark.skipif(research_data_dir() is None,
+                                reason="research data absent: set MMKG_DATA to shared/data (MNRE, WNUT-16)")
+
+
+def test_save_then_load_gives_identical_scores(tmp_path):
+    config = MGVMoEConfig.tiny()
+    torch.manual_seed(0)
+    model = MGVMoE(config).eval()
+    batch, class_emb = random_batch(config)
+    markers = torch.randn(6, config.text_hidden)
+    save_checkpoint(tmp_path / "ck", model, markers, {"name": "t", "labels": {"train": ["a"]}})
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded.config == config
+    assert torch.equal(loaded.marker_embeddings, markers)
+    assert torch.equal(loaded.model(batch, class_emb).scores, model(batch, class_emb).scores)
+    assert loaded.model_version.startswith("mg-vmoe/t@")
+
+
+def test_altered_weights_are_refused(tmp_path):
+    config = MGVMoEConfig.tiny()
+    save_checkpoint(tmp_path / "ck", MGVMoE(config), torch.zeros(6, config.text_hidden), {"name": "t"})
+    weights = tmp_path / "ck" / "heads.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "ck")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "nothing-here")
+
+
+def test_bio_spans():
+    assert bio_spans(["B-person", "I-person", "O", "B-geo-loc", "B-geo-loc", "I-company"]) == [
+        (0, 2, "person"), (3, 4, "geo-loc"), (4, 5, "geo-loc"), (5, 6, "company")]
+
+
+@needs_data
+def test_mnre_seed0_split_is_exactly_the_reference():
+    split = load_mnre(0)
+    assert split.train_classes == ["/per/misc/religion", "/org/org/subsidiary", "/per/per/parent",
+                                   "/org/org/alternate_names", "/loc/loc/contain", "/per/misc/race",
+                                   "/per/misc/awarded", "/per/per/siblings"]
+    assert split.val_classes == ["/per/per/alternate_names", "/per/loc/place_of_residence",
+                                 "/per/loc/place_of_birth", "/per/org/member_of", "/per/misc/present_in",
+                                 "/per/per/peer", "/per/per/charges"]
+    assert split.test_classes == ["/per/per/neighbor", "/org/loc/locate_at", "/per/per/alumi", "/misc/loc/held_on",
+                                  "/misc/misc/part_of", "/per/misc/nationality", "/per/per/couple"]
+    assert (len(split.train), len(split.val), len(split.test)) == (1224, 3482, 1061)
+    assert split.counts["lines"] == 15485 and split.counts["dropped_none"] == 15485 - 5767
+    other = load_mnre(1)
+    assert set(other.test_classes) != set(split.test_classes)
+    assert set(other.train_classes) | set(other.val_classes) | set(other.test_classes) == \
+        set(split.train_classes) | set(split.val_classes) | set(split.test_classes)
+
+
+@needs_data
+def test_wnut_folds_rotate_disjoint_groups():
+    folds = [load_wnut_fold(k) for k in (1, 2, 3)]
+    assert folds[0].train_classes == ["geo-loc", "musicartist", "movie"]
+    assert folds[0].test_classes == ["company", "facility", "tvshow"]
+    for f in folds:
+        assert not set(f.train_classes) & set(f.val_classes) and not set(f.val_classes) & set(f.test_classes)
+        assert all(s.label in f.test_classes for s in f.test)
+        assert "other" not in {s.label for s in f.train + f.val + f.test}
+    assert len(folds[0].train) == len(folds[2].val) == len(folds[1].test)
