@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,6 +17,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _json_out(stdout: str):
+    """The JSON document of a CLI's output (Airflow may log warnings on stdout before it)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(("[", "{")):
+            return json.loads(line)
+    return []
 
 
 def free_port() -> int:
@@ -37,6 +46,9 @@ class LocalAirflow:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         }
+        # The API server signs task tokens that the scheduler's workers present: all components
+        # must share one secret, or every task fails with "Invalid auth token".
+        self.env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(32))
         self.proc: subprocess.Popen | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -84,14 +96,14 @@ class LocalAirflow:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.cli("dags", "list", "-o", "json", check=False)
-            if out.returncode == 0 and any(d.get("dag_id") == dag_id for d in json.loads(out.stdout or "[]")):
+            if out.returncode == 0 and any(d.get("dag_id") == dag_id for d in _json_out(out.stdout)):
                 return
             time.sleep(2)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout}s")
 
     def runs(self, dag_id: str) -> list[dict]:
         out = self.cli("dags", "list-runs", dag_id, "-o", "json")
-        return json.loads(out.stdout or "[]")
+        return _json_out(out.stdout)
 
     def wait_for_runs(self, dag_id: str, logical_dates: set[str], timeout: float = 900) -> list[dict]:
         """Wait until the runs at these logical dates (YYYY-MM-DD) have finished; return them."""
