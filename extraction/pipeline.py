@@ -175,7 +175,9 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "posts_valid": read_counts.get("posts", 0),
         "posts_quarantined": read_counts.get("rejected", 0),
         "images_bad": read_counts.get("images", 0) - read_counts.get("images_ok", 0),
-        "quarantine": {k: v for k, v in read_counts.items() if k.startswith(("rejected_", "images_"))},
+        "quarantine": {
+            k: v for k, v in read_counts.items() if k.startswith(("rejected_", "images_")) and k != "images_ok"
+        },
         "mentions": sum(load.get("mentions", 0) for load in loads),
         "entities_typed": sum(load.get("typed_mentions", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),

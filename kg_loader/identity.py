@@ -5,12 +5,14 @@ mentioned in any post, in any run or backfill, lands on the same node; surface f
 as aliases. Normalisation (documented in the README):
 
 1. Unicode NFKC (full-width letters, ligatures and compatibility forms fold together);
-2. a leading ``#`` (hashtag) or ``@`` (handle) is dropped;
+2. a leading ``#`` (hashtag) or ``@`` (handle) is dropped, and a CamelCase tag is split into words
+   (``#LisbonFalcons`` -> ``Lisbon Falcons``, ``#NBAAwards`` -> ``NBA Awards``), so a hashtag and
+   the plain name land on the same entity;
 3. surrounding punctuation, quotes and whitespace are stripped; inner whitespace runs become one space;
 4. case-folded (``casefold``, stronger than ``lower`` for non-English text).
 
-Two different spellings ("NBA Awards" vs "#NBAAwards") stay different entities: merging them
-would need linking, which this function must never guess at.
+Other spelling differences ("Aurora Fest" vs "Aurora Festival") stay different entities: merging
+them would need entity linking, which this function must never guess at.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import re
 import unicodedata
 
 _WS = re.compile(r"\s+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’…-–—_*~|/\\"
 
 
 def normalize_name(surface: str) -> str:
     name = unicodedata.normalize("NFKC", surface).strip()
     if name[:1] in ("#", "@"):
-        name = name[1:]
+        name = _CAMEL.sub(" ", name[1:])
     name = _WS.sub(" ", name).strip().strip(_EDGE_PUNCT).strip()
     return name.casefold()
 

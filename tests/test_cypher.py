@@ -9,8 +9,10 @@ from kg_loader.identity import entity_id, normalize_name
 @pytest.mark.parametrize(
     "surface, expected",
     [
-        ("#NBAAwards", "nbaawards"),
-        ("@LisbonFalcons", "lisbonfalcons"),
+        ("#NBAAwards", "nba awards"),
+        ("#LisbonFalcons", "lisbon falcons"),
+        ("@martasilva9", "martasilva9"),
+        ("iPhone", "iphone"),  # only tags are split
         ("  Marta   Silva ", "marta silva"),
         ("“Aurora Festival”!", "aurora festival"),
         ("ＭＡＲＴＡ", "marta"),  # full-width folds under NFKC
