@@ -14,7 +14,10 @@ def _neo4j(args: argparse.Namespace) -> int:
 
 
 def _bench_load(args: argparse.Namespace) -> int:
-    from bench import load_benchmark  # noqa: PLC0415  (bench/ lives beside the packages)
+    from mmkg.settings import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT))  # bench/ lives in the repository, not in the installed packages
+    from bench import load_benchmark
 
     return load_benchmark.main(args.rest)
 
