@@ -46,9 +46,12 @@ class MGVMoEConfig:
     beta: float = 1.0  # L = L_rank + beta * (L_VMoE + L_InfoNCE + L_VAT), reference beta = 1
     margin: float = 1.0  # ranking hinge margin, reference value
     infonce_temperature: float = 1.0  # reference uses raw dot products (temperature 1)
-    vat_init_std: float = 1e-3  # "small init" of the learnable perturbation r
-    vat_lr: float = 1e-3  # step size of r's own maximisation step (a)
-    vat_r_penalty: float = 1.0  # weight of ||r||_2 in step (a): keeps the perturbation small
+    vat_init_std: float = 1e-2  # random init of r's direction (then rescaled to vat_epsilon)
+    vat_lr: float = 1e-2  # step size of r's own maximisation step (a)
+    vat_r_penalty: float = 1.0  # weight of ||r||_2 in step (a), as the reference (constant once r is on the sphere)
+    vat_epsilon: float = 0.5  # ||r|| after each step (a), relative to unit-norm nodes; without a fixed radius r
+    #                           collapsed to 0 and L_VAT was ~1e-8 (measured; docs/model.md)
+    vat_temperature: float = 0.1  # graph logits of unit nodes lie in [-1, 1]; at 1.0 L_VAT was ~6e-5 (inert)
     # --- optimisation ----------------------------------------------------------------------------------
     lr: float = 1e-3  # heads only (encoders frozen); the reference's 1e-5 is for fine-tuning BERT
     weight_decay: float = 0.0  # reference uses plain Adam

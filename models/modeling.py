@@ -248,13 +248,13 @@ def info_nce(text: torch.Tensor, image: torch.Tensor, temperature: float = 1.0) 
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
-def graph_distribution(nodes: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
-    """Per node, q = softmax([<n, G n>, <n, (1-G) n>]); neighbour sums are means over the batch so the
-    logits do not grow with the batch size."""
+def graph_distribution(nodes: torch.Tensor, graph: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per node, q = softmax([<n, G n>, <n, (1-G) n>] / temperature); neighbour sums are means over the
+    batch so the logits do not grow with the batch size (with unit nodes they lie in [-1, 1])."""
     b = len(nodes)
     pos = (nodes * (graph @ nodes)).sum(-1) / b
     neg = (nodes * ((1.0 - graph) @ nodes)).sum(-1) / b
-    return torch.stack([pos, neg], -1).log_softmax(-1)
+    return (torch.stack([pos, neg], -1) / temperature).log_softmax(-1)
 
 
 class MGVAT(nn.Module):
@@ -265,9 +265,10 @@ class MGVAT(nn.Module):
     L_VAT = KL(q || q'), q from n (the target, no gradient), q' from n + r under the same G.
     """
 
-    def __init__(self, dim: int, init_std: float):
+    def __init__(self, dim: int, init_std: float, temperature: float = 1.0):
         super().__init__()
-        self.r = nn.Parameter(torch.randn(dim) * init_std)
+        self.temperature = temperature
+        self.r = nn.Parameter(torch.randn(dim) * init_std)  # MGVMoE rescales it to radius vat_epsilon
 
     @staticmethod
     def graph(nodes: torch.Tensor) -> torch.Tensor:
@@ -275,10 +276,22 @@ class MGVAT(nn.Module):
         return ((n @ n.t() + 1.0) / 2.0).detach()
 
     def kl(self, nodes: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+        # Nodes are L2-normalised first: the VMoE KL shrinks the latents, and on raw nodes both q and q'
+        # sit at (0.5, 0.5) whatever r is - L_VAT was measured at ~1e-9, i.e. MG-VAT did nothing.
+        nodes = F.normalize(nodes, dim=-1)
         graph = self.graph(nodes)
-        log_q = graph_distribution(nodes, graph).detach()
-        log_q_adv = graph_distribution(nodes + (self.r if r is None else r), graph)
+        log_q = graph_distribution(nodes, graph, self.temperature).detach()
+        log_q_adv = graph_distribution(nodes + (self.r if r is None else r), graph, self.temperature)
         return F.kl_div(log_q_adv, log_q, log_target=True, reduction="batchmean")
+
+    @torch.no_grad()
+    def project(self, epsilon: float) -> None:
+        """Put r back on the sphere ||r|| = epsilon (nodes have unit norm): step (a) learns r's direction.
+
+        Measured: with r free and the ||r|| penalty, the KL is quadratic in r near 0 while the penalty's
+        pull is constant, so r collapsed to ~0 and L_VAT stayed ~1e-8 (MG-VAT did nothing). A fixed
+        radius is how VAT (Miyato et al.) bounds its perturbation."""
+        self.r.mul_(epsilon / self.r.norm().clamp(min=1e-12))
 
     def adversary_loss(self, nodes: torch.Tensor, r_penalty: float) -> torch.Tensor:
         """Step (a): minimise this (= maximise KL - penalty * ||r||_2) with respect to r alone."""
@@ -331,7 +344,8 @@ class MGVMoE(nn.Module):
             feat_dim = c.hidden + he_dim
         else:
             feat_dim = he_dim
-        self.vat = MGVAT(2 * c.vmoe_dim, c.vat_init_std)
+        self.vat = MGVAT(2 * c.vmoe_dim, c.vat_init_std, c.vat_temperature)
+        self.vat.project(c.vat_epsilon)
         self.dropout = nn.Dropout(c.dropout)
         self.proj_x = nn.Linear(feat_dim, c.proj_dim)
         self.proj_c = nn.Linear(c.text_hidden, c.proj_dim)
@@ -430,6 +444,7 @@ def adversary_step(model: MGVMoE, nodes: torch.Tensor, optimizer: torch.optim.Op
     loss = model.vat.adversary_loss(nodes, model.config.vat_r_penalty)
     loss.backward()
     optimizer.step()
+    model.vat.project(model.config.vat_epsilon)
     return float(-loss.detach())
 
 
