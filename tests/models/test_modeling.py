@@ -60,7 +60,7 @@ def test_adversarial_step_increases_the_kl_it_targets():
     batch, class_emb = random_batch(config, b=8, with_images=4)
     nodes = model(batch, class_emb).nodes.detach()
     r_opt = torch.optim.Adam([model.vat.r], lr=config.vat_lr)
-    before = float(model.vat.kl(nodes))
+    before = float(model.vat.kl(nodes).detach())
     for _ in range(5):
         adversary_step(model, nodes, r_opt)
     assert float(model.vat.kl(nodes)) > before
