@@ -126,7 +126,10 @@ def write_markdown(results: dict, path: Path) -> None:
             continue
         best_mg = max((sy for sy in ("MG-VMoE (names)", "MG-VMoE (descriptions)") if s in table.get(sy, {})),
                       key=lambda sy: table[sy][s]["macro_f1"][0])
-        best_base = max((b for b in BASELINES if s in table.get(b, {})), key=lambda b: table[b][s]["macro_f1"][0])
+        bases = [b for b in BASELINES if s in table.get(b, {})]
+        if not bases:
+            continue
+        best_base = max(bases, key=lambda b: table[b][s]["macro_f1"][0])
         gap = table[best_mg][s]["macro_f1"][0] - table[best_base][s]["macro_f1"][0]
         verdict = "yes" if gap >= 5 else "**no**"
         lines.append(f"- {s}: best MG-VMoE = {best_mg} {table[best_mg][s]['macro_f1'][0]:.1f}; best baseline = "

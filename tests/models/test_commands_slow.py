@@ -43,3 +43,11 @@ def test_extractor_on_a_real_post():
     typed = ex.type_mentions({"p": post}, mentions, ontology)
     assert len(typed) == 3
     ex.extract_relations({"p": post}, typed, ontology)  # runs; content depends on the typing
+
+
+def test_benchmark_harness_dry_run(tmp_path, capsys):
+    from bench.zero_shot.run import main
+
+    assert main(["--dry-run", "--splits", "wnut16-fold1", "--systems", "MG-VMoE (names)", "text-only prototype (names)",
+                 "--out", str(tmp_path)]) == 0
+    assert "dry run OK" in capsys.readouterr().out
