@@ -82,7 +82,8 @@ def upsert_relations(relation: str) -> str:
     """Triples of one relation: one relationship per (head, type, tail); evidence per post.
 
     ``post_ids`` and ``scores`` are parallel lists: a post already present has its score
-    replaced (re-runs are idempotent), a new post is appended (evidence accumulates).
+    replaced (re-runs are idempotent), a new post is appended (evidence accumulates). Rows must
+    be unique per (head, relation, tail, post): ``GraphWriter.upsert_relations`` ensures it.
     """
     return f"""
 UNWIND $rows AS row
@@ -90,11 +91,12 @@ MATCH (h:Entity {{id: row.head_id}})
 MATCH (t:Entity {{id: row.tail_id}})
 MERGE (h)-[r:{relationship_type(relation)}]->(t)
   ON CREATE SET r.relation = row.relation, r.post_ids = [], r.scores = [], r.first_run_id = row.run_id
-SET r.scores = CASE WHEN row.post_id IN r.post_ids
-                    THEN [i IN range(0, size(r.post_ids) - 1) |
-                          CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END]
-                    ELSE r.scores + row.score END
-SET r.post_ids = CASE WHEN row.post_id IN r.post_ids THEN r.post_ids ELSE r.post_ids + row.post_id END
+// One map, evaluated once per row against the same old lists: the planner may put Eager
+// between separate SET clauses, and the two lists must change together.
+SET r += CASE WHEN row.post_id IN r.post_ids
+         THEN {{scores: [i IN range(0, size(r.post_ids) - 1) |
+                         CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END]}}
+         ELSE {{post_ids: r.post_ids + row.post_id, scores: r.scores + row.score}} END
 SET r.evidence_count = size(r.post_ids),
     r.max_score = reduce(m = 0.0, s IN r.scores | CASE WHEN s > m THEN s ELSE m END),
     r.model_version = row.model_version, r.label_set_id = row.label_set_id, r.run_id = row.run_id

@@ -152,7 +152,14 @@ class GraphWriter:
     def upsert_relations(self, rows: Sequence[RelationRow]) -> LoadReport:
         report = LoadReport()
         by_relation: dict[str, list[dict]] = defaultdict(list)
+        # One row per (triple, post): a post that states a triple twice (e.g. via "Lisbon Falcons"
+        # and "#LisbonFalcons") is one piece of evidence, with its best score.
+        best: dict[tuple[str, str, str, str], RelationRow] = {}
         for row in rows:
+            key = (row.head_id, row.relation, row.tail_id, row.post_id)
+            if key not in best or row.score > best[key].score:
+                best[key] = row
+        for row in best.values():
             reason = self._relation_problem(row.relation)
             if reason:
                 report.rejected.append(

@@ -52,9 +52,12 @@ class LocalAirflow:
         self.proc: subprocess.Popen | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, check=check, capture_output=True, text=True
-        )
+        proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} exited with {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            )
+        return proc
 
     def start(self, timeout: float = 240) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -100,6 +103,17 @@ class LocalAirflow:
                 return
             time.sleep(2)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout}s")
+
+    def backfill(self, dag_id: str, from_date: str, to_date: str, *extra: str, attempts: int = 5) -> None:
+        """``airflow backfill create``; retried while the DAG processor is still writing the DAG."""
+        for attempt in range(attempts):
+            try:
+                self.cli("backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date, *extra)
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(5)
 
     def runs(self, dag_id: str) -> list[dict]:
         out = self.cli("dags", "list-runs", dag_id, "-o", "json")

@@ -107,7 +107,7 @@ def test_backfill_of_three_days_through_the_scheduler(neo4j_driver, neo4j_server
         af.wait_for_dag("mmkg_ingest")
         af.cli("pools", "set", "gpu", "1", "GPU work")
         af.cli("dags", "unpause", "mmkg_ingest")
-        af.cli("backfill", "create", "--dag-id", "mmkg_ingest", "--from-date", "2026-11-01", "--to-date", "2026-11-03")
+        af.backfill("mmkg_ingest", "2026-11-01", "2026-11-03")
         runs = af.wait_for_runs("mmkg_ingest", {"2026-11-01", "2026-11-02", "2026-11-03"})
     assert Counter(r["state"] for r in runs) == Counter({"success": 3}), runs
 

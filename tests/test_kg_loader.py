@@ -111,6 +111,19 @@ def test_rerun_with_new_score_replaces_the_posts_evidence(neo4j_driver):
     assert dict(zip(records[0]["ids"], records[0]["s"])) == {"p1": pytest.approx(0.5), "p2": pytest.approx(0.9)}
 
 
+def test_a_post_stating_a_triple_twice_is_one_piece_of_evidence(neo4j_driver):
+    writer = GraphWriter(neo4j_driver)
+    writer.ensure_schema()
+    posts, mentions, relations = _batch()
+    twice = relations + [_relation("p1", ("Marta Silva", "Person"), "member_of", ("Lisbon Falcons", "Organization"), 0.95)]
+    for _ in range(2):
+        _load(writer, posts, mentions, twice)
+        records, _, _ = neo4j_driver.execute_query("MATCH ()-[r:MEMBER_OF]->() RETURN r.post_ids AS ids, r.scores AS s")
+        assert len(records) == 1
+        assert dict(zip(records[0]["ids"], records[0]["s"])) == {"p1": pytest.approx(0.95), "p2": pytest.approx(0.9)}
+        assert len(records[0]["ids"]) == len(records[0]["s"]) == 2
+
+
 def test_entity_keeps_surface_forms_as_aliases(neo4j_driver):
     writer = GraphWriter(neo4j_driver)
     writer.ensure_schema()
