@@ -120,3 +120,32 @@ def test_backfill_of_three_days_through_the_scheduler(neo4j_driver, neo4j_server
         report = json.loads((staging_dir / day / "run_report.json").read_text())
         assert report["partitions"] == [day]  # each run read exactly its interval's partition
         assert report["posts_valid"] == EXPECTED["days"][day]["posts"]
+
+
+def test_a_type_added_to_the_ontology_shows_up_in_the_graph_without_retraining(
+    neo4j_driver, neo4j_conn, airflow_db, staging_dir, tmp_path, monkeypatch
+):
+    import yaml
+
+    from extraction.ontology import load_ontology
+
+    data = yaml.safe_load((ROOT / "ontology" / "ontology.yaml").read_text())
+    data["entity_types"].append(
+        {"name": "SportsTeam", "description": "a sports team or club that plays matches, such as a football or basketball team"}
+    )
+    data["relation_types"].append(
+        {"name": "plays_for", "description": "the athlete plays for the sports team", "allowed": [["Person", "SportsTeam"]]}
+    )
+    ontology_file = tmp_path / "ontology.yaml"
+    ontology_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("MMKG_ONTOLOGY", str(ontology_file))
+
+    assert _ingest_dag().test(run_conf={"partition": "2026-11-01"}).state == "success"
+
+    records, _, _ = neo4j_driver.execute_query("MATCH (e:SportsTeam) RETURN collect(e.name) AS names")
+    assert "lisbon falcons" in records[0]["names"]
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (:Person)-[r:PLAYS_FOR]->(:SportsTeam) RETURN count(r) AS n, collect(DISTINCT r.label_set_id) AS ids"
+    )
+    assert records[0]["n"] > 0
+    assert records[0]["ids"] == [load_ontology(ontology_file).label_set_id]
