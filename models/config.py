@@ -34,6 +34,8 @@ class MGVMoEConfig:
     sentence_pool: str = "cls"  # first slot of h_e: "cls" (reference) or "mean" (how sentence-transformers
     #                             pool); mean was no better on validation classes with the frozen MiniLM
     score_scale: float = 0.0  # 0 = raw dot product <P_x h, P_c h_c> (reference); > 0 = scale * cosine
+    similarity_prior: float = 0.0  # > 0 adds prior * cos(mean text, label) and zero-inits P_x, so training
+    #                                starts from label similarity (not in the reference; off = reference)
     fusion: str = "attention"  # "attention" (MG-VMoE), "concat" (mean image + h_e baseline), "none" (text-only)
     # --- ablation switches -----------------------------------------------------------------------------
     use_vmoe: bool = True  # False = "w/o VMoE": a plain linear projection of tokens instead of the experts

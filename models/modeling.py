@@ -349,6 +349,9 @@ class MGVMoE(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.proj_x = nn.Linear(feat_dim, c.proj_dim)
         self.proj_c = nn.Linear(c.text_hidden, c.proj_dim)
+        if c.similarity_prior > 0:  # start exactly at label similarity; training learns a correction
+            nn.init.zeros_(self.proj_x.weight)
+            nn.init.zeros_(self.proj_x.bias)
 
     def head_parameters(self):
         """Everything but the perturbation r, which has its own maximisation step."""
@@ -426,6 +429,9 @@ class MGVMoE(nn.Module):
             scores = c.score_scale * F.normalize(x, dim=-1) @ F.normalize(cls, dim=-1).t()
         else:
             scores = x @ cls.t()
+        if c.similarity_prior > 0:
+            sim = F.normalize(masked_mean(text, batch.text_mask), dim=-1) @ F.normalize(class_emb.float(), dim=-1).t()
+            scores = scores + c.similarity_prior * sim
         losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
         loss = None
         if batch.labels is not None:

@@ -141,6 +141,13 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     steps = config.steps_per_epoch or max(1, len(split.train) // config.batch_size)
     best_f1, best_state, best_epoch, bad = -1.0, None, 0, 0
     history = []
+    # Epoch 0 = the untrained heads: with a similarity prior they are the label-similarity scorer, and
+    # early stopping may keep them if training only hurts the validation classes.
+    val, _ = evaluate(model, store, split.val[: config.eval_batch_size] if dry_run else split.val,
+                      split.val_classes, emb("val"), config.eval_batch_size)
+    history.append({"epoch": 0, "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"], "seconds": 0.0})
+    if config.similarity_prior > 0:  # random heads are never a candidate, the label-similarity start is
+        best_f1, best_state = val["macro_f1"], copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
         batches = balanced_batches(split.train, split.train_classes, steps, config.batch_size, rng)
         sums: dict[str, float] = {}
@@ -211,6 +218,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> MGVMoEConfig:
     overrides = {k: v for k, v in {
         "seed": args.seed, "epochs": args.epochs, "patience": args.patience, "lr": args.lr, "beta": args.beta,
         "label_text": args.label_text, "fusion": args.fusion, "batch_size": args.batch_size,
+        "similarity_prior": args.similarity_prior,
     }.items() if v is not None}
     for flag in ("vmoe", "vat", "infonce", "image"):
         if getattr(args, f"no_{flag}"):
@@ -227,6 +235,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--label-text", choices=["name", "description"])
     parser.add_argument("--fusion", choices=["attention", "concat", "none"])
+    parser.add_argument("--similarity-prior", type=float, help="start from label similarity (0 = reference)")
     for flag in ("vmoe", "vat", "infonce", "image"):
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 

@@ -159,3 +159,16 @@ def test_image_encoder_gives_region_tokens(tiny_image_encoder):
     pixels = tiny_image_encoder.preprocess([Image.new("RGB", (50, 40), (255, 0, 0))])
     assert pixels.shape == (1, 3, 32, 32) and pixels.max() == 1.0
     assert tiny_image_encoder(pixels).shape == (1, 16, 24)
+
+
+def test_similarity_prior_starts_exactly_at_label_similarity():
+    import torch.nn.functional as F
+
+    from models.modeling import masked_mean
+
+    config = MGVMoEConfig.tiny(similarity_prior=10.0)
+    model = MGVMoE(config).eval()
+    batch, class_emb = random_batch(config)
+    expected = 10.0 * F.normalize(masked_mean(batch.text_tokens, batch.text_mask), dim=-1) @ \
+        F.normalize(class_emb, dim=-1).t()
+    assert torch.allclose(model(batch, class_emb).scores, expected, atol=1e-5)
