@@ -91,15 +91,18 @@ MATCH (h:Entity {{id: row.head_id}})
 MATCH (t:Entity {{id: row.tail_id}})
 MERGE (h)-[r:{relationship_type(relation)}]->(t)
   ON CREATE SET r.relation = row.relation, r.post_ids = [], r.scores = [], r.first_run_id = row.run_id
-// One map, evaluated once per row against the same old lists: the planner may put Eager
-// between separate SET clauses, and the two lists must change together.
+// One SET of one map per row, so the lists and their aggregates change together and the
+// planner needs no Eager between clauses; rows of one batch still see each other's writes.
 SET r += CASE WHEN row.post_id IN r.post_ids
-         THEN {{scores: [i IN range(0, size(r.post_ids) - 1) |
-                         CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END]}}
-         ELSE {{post_ids: r.post_ids + row.post_id, scores: r.scores + row.score}} END
-SET r.evidence_count = size(r.post_ids),
-    r.max_score = reduce(m = 0.0, s IN r.scores | CASE WHEN s > m THEN s ELSE m END),
-    r.model_version = row.model_version, r.label_set_id = row.label_set_id, r.run_id = row.run_id
+  THEN {{scores: [i IN range(0, size(r.post_ids) - 1) |
+                  CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END],
+        max_score: reduce(m = row.score, i IN range(0, size(r.post_ids) - 1) |
+                          CASE WHEN r.post_ids[i] <> row.post_id AND r.scores[i] > m THEN r.scores[i] ELSE m END),
+        model_version: row.model_version, label_set_id: row.label_set_id, run_id: row.run_id}}
+  ELSE {{post_ids: r.post_ids + row.post_id, scores: r.scores + row.score,
+        evidence_count: size(r.post_ids) + 1,
+        max_score: CASE WHEN coalesce(r.max_score, 0.0) > row.score THEN r.max_score ELSE row.score END,
+        model_version: row.model_version, label_set_id: row.label_set_id, run_id: row.run_id}} END
 """
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from kg_loader import cypher
@@ -131,10 +131,10 @@ class GraphWriter:
 
     # -- upserts --------------------------------------------------------------------------
     def upsert_posts(self, rows: Sequence[PostRow]) -> LoadReport:
-        return self._write_batches("post", cypher.UPSERT_POSTS, [asdict(r) for r in rows])
+        return self._write_batches("post", cypher.UPSERT_POSTS, [_params(r) for r in rows])
 
     def upsert_images(self, rows: Sequence[ImageRow]) -> LoadReport:
-        return self._write_batches("image", cypher.UPSERT_IMAGES, [asdict(r) for r in rows])
+        return self._write_batches("image", cypher.UPSERT_IMAGES, [_params(r) for r in rows])
 
     def upsert_mentions(self, rows: Sequence[MentionRow]) -> LoadReport:
         report = LoadReport()
@@ -144,7 +144,7 @@ class GraphWriter:
             if reason:
                 report.rejected.append(Rejection("mention", f"{row.post_id}[{row.start}:{row.end}]", reason))
             else:
-                by_type[row.entity_type].append(asdict(row))
+                by_type[row.entity_type].append(_params(row))
         for entity_type in sorted(by_type):
             report.merge(self._write_batches("mention", cypher.upsert_mentions(entity_type), by_type[entity_type]))
         return report
@@ -166,7 +166,7 @@ class GraphWriter:
                     Rejection("relation", f"{row.head_id}-{row.relation}->{row.tail_id}@{row.post_id}", reason)
                 )
             else:
-                by_relation[row.relation].append(asdict(row))
+                by_relation[row.relation].append(_params(row))
         for relation in sorted(by_relation):
             report.merge(self._write_batches("relation", cypher.upsert_relations(relation), by_relation[relation]))
         return report
@@ -232,6 +232,17 @@ class GraphWriter:
                 report.add_counters(counters)
                 report.rows[kind] += len(batch)
         return report
+
+
+def _params(row) -> dict:
+    """A flat row record as a query parameter map (``dataclasses.asdict`` deep-copies: 3x slower)."""
+    names = _FIELD_NAMES.get(type(row))
+    if names is None:
+        names = _FIELD_NAMES[type(row)] = tuple(f.name for f in fields(row))
+    return {name: getattr(row, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def _run_batch(tx, query: str, param: str, batch: list[dict]):
