@@ -28,7 +28,7 @@ from mmkg.settings import PipelineSettings
 log = logging.getLogger(__name__)
 
 #: Which zero-shot extractor types mentions and relations (MMKG_EXTRACTOR).
-EXTRACTORS = ("label-similarity", "mg-vmoe")
+EXTRACTORS = ("mg-vmoe", "label-similarity")
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
         )
     posts = {p.id: p for p in staging.read_posts(shard_file(shard, "posts"))}
     mentions = staging.read_mentions(shard_file(shard, "mentions"))
-    extractor = extractor_for(os.environ.get("MMKG_EXTRACTOR", "label-similarity"))
+    settings = PipelineSettings.from_env()
+    extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
     typed = extractor.type_mentions(posts, mentions, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
     staging.write_records(shard_file(shard, "typed_mentions"), typed, TypedMention)
@@ -197,15 +198,20 @@ def _detector():
 
 
 @lru_cache(maxsize=2)
-def extractor_for(name: str):
+def extractor_for(name: str, entity_checkpoint: str = "", relation_checkpoint: str = ""):
+    """The zero-shot extractor, loaded once per task process (and per checkpoint choice)."""
     if name == "label-similarity":
         from extraction.label_similarity import LabelSimilarityExtractor
 
         return LabelSimilarityExtractor()
     if name == "mg-vmoe":
-        from models.extractor import MGVMoEExtractor
+        from models.extractor import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, MGVMoEExtractor
+        from models.registry import resolve
 
-        return MGVMoEExtractor.from_checkpoint(os.environ.get("MMKG_CHECKPOINT"))
+        return MGVMoEExtractor(
+            resolve(entity_checkpoint or DEFAULT_ENTITY_CHECKPOINT),
+            resolve(relation_checkpoint or DEFAULT_RELATION_CHECKPOINT),
+        )
     raise ValueError(f"MMKG_EXTRACTOR must be one of {EXTRACTORS}, got {name!r}")
 
 
