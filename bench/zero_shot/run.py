@@ -149,8 +149,10 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += ["", "## Inference with the mean μ or a sample (validation classes, MG-VMoE names, all runs)", "",
                   f"mean val macro-F1 with μ: {mu:.2f}; with one sampled z: {sampled:.2f} "
                   f"({len(checks)} runs). The shipped model uses {'μ' if mu >= sampled else 'sampling'}."]
+    if results.get("skipped"):
+        lines += ["", "## Skipped runs", ""]
     for note in results.get("skipped", []):
-        lines.append(f"- skipped: {note}")
+        lines.append(f"- {note}")
     lines += ["", "## Run times (seconds per training run, mean over seeds and splits)", "",
               "| system | s/run |", "|---|---|"]
     for system, by_split in results["runs"].items():
