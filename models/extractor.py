@@ -61,6 +61,7 @@ class MGVMoEExtractor:
         text_encoder: TextTokenEncoder | None = None,
         image_encoder: ImageRegionEncoder | None = None,
         batch_size: int = 32,
+        device: str | torch.device | None = None,
     ) -> None:
         self.met = entity_checkpoint if isinstance(entity_checkpoint, Checkpoint) else load_checkpoint(entity_checkpoint)
         self.mre = (relation_checkpoint if isinstance(relation_checkpoint, Checkpoint)
@@ -74,6 +75,11 @@ class MGVMoEExtractor:
         self.text_encoder.set_marker_embeddings(self.met.marker_embeddings)
         self._image_encoder = image_encoder
         self.batch_size = batch_size
+        # CUDA when present, else CPU; on CUDA the forward passes run under bf16 autocast.
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.text_encoder.to(self.device)
+        self.met.model.to(self.device)
+        self.mre.model.to(self.device)
         self.model_version = f"{self.met.model_version}+{self.mre.model_version.split('/', 1)[1]}"
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._images: dict[str, torch.Tensor | None] = {}  # image sha256 (or path) -> region tokens
@@ -84,7 +90,15 @@ class MGVMoEExtractor:
     def image_encoder(self) -> ImageRegionEncoder:
         if self._image_encoder is None:
             self._image_encoder = ImageRegionEncoder.from_path(self.met.config.image_encoder, self.met.config.image_size)
+            self._image_encoder.to(self.device)
         return self._image_encoder
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        import contextlib
+
+        return contextlib.nullcontext()
 
     def _label_embeddings(self, ontology: Ontology, kind: str, ckpt: Checkpoint) -> torch.Tensor:
         key = (ontology.label_set_id, kind)
@@ -104,8 +118,9 @@ class MGVMoEExtractor:
             try:
                 from extraction.images import load_image_rgb
 
-                pixels = self.image_encoder.preprocess([load_image_rgb(image.path)])
-                self._images[key] = self.image_encoder(pixels)[0]
+                pixels = self.image_encoder.preprocess([load_image_rgb(image.path)]).to(self.device)
+                with self._autocast():
+                    self._images[key] = self.image_encoder(pixels)[0].float()
                 self.stats["images_encoded"] += 1
             except Exception as exc:  # counted and logged: the post is scored text-only
                 log.warning("post %s: image %s unusable (%s); scoring text only", post.id, image.path, exc)
@@ -120,7 +135,8 @@ class MGVMoEExtractor:
         task = ckpt.config.task
         for k in range(0, len(order), self.batch_size):
             idx = order[k : k + self.batch_size]
-            feats = self.text_encoder([items[i][0] for i in idx], task)
+            with self._autocast():
+                feats = self.text_encoder([items[i][0] for i in idx], task)
             self.stats["truncated_markers"] += feats.truncated_markers
             imgs = [self._image_tokens(items[i][1]) if ckpt.config.use_image else None for i in idx]
             has = torch.tensor([im is not None for im in imgs])
@@ -128,14 +144,20 @@ class MGVMoEExtractor:
                 ref = next(im for im in imgs if im is not None)
                 image_tokens = torch.stack([im if im is not None else torch.zeros_like(ref) for im in imgs])
             else:
-                image_tokens = torch.zeros(len(idx), 0, ckpt.config.image_hidden)
-            batch = MGVMoEBatch(feats.tokens, feats.mask, feats.marker_pos, image_tokens, has)
-            probs[idx] = ckpt.model(batch, class_emb).scores.softmax(-1)
+                image_tokens = torch.zeros(len(idx), 0, ckpt.config.image_hidden, device=self.device)
+            batch = MGVMoEBatch(feats.tokens.float(), feats.mask, feats.marker_pos.to(self.device),
+                                image_tokens, has.to(self.device))
+            with self._autocast():
+                scores = ckpt.model(batch, class_emb.to(self.device)).scores
+            probs[idx] = scores.float().softmax(-1).cpu()
         return probs
 
     # ----------------------------------------------------------------------------------- interface
     @torch.inference_mode()
     def type_mentions(self, posts: Mapping[str, Post], mentions: Sequence[Mention], ontology: Ontology) -> list[TypedMention]:
+        # Image tokens live from here to the extract_relations call of the same shard, then go: memory
+        # stays flat however many shards one task process scores.
+        self._images.clear()
         if not mentions:
             return []
         names = [e.name for e in ontology.entity_types]

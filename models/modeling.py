@@ -110,9 +110,10 @@ class TextTokenEncoder(nn.Module):
     @torch.no_grad()  # not inference_mode: label embeddings later enter autograd graphs as constants
     def forward(self, texts: list[str], task: str) -> TextFeatures:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         starts = ["<e>"] if task == "met" else ["<h>", "<t>"]
-        pos = torch.zeros(len(texts), 1 + len(starts), dtype=torch.long)
+        pos = torch.zeros(len(texts), 1 + len(starts), dtype=torch.long, device=self.model.device)
         missing = 0
         for j, marker in enumerate(starts, start=1):
             hit = enc["input_ids"] == self.marker_ids[marker]
@@ -125,6 +126,7 @@ class TextTokenEncoder(nn.Module):
     def embed_labels(self, label_texts: list[str]) -> torch.Tensor:
         """Mean-pooled token states of each label text (the reference encodes classes this way)."""
         enc = self.tokenizer(label_texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}
         hidden = self.model(**enc).last_hidden_state
         m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
