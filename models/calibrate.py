@@ -1,0 +1,58 @@
+"""Re-calibrate a checkpoint's abstention threshold on its split's *validation* classes.
+
+    python -m models.calibrate models/checkpoints/met-wnut16 --split wnut16-pipeline
+    python -m models.calibrate models/checkpoints/mre-mnre --split mnre-pipeline
+
+The threshold is on the max softmax probability over the label set: below it, a mention is typed
+``Other`` and a pair gets no relation. ``models.train`` sets it at the end of training with the same
+rule (``calibrate_threshold``: keep a prediction where, on validation classes, kept-correct minus
+kept-wrong is largest); this command recomputes it, e.g. after a change of label descriptions, and
+rewrites only the card's ``thresholds`` (the weights, and so their hash, are untouched). Never uses
+test classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from models.checkpoint import CARD, load_checkpoint
+from models.data import load_split
+from models.features import FeatureCache
+from models.train import calibrate_threshold, evaluate, prepare
+
+
+def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = None) -> dict:
+    ckpt = load_checkpoint(checkpoint)
+    split = load_split(split_name, data_dir)
+    if split.task != ckpt.config.task or not split.val:
+        raise ValueError(f"split {split_name!r} has no validation samples for task {ckpt.config.task}")
+    cache = FeatureCache(ckpt.config.text_encoder, ckpt.config.image_encoder, ckpt.config.max_length)
+    cache.text_encoder.set_marker_embeddings(ckpt.marker_embeddings)
+    data = prepare(split, cache)
+    _, scores = evaluate(ckpt.model, data.store, split.val, split.val_classes,
+                         data.class_emb[(ckpt.config.label_text, "val")], ckpt.config.eval_batch_size)
+    gold = [split.val_classes.index(s.label) for s in split.val]
+    thresholds = {"min_confidence": calibrate_threshold(scores, gold), "calibrated_on": "validation classes",
+                  "statistic": "max softmax probability", "split": split.name, "val_classes": split.val_classes}
+    card_path = Path(checkpoint) / CARD
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["thresholds"] = thresholds
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(card_path)
+    return thresholds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--split", required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(calibrate(args.checkpoint, args.split), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
