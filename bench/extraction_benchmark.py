@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import random
 import resource
 import subprocess
@@ -142,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print("RESULT" + json.dumps(child(args.child, args.shard_size, args.threads)))
         return 0
+    from bench.machine import describe
+
     runs = []
     for n in args.sizes:
         proc = subprocess.run(
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({100 * r['ratio_of_bound']:.0f}% of bound), peak RSS {r['peak_rss_mib']:.0f} MiB "
               f"(after first shard {r['rss_mib_after_first_shard']:.0f} MiB)", flush=True)
     result = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only",
+        "machine": describe() | {"device": "CPU only"},
         "command": "python -m bench.extraction_benchmark " + " ".join(argv or sys.argv[1:]),
         "runs": runs,
     }

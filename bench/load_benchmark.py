@@ -14,9 +14,7 @@ bench/results/load_benchmark.json.
 from __future__ import annotations
 
 import argparse
-import os
 import json
-import platform
 import random
 import statistics
 import tempfile
@@ -24,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.machine import describe
 from kg_loader import cypher
 from kg_loader.identity import entity_id
 from kg_loader.records import MentionRow, PostRow, RelationRow
@@ -172,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         n_total = statistics.median(sum(r[k] for k in keys) for r in naive)
         rel_per_s = args.triples / med(batched, "triples_s")
         result = {
-            "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "load_average_at_end": os.getloadavg(),
+            "machine": describe(),
             "neo4j": "5.26 community, embedded launcher, page cache 256m",
             "sizes": {"posts": args.posts, "entities": args.entities, "triples": args.triples, "batch_size": args.batch_size},
             "batched_median_s": {k: med(batched, k) for k in keys} | {"total": b_total},
@@ -186,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2))
-        print(f"machine: {result['machine']}")
+        print(f"machine: {result['machine']['cpu']}, {result['machine']['logical_cpus']} logical CPUs")
         print(f"{'':12}{'posts':>10}{'entities':>10}{'triples':>10}{'total':>10}  (median seconds)")
         for name, row in (("batched", result["batched_median_s"]), ("second load", result["second_load_median_s"]), ("naive", result["naive_median_s"])):
             print(f"{name:12}" + "".join(f"{row[k]:>10.2f}" for k in (*keys, "total")))
