@@ -28,7 +28,7 @@ from mmkg.settings import PipelineSettings
 log = logging.getLogger(__name__)
 
 #: Which zero-shot extractor types mentions and relations (MMKG_EXTRACTOR).
-EXTRACTORS = ("mg-vmoe", "label-similarity")
+EXTRACTORS = ("label-similarity", "mg-vmoe")
 
 
 @dataclass(frozen=True)

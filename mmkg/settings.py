@@ -62,8 +62,8 @@ class PipelineSettings:
     ontology_path: Path
     shard_size: int = 200
     batch_size: int = field(default=1000)
-    #: "mg-vmoe" (default) or "label-similarity" (the no-training baseline)
-    extractor: str = "mg-vmoe"
+    #: "label-similarity" (default: best measured, see README) or "mg-vmoe"
+    extractor: str = "label-similarity"
     #: checkpoint directories or published names (models.registry); empty = the committed ones
     entity_checkpoint: str = ""
     relation_checkpoint: str = ""
@@ -76,7 +76,7 @@ class PipelineSettings:
             ontology_path=Path(_env("MMKG_ONTOLOGY", str(REPO_ROOT / "ontology" / "ontology.yaml"))),
             shard_size=int(_env("MMKG_SHARD_SIZE", "200")),
             batch_size=int(_env("MMKG_NEO4J_BATCH_SIZE", "1000")),
-            extractor=_env("MMKG_EXTRACTOR", "mg-vmoe"),
+            extractor=_env("MMKG_EXTRACTOR", "label-similarity"),
             entity_checkpoint=_env("MMKG_ENTITY_CHECKPOINT", ""),
             relation_checkpoint=_env("MMKG_RELATION_CHECKPOINT", ""),
         )

@@ -149,3 +149,21 @@ def test_a_type_added_to_the_ontology_shows_up_in_the_graph_without_retraining(
     )
     assert records[0]["n"] > 0
     assert records[0]["ids"] == [load_ontology(ontology_file).label_set_id]
+
+
+def test_mg_vmoe_in_the_dag_writes_typed_entities_and_relations_with_provenance(
+    neo4j_driver, neo4j_conn, airflow_db, staging_dir, monkeypatch
+):
+    """MMKG_EXTRACTOR=mg-vmoe: the committed checkpoints type and relate the sample day."""
+    monkeypatch.setenv("MMKG_EXTRACTOR", "mg-vmoe")
+    run = _ingest_dag().test(run_conf={"partition": "2026-11-03"})
+    assert run.state == "success"
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (:Post)-[m:MENTIONS]->(e:Entity) RETURN m.model_version AS v, m.score AS s, m.label_set_id AS l, m.run_id AS r"
+    )
+    assert records and all(r["v"].startswith("mg-vmoe/met-wnut16@") for r in records)
+    assert all(0.0 <= r["s"] <= 1.0 and r["l"] and r["r"] == run.run_id for r in records)
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (:Entity)-[r]->(:Entity) RETURN r.model_version AS v, r.evidence_count AS n, size(r.scores) AS k"
+    )
+    assert records and all(r["v"].startswith("mg-vmoe/") and r["n"] == r["k"] >= 1 for r in records)
