@@ -107,12 +107,16 @@ SET r += CASE WHEN row.post_id IN r.post_ids
 
 
 #: Before a post's new extraction is written: drop its MENTIONS that the new extraction no longer
-#: has (label set or model changed), so a re-run replaces rather than adds.
+#: has (label set or model changed), so a re-run replaces rather than adds; an entity left with no
+#: mention at all goes too (its triples' evidence was retracted just before, by RETRACT_STALE_EVIDENCE).
 RETRACT_STALE_MENTIONS = """
 UNWIND $posts AS post
 MATCH (p:Post {id: post.id})-[m:MENTIONS]->(e:Entity)
 WHERE NOT (e.id + '|' + toString(m.start) + '|' + toString(m.end)) IN post.keep
 DELETE m
+WITH DISTINCT e
+WHERE NOT EXISTS { (e)<-[:MENTIONS]-() }
+DETACH DELETE e
 """
 
 #: Same for relation evidence contributed by a post: remove the post from triples it no longer

@@ -18,8 +18,9 @@ def load_extraction(
     run_id: str,
 ) -> LoadReport:
     """Posts, images, then (after retracting what these posts no longer support) mentions and triples."""
-    mention_rows = records.mention_rows(typed, run_id)
-    relation_rows = records.relation_rows(relations, run_id)
+    texts = {p.id: p.text for p in posts}
+    mention_rows = records.mention_rows(typed, run_id, texts)
+    relation_rows = records.relation_rows(relations, run_id, texts)
     report = writer.upsert_posts(records.post_rows(posts, run_id))
     report.merge(writer.upsert_images(records.image_rows(posts)))
     report.merge(writer.retract_stale([p.id for p in posts], mention_rows, relation_rows))

@@ -6,7 +6,7 @@ deterministic entity ids; nothing else in the project decides an entity's identi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from extraction.ontology import Ontology
@@ -78,19 +78,35 @@ def image_rows(posts: Iterable[Post]) -> list[ImageRow]:
     ]
 
 
-def mention_rows(typed: Iterable[TypedMention], run_id: str) -> list[MentionRow]:
-    """Typed mentions to rows; abstentions (OTHER_TYPE) are not written to the graph."""
+def identity_surface(mention, texts: Mapping[str, str] | None = None) -> str:
+    """The string an entity's identity is computed from: the mention's text, with the ``#``/``@``
+    in front of it when the post has one there (detectors keep a hashtag's span without its sign), so
+    ``#LisbonFalcons`` and "Lisbon Falcons" normalise to the same name."""
+    text = texts.get(mention.post_id) if texts else None
+    if text and mention.start > 0 and text[mention.start - 1] in "#@" and not mention.text.startswith(("#", "@")):
+        return text[mention.start - 1] + mention.text
+    return mention.text
+
+
+def mention_rows(
+    typed: Iterable[TypedMention], run_id: str, texts: Mapping[str, str] | None = None
+) -> list[MentionRow]:
+    """Typed mentions to rows; abstentions (OTHER_TYPE) are not written to the graph.
+
+    ``texts`` (post id -> text) lets a hashtag or handle mention share the identity of the plain name.
+    """
     rows = []
     for tm in typed:
         if tm.entity_type == OTHER_TYPE:
             continue
         m = tm.mention
+        key = identity_surface(m, texts)
         rows.append(
             MentionRow(
                 post_id=m.post_id,
-                entity_id=entity_id(m.text, tm.entity_type),
+                entity_id=entity_id(key, tm.entity_type),
                 entity_type=tm.entity_type,
-                name=normalize_name(m.text),
+                name=normalize_name(key),
                 surface=m.text,
                 start=m.start,
                 end=m.end,
@@ -103,11 +119,13 @@ def mention_rows(typed: Iterable[TypedMention], run_id: str) -> list[MentionRow]
     return rows
 
 
-def relation_rows(relations: Iterable[RelationMention], run_id: str) -> list[RelationRow]:
+def relation_rows(
+    relations: Iterable[RelationMention], run_id: str, texts: Mapping[str, str] | None = None
+) -> list[RelationRow]:
     return [
         RelationRow(
-            head_id=entity_id(r.head.mention.text, r.head.entity_type),
-            tail_id=entity_id(r.tail.mention.text, r.tail.entity_type),
+            head_id=entity_id(identity_surface(r.head.mention, texts), r.head.entity_type),
+            tail_id=entity_id(identity_surface(r.tail.mention, texts), r.tail.entity_type),
             relation=r.relation,
             post_id=r.post_id,
             score=float(r.score),

@@ -53,3 +53,16 @@ def test_values_are_parameters_not_text():
     for query in (cypher.upsert_mentions("Person"), cypher.upsert_relations("peer"), cypher.UPSERT_POSTS):
         assert "UNWIND $rows AS row" in query
         assert "MERGE" in query and "CREATE (" not in query
+
+
+def test_a_hashtag_mention_shares_the_identity_of_the_plain_name():
+    from extraction.records import Mention, TypedMention
+    from kg_loader.records import mention_rows
+
+    text = "Marta Silva joins Lisbon Falcons #LisbonFalcons"
+    plain = Mention("p1", 18, 32, "Lisbon Falcons", "spacy")
+    tag = Mention("p1", 34, 47, "LisbonFalcons", "spacy")  # span without the '#', as the detector gives it
+    assert text[tag.start : tag.end] == tag.text
+    rows = mention_rows([TypedMention(m, "Organization", 0.9, "v", "ls") for m in (plain, tag)], "run", {"p1": text})
+    assert rows[0].entity_id == rows[1].entity_id and rows[1].name == "lisbon falcons"
+    assert rows[1].surface == "LisbonFalcons"

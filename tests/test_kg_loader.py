@@ -179,6 +179,8 @@ def test_retract_stale_replaces_a_posts_extraction(neo4j_driver):
     assert sorted(records[0]["types"]) == ["City", "Organization", "Person"]
     records, _, _ = neo4j_driver.execute_query("MATCH ()-[r:LOCATED_IN]->() RETURN count(r) AS n")
     assert records[0]["n"] == 0  # its only evidence was p2
+    records, _, _ = neo4j_driver.execute_query("MATCH (e:Location) RETURN count(e) AS n")
+    assert records[0]["n"] == 0  # no mention left: the entity went with it
     records, _, _ = neo4j_driver.execute_query("MATCH ()-[r:MEMBER_OF]->() RETURN r.post_ids AS ids")
     assert sorted(records[0]["ids"]) == ["p1", "p2"]
 
