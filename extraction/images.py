@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +34,7 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageOps
 
 from extraction.records import ImageRef
+from mmkg.files import atomic_write_bytes
 
 #: Largest image accepted, in bytes (local file size or downloaded body).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -198,7 +197,7 @@ def _check_remote(
     target = Path(cache_dir) / f"{sha}.{_EXTENSIONS[fmt]}"
     try:
         if not target.is_file():  # content-addressed: an existing file already holds these bytes
-            _write_atomic(target, data)
+            atomic_write_bytes(target, data)
     except OSError as exc:
         return _bad(uri, STATUS_FETCH_FAILED, f"cannot write image cache {target}: {exc.strerror or exc}")
     return ImageCheck(ImageRef(uri=uri, status=STATUS_OK, sha256=sha, path=str(target), width=width, height=height))
@@ -267,17 +266,3 @@ def _decode(data: bytes, max_pixels: int | None) -> tuple[str, str, int | None, 
 
 def _bad(uri: str, status: str, message: str) -> ImageCheck:
     return ImageCheck(ImageRef(uri=uri, status=status), message)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

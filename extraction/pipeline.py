@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -23,6 +22,7 @@ from pathlib import Path
 from extraction import staging
 from extraction.ontology import load_ontology
 from extraction.records import Mention, RelationMention, TypedMention
+from mmkg.files import atomic_write_text
 from mmkg.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -230,9 +230,7 @@ def _days_covered(start: datetime, end: datetime) -> list[date]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 __all__ = ["IntervalPlan", "plan_interval", "stage_posts", "detect_shard", "type_shard", "run_report"]

@@ -30,8 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -43,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extraction.records import Mention, Post, QuarantinedRecord, RelationMention, TypedMention
+from mmkg.files import atomic_open
 
 T = TypeVar("T")
 
@@ -284,19 +283,8 @@ def _from_row(cls: type, row: dict[str, Any], prefix: str, present: set[str]) ->
 
 
 def _atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder, so os.replace is a rename on one filesystem; a leading dot keeps globs and
-    # readers from picking up the temporary file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        pq.write_table(table, f)
 
 
 def _utc(value: datetime) -> datetime:

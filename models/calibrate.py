@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mmkg.files import atomic_write_text
 from models.checkpoint import CARD, load_checkpoint
 from models.data import load_split
 from models.features import FeatureCache
@@ -39,9 +40,7 @@ def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = N
     card_path = Path(checkpoint) / CARD
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card["thresholds"] = thresholds
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(card_path)
+    atomic_write_text(card_path, json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     return thresholds
 
 

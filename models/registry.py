@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mmkg.files import atomic_write_text
 from models.checkpoint import CARD, CheckpointError, load_checkpoint
 
 
@@ -44,10 +45,7 @@ def publish(candidate: str | Path, name: str, registry: str | Path | None = None
             shutil.copy2(f, tmp / f.name)
         load_checkpoint(tmp)
         os.replace(tmp, target)
-    pointer = root / "CURRENT"
-    tmp_pointer = root / ".CURRENT.tmp"
-    tmp_pointer.write_text(f"versions/{version}\n")
-    os.replace(tmp_pointer, pointer)
+    atomic_write_text(root / "CURRENT", f"versions/{version}\n")
     return target
 
 
