@@ -53,6 +53,10 @@ class Neo4jSettings:
         )
 
 
+#: The zero-shot extractor ingestion uses unless MMKG_EXTRACTOR says otherwise.
+DEFAULT_EXTRACTOR = "mg-vmoe"
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     """Where ingestion reads posts, stages Parquet, and which label set it uses."""
@@ -62,8 +66,8 @@ class PipelineSettings:
     ontology_path: Path
     shard_size: int = 200
     batch_size: int = field(default=1000)
-    #: "label-similarity" (default: best measured, see README) or "mg-vmoe"
-    extractor: str = "label-similarity"
+    #: "mg-vmoe" (default: the committed checkpoints) or "label-similarity" (the untrained baseline)
+    extractor: str = DEFAULT_EXTRACTOR
     #: checkpoint directories or published names (models.registry); empty = the committed ones
     entity_checkpoint: str = ""
     relation_checkpoint: str = ""
@@ -76,7 +80,7 @@ class PipelineSettings:
             ontology_path=Path(_env("MMKG_ONTOLOGY", str(REPO_ROOT / "ontology" / "ontology.yaml"))),
             shard_size=int(_env("MMKG_SHARD_SIZE", "200")),
             batch_size=int(_env("MMKG_NEO4J_BATCH_SIZE", "1000")),
-            extractor=_env("MMKG_EXTRACTOR", "label-similarity"),
+            extractor=_env("MMKG_EXTRACTOR", DEFAULT_EXTRACTOR),
             entity_checkpoint=_env("MMKG_ENTITY_CHECKPOINT", ""),
             relation_checkpoint=_env("MMKG_RELATION_CHECKPOINT", ""),
         )

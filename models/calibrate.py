@@ -3,10 +3,12 @@
     python -m models.calibrate models/checkpoints/met-wnut16 --split wnut16-pipeline
     python -m models.calibrate models/checkpoints/mre-mnre --split mnre-pipeline
 
-The threshold is on the max softmax probability over the label set: below it, a mention is typed
+The threshold is on the best class's raw score (``models.train.THRESHOLD_STATISTIC``; unlike a softmax
+probability it does not depend on how many labels the set has): below it, a mention is typed
 ``Other`` and a pair gets no relation. ``models.train`` sets it at the end of training with the same
-rule (``calibrate_threshold``: keep a prediction where, on validation classes, kept-correct minus
-kept-wrong is largest); this command recomputes it, e.g. after a change of label descriptions, and
+rule (``calibrate_threshold``: keep a prediction where, on the validation classes' samples plus the
+split's negatives - MNRE ``None`` pairs, WNUT-16 ``other`` mentions of the validation file -
+kept-correct minus kept-wrong is largest); this command recomputes it, e.g. after a change of label descriptions, and
 rewrites only the card's ``thresholds`` (the weights, and so their hash, are untouched). Never uses
 test classes.
 """
@@ -21,7 +23,7 @@ from mmkg.files import atomic_write_text
 from models.checkpoint import CARD, load_checkpoint
 from models.data import load_split
 from models.features import FeatureCache
-from models.train import calibrate_threshold, evaluate, prepare
+from models.train import calibrate_thresholds, prepare
 
 
 def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = None) -> dict:
@@ -32,11 +34,7 @@ def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = N
     cache = FeatureCache(ckpt.config.text_encoder, ckpt.config.image_encoder, ckpt.config.max_length)
     cache.text_encoder.set_marker_embeddings(ckpt.marker_embeddings)
     data = prepare(split, cache)
-    _, scores = evaluate(ckpt.model, data.store, split.val, split.val_classes,
-                         data.class_emb[(ckpt.config.label_text, "val")], ckpt.config.eval_batch_size)
-    gold = [split.val_classes.index(s.label) for s in split.val]
-    thresholds = {"min_confidence": calibrate_threshold(scores, gold), "calibrated_on": "validation classes",
-                  "statistic": "max softmax probability", "split": split.name, "val_classes": split.val_classes}
+    thresholds = calibrate_thresholds(ckpt.model, data, split=split.name, val_classes=split.val_classes)
     card_path = Path(checkpoint) / CARD
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card["thresholds"] = thresholds

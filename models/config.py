@@ -25,6 +25,9 @@ class MGVMoEConfig:
     image_hidden: int = 1280  # width of the image region tokens (EfficientNet-Lite0 last map: 1280 x 7x7)
     image_size: int = 224  # EfficientNet-Lite0's native input; gives the 7x7 = 49 region grid
     max_length: int = 128  # reference value; tweets are far shorter, truncation is counted, not silent
+    text_input: str = "markers"  # "markers" (reference): one encoder pass per marked mention / pair, an entity
+    #                              is its start marker's state; "spans": each post encoded once, unmarked, an
+    #                              entity is the mean of its word pieces (what the pipeline runs: encode once)
     # --- heads -----------------------------------------------------------------------------------------
     hidden: int = 384  # common token width; image tokens are projected to it ("project to the text width")
     num_experts: int = 8  # E = 8 as in the reference
@@ -36,6 +39,8 @@ class MGVMoEConfig:
     score_scale: float = 0.0  # 0 = raw dot product <P_x h, P_c h_c> (reference); > 0 = scale * cosine
     similarity_prior: float = 0.0  # > 0 adds prior * cos(mean text, label) and zero-inits P_x, so training
     #                                starts from label similarity (not in the reference; off = reference)
+    prior_pool: str = "text"  # what the similarity prior compares with the label: "text" (mean of all
+    #                          tokens) or "entities" (mean of the entity spans; needs text_input="spans")
     fusion: str = "attention"  # "attention" (MG-VMoE), "concat" (mean image + h_e baseline), "none" (text-only)
     # --- ablation switches -----------------------------------------------------------------------------
     use_vmoe: bool = True  # False = "w/o VMoE": a plain linear projection of tokens instead of the experts
@@ -73,6 +78,12 @@ class MGVMoEConfig:
             raise ValueError(f"fusion must be attention|concat|none, got {self.fusion!r}")
         if self.sentence_pool not in ("cls", "mean"):
             raise ValueError(f"sentence_pool must be cls|mean, got {self.sentence_pool!r}")
+        if self.text_input not in ("markers", "spans"):
+            raise ValueError(f"text_input must be markers|spans, got {self.text_input!r}")
+        if self.prior_pool not in ("text", "entities"):
+            raise ValueError(f"prior_pool must be text|entities, got {self.prior_pool!r}")
+        if self.prior_pool == "entities" and self.text_input != "spans":
+            raise ValueError("prior_pool='entities' compares mention spans with labels: it needs text_input='spans'")
         if self.label_text not in ("name", "description"):
             raise ValueError(f"label_text must be name|description, got {self.label_text!r}")
 
@@ -94,6 +105,17 @@ class MGVMoEConfig:
 
     def replace(self, **changes) -> "MGVMoEConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def for_pipeline(cls, task: str, **changes) -> "MGVMoEConfig":
+        """The configuration of the checkpoints the ingestion pipeline runs (shipped and ``mmkg_train``):
+        each post encoded once (``text_input="spans"``), ontology descriptions as label text, and the
+        similarity prior, over the mention for types and the post for relations, and a 10x smaller step
+        (1e-4: at 1e-3 the correction overfits the few seen classes within one epoch). Each choice was
+        made on validation classes (docs/model.md)."""
+        base = dict(task=task, text_input="spans", label_text="description", similarity_prior=10.0,
+                    prior_pool="entities" if task == "met" else "text", lr=1e-4)
+        return cls(**(base | changes))
 
     @classmethod
     def tiny(cls, task: str = "mre", **changes) -> "MGVMoEConfig":

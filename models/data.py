@@ -56,13 +56,18 @@ class ClassSplit:
     test: list[Sample]
     protocol: str  # one line: how the split was made (stored in checkpoints and results)
     counts: dict = field(default_factory=dict)  # dropped/kept counters: nothing is lost silently
+    #: Samples of no class at all, from the validation file (MNRE ``None`` pairs, WNUT ``other``
+    #: mentions): calibrating the abstention threshold on them teaches it what to abstain on. Never
+    #: trained on, never scored as a class.
+    negatives: list[Sample] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {
             "name": self.name, "task": self.task, "protocol": self.protocol,
             "train_classes": self.train_classes, "val_classes": self.val_classes,
             "test_classes": self.test_classes,
-            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test),
+                      "negatives": len(self.negatives)},
             "counts": self.counts,
         }
 
@@ -113,16 +118,16 @@ def load_mnre(seed: int = 0, data_dir: Path | None = None) -> ClassSplit:
     train_c, val_c, test_c = mnre_relation_split(files, seed)
     image_dir = data_dir / "mnre_images"
     where = {c: "train" for c in train_c} | {c: "val" for c in val_c} | {c: "test" for c in test_c}
-    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": [], "negatives": []}
     for file_name, rows in zip(MNRE_FILES, files):
         for i, r in enumerate(rows):
-            if r["relation"] == "None":
+            if r["relation"] == "None" and file_name != "mnre_val.txt":
                 counts["dropped_none"] += 1
                 continue
             img = image_dir / r["img_id"]
             has_img = img.is_file()
             counts["with_image" if has_img else "without_image"] += 1
-            parts[where[r["relation"]]].append(
+            parts["negatives" if r["relation"] == "None" else where[r["relation"]]].append(
                 Sample(
                     uid=f"mnre/{file_name}:{i}",
                     tokens=tuple(r["token"]),
@@ -134,7 +139,7 @@ def load_mnre(seed: int = 0, data_dir: Path | None = None) -> ClassSplit:
     return ClassSplit(
         name=f"mnre-seed{seed}", task="mre", train_classes=train_c, val_classes=val_c, test_classes=test_c,
         **parts,
-        protocol=(f"MNRE v2 pooled train/val/test, None dropped; relations in first-appearance order, "
+        protocol=(f"MNRE v2 pooled train/val/test, None dropped (mnre_val's kept as negatives); relations in first-appearance order, "
                   f"np.random.seed({seed}) shuffle, 8 train / 7 val / 7 test"),
         counts=dict(counts),
     )
@@ -169,27 +174,31 @@ def bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
-def load_wnut_mentions(data_dir: Path | None = None) -> tuple[list[Sample], Counter]:
-    """Every typed mention of the pooled WNUT-16 files as one MET sample; ``other`` dropped."""
+def load_wnut_mentions(data_dir: Path | None = None) -> tuple[list[Sample], Counter, list[Sample]]:
+    """Every typed mention of the pooled WNUT-16 files as one MET sample; ``other`` dropped, except
+    the dev file's, returned third as negatives (``ClassSplit.negatives``)."""
     data_dir = data_dir or require_data_dir()
-    samples, counts = [], Counter()
+    samples, counts, negatives = [], Counter(), []
     for name in WNUT_FILES:
         for s_i, (tokens, tags) in enumerate(read_conll(data_dir / "wnut16" / name)):
             counts["tweets"] += 1
             for start, end, kind in bio_spans(tags):
+                sample = Sample(f"wnut16/{name}:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind)
                 if kind == "other":
-                    counts["dropped_other"] += 1
+                    counts["dropped_other"] += name != "dev"
+                    if name == "dev":
+                        negatives.append(sample)
                     continue
                 counts["mentions"] += 1
-                samples.append(Sample(f"wnut16/{name}:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind))
-    return samples, counts
+                samples.append(sample)
+    return samples, counts, negatives
 
 
 def load_wnut_fold(fold: int, data_dir: Path | None = None) -> ClassSplit:
     """Fold k (1..3) trains on G_k, validates on G_(k+1), tests on G_(k+2)."""
     if fold not in (1, 2, 3):
         raise ValueError("WNUT-16 fold must be 1, 2 or 3")
-    samples, counts = load_wnut_mentions(data_dir)
+    samples, counts, negatives = load_wnut_mentions(data_dir)
     g = [list(WNUT_GROUPS[(fold - 1 + k) % 3]) for k in range(3)]
     by = lambda classes: [s for s in samples if s.label in classes]  # noqa: E731
     return ClassSplit(
@@ -197,7 +206,7 @@ def load_wnut_fold(fold: int, data_dir: Path | None = None) -> ClassSplit:
         train=by(g[0]), val=by(g[1]), test=by(g[2]),
         protocol=(f"WNUT-16 pooled train/dev/test mentions, 'other' dropped; fold {fold}: "
                   f"train G{fold}, val G{fold % 3 + 1}, test G{(fold + 1) % 3 + 1}"),
-        counts=dict(counts),
+        counts=dict(counts), negatives=negatives,
     )
 
 
@@ -212,14 +221,14 @@ def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     if name == "wnut16-pipeline":
         # The shipped entity typer: the most types we can train on (G1+G2), G3 kept for early stopping
         # and threshold calibration; nothing is held out as test (the benchmark folds measure transfer).
-        samples, counts = load_wnut_mentions(data_dir)
+        samples, counts, negatives = load_wnut_mentions(data_dir)
         train_c = list(WNUT_GROUPS[0] + WNUT_GROUPS[1])
         val_c = list(WNUT_GROUPS[2])
         return ClassSplit(
             name=name, task="met", train_classes=train_c, val_classes=val_c, test_classes=[],
             train=[s for s in samples if s.label in train_c], val=[s for s in samples if s.label in val_c],
             test=[], protocol="WNUT-16 pooled mentions, 'other' dropped; train G1+G2, val G3, no test",
-            counts=dict(counts),
+            counts=dict(counts), negatives=negatives,
         )
     if name == "mnre-pipeline":
         split = load_mnre(0, data_dir)

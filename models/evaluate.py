@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = set(ckpt.card.get("labels", {}).get("train", []))
     if args.part != "train" and seen & set(classes):
         logging.warning("classes %s were seen in training: this is not a zero-shot score", sorted(seen & set(classes)))
-    metrics, _ = evaluate(ckpt.model, data.store, samples, classes,
+    metrics, _ = evaluate(ckpt.model, data.store(ckpt.config.text_input), samples, classes,
                           data.class_emb[(ckpt.config.label_text, args.part)], ckpt.config.eval_batch_size)
     print(json.dumps({"checkpoint": args.checkpoint, "model_version": ckpt.model_version, "split": split.name,
                       "part": args.part, "classes": classes, **metrics}, indent=2))

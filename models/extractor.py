@@ -2,14 +2,23 @@
 
 Labels are the ontology's own entity / relation *descriptions*, embedded at run time (cached per
 ``ontology.label_set_id``), so a type added to the ontology is scored on the next call with no
-retraining. Each post's image is loaded (``extraction.images.load_image_rgb``) and encoded once for
-all of its mentions and pairs; each marked mention / pair is one text-encoder sequence (the entity
-markers sit inside the text, so the text cannot be shared across mentions). Work is batched across
-posts and runs under ``torch.inference_mode``.
+retraining.
 
-Abstention: a mention whose best type has a softmax probability under the checkpoint's calibrated
-``min_confidence`` (chosen on validation classes, never test) becomes ``records.OTHER_TYPE``; a pair
-under the relation checkpoint's threshold yields no relation. An image that cannot be opened is
+**Encode once.** Each post's text is run through the text encoder once, unmarked, and its image
+through the image encoder once (``extraction.images.load_image_rgb``); every mention and every
+candidate pair of the post reads its entity span(s) - the mean of the span's word pieces - from
+those token states (checkpoints with ``text_input="spans"``, ``MGVMoEConfig.for_pipeline``). Both
+are kept from ``type_mentions`` to the ``extract_relations`` call of the same shard, then dropped, so
+memory stays flat however many shards a task process scores. Posts are batched across the shard
+(length-sorted) and everything runs under ``torch.inference_mode``; on CUDA under bf16 autocast. A
+span past the encoder's ``max_length`` is re-read from a window of text around it (counted in
+``stats``), never guessed.
+
+Abstention: a mention whose best type's raw score is under the checkpoint's calibrated ``min_score``
+(chosen on validation classes, never test; a raw score does not depend on how many labels the
+ontology has) becomes ``records.OTHER_TYPE``; a pair whose best allowed relation is under the
+relation checkpoint's threshold yields no relation. The ``score`` written is the softmax probability
+over all of the ontology's types / relations. An image that cannot be opened is
 counted in ``stats`` and the post is scored text-only - never with a fake image.
 """
 
@@ -26,15 +35,19 @@ from extraction.ontology import Ontology
 from extraction.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 from extraction.zero_shot import relation_candidates
 from models.checkpoint import Checkpoint, load_checkpoint
-from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, marked_text
+from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, token_span
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_ENTITY_CHECKPOINT = CHECKPOINTS / "met-wnut16"
 DEFAULT_RELATION_CHECKPOINT = CHECKPOINTS / "mre-mnre"
-#: Characters of post text kept around the marked span(s): far more than a tweet, well inside 128 pieces.
+#: Characters of post text kept around a span that lies past ``max_length`` word pieces of its post.
 CONTEXT_CHARS = 300
+#: Mentions / pairs per forward pass of the heads (they are small; the encoders are the cost).
+HEAD_BATCH = 128
+
+Item = tuple[Post, list[tuple[int, int]]]  # one mention (one span) or candidate pair (head, tail spans)
 
 
 def _words(name: str) -> str:
@@ -68,6 +81,12 @@ class MGVMoEExtractor:
                     else load_checkpoint(relation_checkpoint))
         if (self.met.config.task, self.mre.config.task) != ("met", "mre"):
             raise ValueError("entity checkpoint must be task 'met' and relation checkpoint task 'mre'")
+        for ckpt in (self.met, self.mre):
+            if ckpt.config.text_input != "spans":
+                raise ValueError(
+                    f"checkpoint {ckpt.model_version} was trained with entity markers in the text "
+                    f"(text_input={ckpt.config.text_input!r}); the pipeline encodes each post once and needs "
+                    "text_input='spans' (train with MGVMoEConfig.for_pipeline / --preset pipeline)")
         if not torch.equal(self.met.marker_embeddings, self.mre.marker_embeddings):
             raise ValueError("the two checkpoints were trained with different marker embeddings")
         self.text_encoder = text_encoder or TextTokenEncoder.from_path(self.met.config.text_encoder,
@@ -83,6 +102,7 @@ class MGVMoEExtractor:
         self.model_version = f"{self.met.model_version}+{self.mre.model_version.split('/', 1)[1]}"
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._images: dict[str, torch.Tensor | None] = {}  # image sha256 (or path) -> region tokens
+        self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # post id -> (token states, offsets)
         self.stats: Counter = Counter()
 
     # ------------------------------------------------------------------------------------ encoders
@@ -128,51 +148,110 @@ class MGVMoEExtractor:
                 self._images[key] = None
         return self._images[key]
 
-    def _scores(self, ckpt: Checkpoint, items: list[tuple[str, Post]], class_emb: torch.Tensor) -> torch.Tensor:
-        """(N, C) probabilities for marked texts, in input order; length-sorted batches across posts."""
-        probs = torch.zeros(len(items), len(class_emb))
-        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-        task = ckpt.config.task
-        for k in range(0, len(order), self.batch_size):
-            idx = order[k : k + self.batch_size]
+    def _encode_posts(self, posts: list[Post]) -> None:
+        """Token states and character offsets of each post not encoded yet in this shard: one encoder
+        pass per post, batched across posts (length-sorted, so little padding)."""
+        todo = sorted({p.id: p for p in posts if p.id not in self._texts}.values(), key=lambda p: len(p.text))
+        for k in range(0, len(todo), self.batch_size):
+            chunk = todo[k : k + self.batch_size]
             with self._autocast():
-                feats = self.text_encoder([items[i][0] for i in idx], task)
-            self.stats["truncated_markers"] += feats.truncated_markers
-            imgs = [self._image_tokens(items[i][1]) if ckpt.config.use_image else None for i in idx]
-            has = torch.tensor([im is not None for im in imgs])
-            if has.any():
-                ref = next(im for im in imgs if im is not None)
-                image_tokens = torch.stack([im if im is not None else torch.zeros_like(ref) for im in imgs])
+                hidden, mask, offsets = self.text_encoder.encode_plain([p.text for p in chunk])
+            for r, post in enumerate(chunk):
+                n = int(mask[r].sum())
+                self._texts[post.id] = (hidden[r, :n].float(), offsets[r, :n])
+            self.stats["posts_encoded"] += len(chunk)
+
+    def _head_scores(self, ckpt: Checkpoint, states: list[torch.Tensor], bounds: torch.Tensor, posts: list[Post],
+                     class_emb: torch.Tensor) -> torch.Tensor:
+        """Raw class scores of one batch of mentions / pairs, from their posts' token states."""
+        length = max(len(t) for t in states)
+        tokens = torch.zeros(len(states), length, states[0].shape[-1], device=self.device)
+        mask = torch.zeros(len(states), length, dtype=torch.bool, device=self.device)
+        for j, t in enumerate(states):
+            tokens[j, : len(t)], mask[j, : len(t)] = t, True
+        imgs = [self._image_tokens(p) if ckpt.config.use_image else None for p in posts]
+        has = torch.tensor([im is not None for im in imgs], device=self.device)
+        if has.any():
+            ref = next(im for im in imgs if im is not None)
+            image_tokens = torch.stack([im if im is not None else torch.zeros_like(ref) for im in imgs])
+        else:
+            image_tokens = torch.zeros(len(states), 0, ckpt.config.image_hidden, device=self.device)
+        batch = MGVMoEBatch(tokens, mask, bounds.to(self.device), image_tokens, has)
+        with self._autocast():
+            scores = ckpt.model(batch, class_emb.to(self.device)).scores
+        return scores.float().cpu()
+
+    def _scores(self, ckpt: Checkpoint, items: list[Item], class_emb: torch.Tensor) -> torch.Tensor:
+        """(N, C) raw scores of each mention / pair against each class, in input order."""
+        self._encode_posts([post for post, _ in items])
+        scores = torch.zeros(len(items), len(class_emb))
+        rows, overflow = [], []  # (item index, token bounds) read from the post; items past max_length
+        for i, (post, spans) in enumerate(items):
+            found = [token_span(self._texts[post.id][1], s, e) for s, e in spans]
+            if any(b is None for b in found):
+                overflow.append(i)
             else:
-                image_tokens = torch.zeros(len(idx), 0, ckpt.config.image_hidden, device=self.device)
-            batch = MGVMoEBatch(feats.tokens.float(), feats.mask, feats.marker_pos.to(self.device),
-                                image_tokens, has.to(self.device))
-            with self._autocast():
-                scores = ckpt.model(batch, class_emb.to(self.device)).scores
-            probs[idx] = scores.float().softmax(-1).cpu()
-        return probs
+                rows.append((i, found))
+        rows.sort(key=lambda r: len(self._texts[items[r[0]][0].id][0]))  # similar lengths share a batch
+        for k in range(0, len(rows), HEAD_BATCH):
+            part = rows[k : k + HEAD_BATCH]
+            posts = [items[i][0] for i, _ in part]
+            scores[[i for i, _ in part]] = self._head_scores(
+                ckpt, [self._texts[p.id][0] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb)
+        chars = CONTEXT_CHARS
+        while overflow:
+            # Spans beyond max_length word pieces of a long post: encode a window of text around them,
+            # narrowed until they fit; a span that does not fit even alone falls back to [CLS], counted.
+            windows = [window(items[i][0].text, items[i][1], chars) for i in overflow]
+            still = []
+            for k in range(0, len(overflow), self.batch_size):
+                part = range(k, min(k + self.batch_size, len(overflow)))
+                with self._autocast():
+                    hidden, mask, offsets = self.text_encoder.encode_plain([windows[j][0] for j in part])
+                read = []  # (row in this encoder batch, index into overflow, token bounds)
+                for r, j in enumerate(part):
+                    found = [token_span(offsets[r], s, e) for s, e in windows[j][1]]
+                    if all(found) or chars == 0:
+                        self.stats["truncated_spans"] += sum(f is None for f in found)
+                        read.append((r, j, [f or (0, 1) for f in found]))
+                    else:
+                        still.append(overflow[j])
+                if read:
+                    idx = [overflow[j] for _, j, _ in read]
+                    states = [hidden[r, : int(mask[r].sum())].float() for r, _, _ in read]
+                    scores[idx] = self._head_scores(ckpt, states, torch.tensor([b for _, _, b in read]),
+                                                  [items[i][0] for i in idx], class_emb)
+                    self.stats["windowed_spans"] += len(read)
+            overflow, chars = still, (chars // 2 if chars > 20 else 0)
+        return scores
+
+    @staticmethod
+    def _keeps(ckpt: Checkpoint, raw: torch.Tensor, prob: torch.Tensor) -> bool:
+        """Whether a best class clears the checkpoint's calibrated threshold (``min_score`` on the raw
+        score; checkpoints calibrated before it carry ``min_confidence`` on the softmax probability)."""
+        t = ckpt.thresholds
+        if "min_score" in t:
+            return float(raw) >= float(t["min_score"])
+        return float(prob) >= float(t.get("min_confidence", 0.0))
 
     # ----------------------------------------------------------------------------------- interface
     @torch.inference_mode()
     def type_mentions(self, posts: Mapping[str, Post], mentions: Sequence[Mention], ontology: Ontology) -> list[TypedMention]:
-        # Image tokens live from here to the extract_relations call of the same shard, then go: memory
-        # stays flat however many shards one task process scores.
+        # Post token states and image tokens live from here to the extract_relations call of the same
+        # shard, then go: memory stays flat however many shards one task process scores.
         self._images.clear()
+        self._texts.clear()
         if not mentions:
             return []
         names = [e.name for e in ontology.entity_types]
-        items = []
-        for m in mentions:
-            text, spans = window(posts[m.post_id].text, [(m.start, m.end)])
-            items.append((marked_text(text, spans, "met"), posts[m.post_id]))
-        probs = self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
-        threshold = float(self.met.thresholds.get("min_confidence", 0.0))
+        items = [(posts[m.post_id], [(m.start, m.end)]) for m in mentions]
+        scores = self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
         out = []
-        for m, p in zip(mentions, probs):
-            score, best = p.max(0)
-            kind = names[int(best)] if float(score) >= threshold else OTHER_TYPE
+        for m, raw, p in zip(mentions, scores, scores.softmax(-1)):
+            best = int(raw.argmax())
+            kind = names[best] if self._keeps(self.met, raw[best], p[best]) else OTHER_TYPE
             self.stats["abstained_types" if kind == OTHER_TYPE else "typed"] += 1
-            out.append(TypedMention(m, kind, float(score), self.model_version, ontology.label_set_id))
+            out.append(TypedMention(m, kind, float(p[best]), self.model_version, ontology.label_set_id))
         return out
 
     @torch.inference_mode()
@@ -183,20 +262,15 @@ class MGVMoEExtractor:
         if not candidates or not ontology.relation_types:
             return []
         names = [r.name for r in ontology.relation_types]
-        items = []
-        for head, tail, _ in candidates:
-            post = posts[head.mention.post_id]
-            text, spans = window(post.text, [(head.mention.start, head.mention.end), (tail.mention.start, tail.mention.end)])
-            items.append((marked_text(text, spans, "mre"), post))
-        # Softmax over every relation of the ontology, then the best *allowed* one: a pair with a single
-        # allowed relation is not made confident by the restriction alone.
-        probs = self._scores(self.mre, items, self._label_embeddings(ontology, "relation", self.mre))
-        threshold = float(self.mre.thresholds.get("min_confidence", 0.0))
+        items = [(posts[h.mention.post_id], [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])
+                 for h, t, _ in candidates]
+        # The best *allowed* relation, kept on its raw score; its written score is the softmax over every
+        # relation of the ontology, so a pair with one allowed relation is not made certain by the rule.
+        scores = self._scores(self.mre, items, self._label_embeddings(ontology, "relation", self.mre))
         out = []
-        for (head, tail, allowed), p in zip(candidates, probs):
-            allowed_idx = [names.index(r.name) for r in allowed]
-            best = max(allowed_idx, key=lambda i: float(p[i]))
-            if float(p[best]) < threshold:
+        for (head, tail, allowed), raw, p in zip(candidates, scores, scores.softmax(-1)):
+            best = max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))
+            if not self._keeps(self.mre, raw[best], p[best]):
                 self.stats["abstained_pairs"] += 1
                 continue
             out.append(RelationMention(head.mention.post_id, head, tail, names[best], float(p[best]),

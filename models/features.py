@@ -1,6 +1,6 @@
 """Frozen-encoder features, computed once per sample and cached on disk (outside the repository).
 
-Encoders are frozen (docs/model.md), so a sample's text token states, marker positions and image
+Encoders are frozen (docs/model.md), so a sample's text token states, entity token spans and image
 region tokens never change: training, early stopping and every benchmark run read them from here and
 only the small MG-VMoE heads run per step. The cache key covers everything that changes the features
 (encoder paths, max length, marker embeddings, the samples themselves), so a stale cache cannot be read.
@@ -29,10 +29,10 @@ class FeatureStore:
 
     uids: list[str]
     text: list[torch.Tensor]  # per sample (L_i, text_hidden), float16
-    marker_pos: torch.Tensor  # (N, 1 + num_spans)
+    span_bounds: torch.Tensor  # (N, num_spans, 2) token range of each entity (modeling.TextFeatures)
     image_index: torch.Tensor  # (N,) row in ``images`` or -1 when the post has no image
     images: torch.Tensor  # (M, R, image_hidden) float16
-    stats: dict  # truncated markers, images used/failed: nothing is lost silently
+    stats: dict  # truncated entity spans, images used/failed: nothing is lost silently
 
     def __post_init__(self) -> None:
         self.row = {u: i for i, u in enumerate(self.uids)}
@@ -57,7 +57,7 @@ class FeatureStore:
         if classes is not None:
             where = {c: k for k, c in enumerate(classes)}
             labels = torch.tensor([where[s.label] for s in samples])
-        return MGVMoEBatch(tokens, mask, self.marker_pos[idx], image_tokens, has, labels)
+        return MGVMoEBatch(tokens, mask, self.span_bounds[idx], image_tokens, has, labels)
 
 
 def cache_dir() -> Path:
@@ -84,24 +84,29 @@ def load_image(path: str):
 def encode_samples(
     samples: list[Sample],
     task: str,
+    text_input: str,
     text_encoder: TextTokenEncoder,
     image_encoder: ImageRegionEncoder | None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> FeatureStore:
-    texts = [marked_text(*words_to_text(s.tokens, s.spans), task) for s in samples]
+    plain = [words_to_text(s.tokens, s.spans) for s in samples]
+    texts = [marked_text(t, spans, task) for t, spans in plain] if text_input == "markers" else [t for t, _ in plain]
     order = sorted(range(len(samples)), key=lambda i: len(texts[i]))  # length-sorted: little padding
     text: list[torch.Tensor | None] = [None] * len(samples)
-    marker_pos = torch.zeros(len(samples), 2 if task == "met" else 3, dtype=torch.long)
+    span_bounds = torch.zeros(len(samples), 1 if task == "met" else 2, 2, dtype=torch.long)
     truncated = 0
-    for k in tqdm(range(0, len(order), batch_size), desc=f"encode text ({task})", disable=not progress):
+    for k in tqdm(range(0, len(order), batch_size), desc=f"encode text ({task}, {text_input})", disable=not progress):
         ids = order[k : k + batch_size]
-        feats = text_encoder([texts[i] for i in ids], task)
-        truncated += feats.truncated_markers
+        if text_input == "markers":
+            feats = text_encoder([texts[i] for i in ids], task)
+        else:
+            feats = text_encoder.encode_spans([texts[i] for i in ids], [plain[i][1] for i in ids])
+        truncated += feats.truncated_spans
         for j, i in enumerate(ids):
             n = int(feats.mask[j].sum())
             text[i] = feats.tokens[j, :n].to(torch.float16).clone()
-            marker_pos[i] = feats.marker_pos[j]
+            span_bounds[i] = feats.span_bounds[j]
     paths = sorted({s.image for s in samples if s.image})
     image_rows, images, failed = {}, [], 0
     if image_encoder is not None:
@@ -116,16 +121,20 @@ def encode_samples(
             images.append(image_encoder(pixels)[0].to(torch.float16))
     image_index = torch.tensor([image_rows.get(s.image, -1) if s.image else -1 for s in samples])
     stacked = torch.stack(images) if images else torch.zeros(0, 0, 1, dtype=torch.float16)
-    stats = {"samples": len(samples), "truncated_markers": truncated, "images_used": len(images),
+    stats = {"samples": len(samples), "text_input": text_input, "truncated_spans": truncated, "images_used": len(images),
              "images_failed": failed, "samples_with_image": int((image_index >= 0).sum())}
     if truncated:
-        log.warning("%d start markers fell beyond max_length; [CLS] stands in for them", truncated)
-    return FeatureStore([s.uid for s in samples], text, marker_pos, image_index, stacked, stats)
+        log.warning("%d entities fell beyond max_length; [CLS] stands in for them", truncated)
+    return FeatureStore([s.uid for s in samples], text, span_bounds, image_index, stacked, stats)
+
+
+#: Bumped whenever what a FeatureStore holds changes, so older caches are never read.
+FEATURES_FORMAT = 2
 
 
 def encoder_key(text_encoder: TextTokenEncoder, config_text_path: str, config_image_path: str) -> str:
     h = hashlib.sha256()
-    h.update(f"{config_text_path}|{config_image_path}|{text_encoder.max_length}".encode())
+    h.update(f"{FEATURES_FORMAT}|{config_text_path}|{config_image_path}|{text_encoder.max_length}".encode())
     h.update(text_encoder.marker_embeddings().numpy().tobytes())
     return h.hexdigest()[:12]
 
@@ -153,14 +162,15 @@ class FeatureCache:
     def key(self) -> str:
         return encoder_key(self.text_encoder, self.text_path, self.image_path)
 
-    def features(self, samples: list[Sample], task: str, name: str) -> FeatureStore:
-        path = cache_dir() / f"{name}-{task}-{self.key()}-{samples_fingerprint(samples)}.pt"
+    def features(self, samples: list[Sample], task: str, name: str, text_input: str = "markers") -> FeatureStore:
+        path = cache_dir() / f"{name}-{task}-{text_input}-{self.key()}-{samples_fingerprint(samples)}.pt"
         if self.use_disk and path.is_file():
             return FeatureStore(**torch.load(path, weights_only=True))
         needs_images = any(s.image for s in samples)
-        store = encode_samples(samples, task, self.text_encoder, self.image_encoder if needs_images else None)
+        store = encode_samples(samples, task, text_input, self.text_encoder,
+                               self.image_encoder if needs_images else None)
         if self.use_disk:
-            torch.save({k: getattr(store, k) for k in ("uids", "text", "marker_pos", "image_index", "images", "stats")},
+            torch.save({k: getattr(store, k) for k in ("uids", "text", "span_bounds", "image_index", "images", "stats")},
                        path)
         return store
 

@@ -56,12 +56,26 @@ def words_to_text(tokens: tuple[str, ...], spans: tuple[tuple[int, int], ...]) -
 
 @dataclass
 class TextFeatures:
-    """Frozen text-encoder output for a batch of marked texts."""
+    """Frozen text-encoder output for a batch of texts, with the token span of each entity.
+
+    ``span_bounds[b, j] = (a, e)``: entity j of row b is tokens a..e-1. With entity markers in the text
+    (``text_input="markers"``) it is the start marker's single token; with plain text encoded once
+    (``text_input="spans"``) it is the word pieces of the mention. An entity beyond ``max_length`` gets
+    (0, 1), the [CLS] token, and is counted in ``truncated_spans``.
+    """
 
     tokens: torch.Tensor  # (B, L, text_hidden) last hidden states
     mask: torch.Tensor  # (B, L) bool, True at real tokens
-    marker_pos: torch.Tensor  # (B, 1 + num_spans) long: [CLS]=0, then the start marker(s)
-    truncated_markers: int = 0  # how many start markers fell outside max_length (then [CLS] is used)
+    span_bounds: torch.Tensor  # (B, num_spans, 2) long, token range [a, e) of each entity
+    truncated_spans: int = 0  # entities that fell outside max_length ([CLS] stands in for them)
+
+
+def token_span(offsets: torch.Tensor, start: int, end: int) -> tuple[int, int] | None:
+    """Token range [a, e) covering characters [start, end), from a fast tokenizer's offset mapping
+    ``(L, 2)``; special and padding tokens (empty offsets) never count. None when no token overlaps
+    (the span was truncated away)."""
+    hit = ((offsets[:, 0] < end) & (offsets[:, 1] > start) & (offsets[:, 1] > offsets[:, 0])).nonzero().flatten()
+    return (int(hit[0]), int(hit[-1]) + 1) if len(hit) else None
 
 
 class TextTokenEncoder(nn.Module):
@@ -107,20 +121,48 @@ class TextTokenEncoder(nn.Module):
         with torch.no_grad():
             self.model.get_input_embeddings().weight[ids] = rows.to(self.model.get_input_embeddings().weight)
 
-    @torch.no_grad()  # not inference_mode: label embeddings later enter autograd graphs as constants
-    def forward(self, texts: list[str], task: str) -> TextFeatures:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+    def _run(self, texts: list[str], offsets: bool = False):
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                             return_offsets_mapping=offsets)
+        offset_mapping = enc.pop("offset_mapping", None)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return out.last_hidden_state, enc, offset_mapping
+
+    @torch.no_grad()  # not inference_mode: label embeddings later enter autograd graphs as constants
+    def forward(self, texts: list[str], task: str) -> TextFeatures:
+        """Texts with entity markers (``marked_text``): each entity is its start marker's token."""
+        hidden, enc, _ = self._run(texts)
         starts = ["<e>"] if task == "met" else ["<h>", "<t>"]
-        pos = torch.zeros(len(texts), 1 + len(starts), dtype=torch.long, device=self.model.device)
+        bounds = torch.zeros(len(texts), len(starts), 2, dtype=torch.long, device=self.model.device)
         missing = 0
-        for j, marker in enumerate(starts, start=1):
+        for j, marker in enumerate(starts):
             hit = enc["input_ids"] == self.marker_ids[marker]
             found = hit.any(dim=1)
-            pos[:, j] = torch.where(found, hit.float().argmax(dim=1), torch.zeros_like(pos[:, j]))
+            pos = torch.where(found, hit.float().argmax(dim=1).long(), torch.zeros_like(bounds[:, j, 0]))
+            bounds[:, j, 0], bounds[:, j, 1] = pos, pos + 1
             missing += int((~found).sum())
-        return TextFeatures(out.last_hidden_state, enc["attention_mask"].bool(), pos, missing)
+        return TextFeatures(hidden, enc["attention_mask"].bool(), bounds, missing)
+
+    @torch.no_grad()
+    def encode_plain(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Plain texts, each encoded once: token states (B, L, H), mask (B, L) and the character
+        offsets of every token (B, L, 2, on the CPU) for ``token_span``."""
+        hidden, enc, offsets = self._run(texts, offsets=True)
+        return hidden, enc["attention_mask"].bool(), offsets
+
+    @torch.no_grad()
+    def encode_spans(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> TextFeatures:
+        """Plain texts with the character spans of their entities (``text_input="spans"``)."""
+        hidden, mask, offsets = self.encode_plain(texts)
+        bounds = torch.zeros(len(texts), len(spans[0]), 2, dtype=torch.long)
+        missing = 0
+        for b, row in enumerate(spans):
+            for j, (start, end) in enumerate(row):
+                found = token_span(offsets[b], start, end)
+                missing += found is None
+                bounds[b, j] = torch.tensor(found or (0, 1))
+        return TextFeatures(hidden, mask, bounds.to(hidden.device), missing)
 
     @torch.no_grad()
     def embed_labels(self, label_texts: list[str]) -> torch.Tensor:
@@ -243,6 +285,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def span_mean(x: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """Mean of x[b, a_b:e_b] per row; ``bounds`` (B, 2). A marker is the one-token span (p, p + 1)."""
+    pos = torch.arange(x.shape[1], device=x.device)
+    return masked_mean(x, (pos >= bounds[:, :1]) & (pos < bounds[:, 1:]))
+
+
 def info_nce(text: torch.Tensor, image: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Symmetric InfoNCE of T . I^T with the diagonal as target (rows = samples that have an image)."""
     logits = text @ image.t() / temperature
@@ -310,7 +358,7 @@ class MGVMoEBatch:
 
     text_tokens: torch.Tensor  # (B, L, text_hidden)
     text_mask: torch.Tensor  # (B, L) bool
-    marker_pos: torch.Tensor  # (B, 1 + num_spans)
+    span_bounds: torch.Tensor  # (B, num_spans, 2) token range [a, e) of each entity (TextFeatures)
     image_tokens: torch.Tensor  # (B, R, image_hidden); R may be 0 when no post in the batch has an image
     has_image: torch.Tensor  # (B,) bool
     labels: torch.Tensor | None = None  # (B,) index into the class list being scored
@@ -392,10 +440,9 @@ class MGVMoE(nn.Module):
         if sample is None:
             sample = self.training or c.sample_at_inference
         text = batch.text_tokens.float()
-        rows = torch.arange(text.shape[0], device=text.device)
         sentence = text[:, 0] if c.sentence_pool == "cls" else masked_mean(text, batch.text_mask)
-        markers = [text[rows, batch.marker_pos[:, j]] for j in range(1, batch.marker_pos.shape[1])]
-        h_e = torch.cat([sentence, *markers], -1)  # concat(h[CLS] or mean, h[start marker(s)])
+        entities = [span_mean(text, batch.span_bounds[:, j]) for j in range(batch.span_bounds.shape[1])]
+        h_e = torch.cat([sentence, *entities], -1)  # concat(h[CLS] or mean, each entity's marker / span)
         img_tokens, img_mask, has = self.image_sequence(batch)
         zero = text.new_zeros(())
         losses = {"vmoe_kl": zero, "vmoe_entropy": zero, "infonce": zero, "vat": zero}
@@ -432,7 +479,8 @@ class MGVMoE(nn.Module):
         else:
             scores = x @ cls.t()
         if c.similarity_prior > 0:
-            sim = F.normalize(masked_mean(text, batch.text_mask), dim=-1) @ F.normalize(class_emb.float(), dim=-1).t()
+            pooled = masked_mean(text, batch.text_mask) if c.prior_pool == "text" else torch.stack(entities).mean(0)
+            sim = F.normalize(pooled, dim=-1) @ F.normalize(class_emb.float(), dim=-1).t()
             scores = scores + c.similarity_prior * sim
         losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
         loss = None
@@ -495,6 +543,6 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "MGVMoE", "MGVMoEBatch", "MGVMoEOutput", "MGVAT", "VMoE", "QueryAttentionPool", "TextTokenEncoder",
-    "ImageRegionEncoder", "TextFeatures", "marked_text", "words_to_text", "info_nce", "adversary_step", "training_step",
+    "ImageRegionEncoder", "TextFeatures", "marked_text", "token_span", "span_mean", "words_to_text", "info_nce", "adversary_step", "training_step",
     "seed_everything", "count_parameters",
 ]

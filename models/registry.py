@@ -72,7 +72,7 @@ def train_candidate(
     from models.train import checkpoint_card, prepare, train
 
     split = load_split(split_name, Path(data_dir) if data_dir else None)
-    config = MGVMoEConfig(task=split.task, seed=seed)
+    config = MGVMoEConfig.for_pipeline(split.task, seed=seed)
     if epochs:
         config = config.replace(epochs=epochs)
     config.extra = {"split": split.name}
@@ -100,7 +100,7 @@ def evaluate_candidate(path: str, split_name: str, data_dir: str | None = None) 
     cache.text_encoder.set_marker_embeddings(ckpt.marker_embeddings)
     data = prepare(split, cache)
     metrics, _ = evaluate(
-        ckpt.model, data.store, split.test, split.test_classes,
+        ckpt.model, data.store(ckpt.config.text_input), split.test, split.test_classes,
         data.class_emb[(ckpt.config.label_text, "test")], ckpt.config.eval_batch_size,
     )
     return {"classes": split.test_classes, **metrics}

@@ -58,17 +58,42 @@ def evaluate(model, store, samples, classes, class_emb, batch_size=256, sample=N
     return zero_shot_metrics([s.label for s in samples], pred, classes), scores
 
 
+#: What a checkpoint's abstention threshold is compared with: the best class's raw score. A class's
+#: raw score depends only on the sample and that class, not on which other labels are in the set, so
+#: the threshold calibrated on 3-7 validation classes carries over to an ontology of any size (a max
+#: softmax probability does not: it shrinks as similar labels are added).
+THRESHOLD_STATISTIC = "best raw score"
+
+
 def calibrate_threshold(scores: torch.Tensor, gold: list[int]) -> float:
-    """Abstention threshold on the max softmax probability, from validation classes: keep a prediction
-    where it is, on validation data, more often right than wrong (maximises kept-correct - kept-wrong)."""
+    """Abstention threshold on the best raw score that maximises micro-F1 over validation samples: a
+    kept right prediction is a true positive, a kept wrong one a false positive, and every sample of a
+    class not predicted right a false negative. A gold index of -1 marks a negative (no class at all:
+    an MNRE ``None`` pair, a WNUT ``other`` mention) - keeping anything for it is a false positive.
+    Relations and types are chosen this way in ``extraction.label_similarity`` too."""
     if len(scores) == 0:
         return 0.0
-    conf, pred = scores.softmax(1).max(1)
-    right = (pred == torch.tensor(gold)).float() * 2 - 1  # +1 right, -1 wrong
-    order = conf.argsort(descending=True)
-    utility = right[order].cumsum(0)
-    k = int(utility.argmax())
-    return float(conf[order][k]) if utility[k] > 0 else 1.0
+    best, pred = scores.max(1)
+    gold_t = torch.tensor(gold)
+    right = (pred == gold_t).float()[best.argsort(descending=True)]
+    positives = float((gold_t >= 0).sum())
+    tp = right.cumsum(0)
+    fp = (1 - right).cumsum(0)
+    f1 = 2 * tp / (2 * tp + fp + (positives - tp)).clamp(min=1.0)
+    k = int(f1.argmax())
+    return float(best.sort(descending=True).values[k]) if f1[k] > 0 else float("inf")
+
+
+def calibrate_thresholds(model: MGVMoE, data: "PreparedSplit", samples: list[Sample] | None = None, **extra) -> dict:
+    """The checkpoint card's ``thresholds``: ``calibrate_threshold`` over the split's validation samples
+    (``samples``, default all) plus its negatives, scored against the validation classes."""
+    split, config = data.split, model.config
+    samples = (split.val if samples is None else samples) + split.negatives
+    scores = predict(model, data.store(config.text_input), samples, data.class_emb[(config.label_text, "val")],
+                     config.eval_batch_size)
+    gold = [split.val_classes.index(s.label) if s.label in split.val_classes else -1 for s in samples]
+    return {"min_score": calibrate_threshold(scores, gold), "statistic": THRESHOLD_STATISTIC,
+            "calibrated_on": "validation classes", "negatives": len(split.negatives), **extra}
 
 
 # ------------------------------------------------------------------------------------------- sampling
@@ -108,27 +133,33 @@ class TrainResult:
 
 @dataclass
 class PreparedSplit:
-    """A split with its cached features and the class embeddings of both label texts."""
+    """A split with its class embeddings (both label texts) and its cached features, per text input."""
 
     split: ClassSplit
-    store: FeatureStore
     class_emb: dict  # (mode, part) -> (C, text_hidden)
     marker_embeddings: torch.Tensor
+    cache: FeatureCache | None  # None: only the given ``stores`` exist (tests)
+    stores: dict = field(default_factory=dict)  # text_input -> FeatureStore, encoded on first use
+
+    def store(self, text_input: str = "markers") -> FeatureStore:
+        if text_input not in self.stores:
+            # One cache per dataset pool: folds and split seeds re-partition the same samples.
+            split = self.split
+            samples = sorted(split.train + split.val + split.test + split.negatives, key=lambda s: s.uid)
+            self.stores[text_input] = self.cache.features(samples, split.task, split.name.split("-")[0], text_input)
+        return self.stores[text_input]
 
 
 def prepare(split: ClassSplit, cache: FeatureCache) -> PreparedSplit:
-    # One cache per dataset pool: folds and split seeds re-partition the same samples.
-    samples = sorted(split.train + split.val + split.test, key=lambda s: s.uid)
-    store = cache.features(samples, split.task, split.name.split("-")[0])
     emb = {}
     for mode in ("name", "description"):
         for part, classes in (("train", split.train_classes), ("val", split.val_classes), ("test", split.test_classes)):
             emb[(mode, part)] = cache.label_embeddings(classes, mode) if classes else torch.zeros(0, 1)
-    return PreparedSplit(split, store, emb, cache.text_encoder.marker_embeddings())
+    return PreparedSplit(split, emb, cache.text_encoder.marker_embeddings(), cache)
 
 
 def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_run: bool = False) -> TrainResult:
-    split, store = data.split, data.store
+    split, store = data.split, data.store(config.text_input)
     if config.task != split.task:
         raise ValueError(f"config task {config.task} != split task {split.task}")
     started = time.perf_counter()
@@ -180,10 +211,8 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     model.eval()
     result = TrainResult(model, config, history, best_epoch)
     val_samples = split.val[: config.eval_batch_size] if dry_run else split.val
-    result.val, val_scores = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
-    gold = [split.val_classes.index(s.label) for s in val_samples]
-    result.thresholds = {"min_confidence": calibrate_threshold(val_scores, gold),
-                         "calibrated_on": "validation classes", "statistic": "max softmax probability"}
+    result.val, _ = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
+    result.thresholds = calibrate_thresholds(model, data, val_samples)
     if config.use_vmoe and config.fusion == "attention":
         # Measured, not assumed: validation macro-F1 with the mean mu vs with one sampled z.
         torch.manual_seed(config.seed)
@@ -213,12 +242,12 @@ def checkpoint_card(name: str, result: TrainResult, data: PreparedSplit) -> dict
     }
 
 
-def config_from_args(args: argparse.Namespace, task: str) -> MGVMoEConfig:
-    config = MGVMoEConfig(task=task)
+def config_from_args(args: argparse.Namespace, task: str, preset: str = "reference") -> MGVMoEConfig:
+    config = MGVMoEConfig.for_pipeline(task) if preset == "pipeline" else MGVMoEConfig(task=task)
     overrides = {k: v for k, v in {
         "seed": args.seed, "epochs": args.epochs, "patience": args.patience, "lr": args.lr, "beta": args.beta,
         "label_text": args.label_text, "fusion": args.fusion, "batch_size": args.batch_size,
-        "similarity_prior": args.similarity_prior,
+        "similarity_prior": args.similarity_prior, "text_input": args.text_input, "prior_pool": args.prior_pool,
     }.items() if v is not None}
     for flag in ("vmoe", "vat", "infonce", "image"):
         if getattr(args, f"no_{flag}"):
@@ -236,6 +265,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-text", choices=["name", "description"])
     parser.add_argument("--fusion", choices=["attention", "concat", "none"])
     parser.add_argument("--similarity-prior", type=float, help="start from label similarity (0 = reference)")
+    parser.add_argument("--text-input", choices=["markers", "spans"])
+    parser.add_argument("--prior-pool", choices=["text", "entities"])
     for flag in ("vmoe", "vat", "infonce", "image"):
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 
@@ -246,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="checkpoint directory to write (none: report only)")
     parser.add_argument("--name", help="checkpoint name (default: directory name)")
     parser.add_argument("--dry-run", action="store_true", help="stop after one training batch")
+    parser.add_argument("--preset", choices=["reference", "pipeline"], default="reference",
+                        help="reference: MG-VMoE as specified; pipeline: MGVMoEConfig.for_pipeline (shipped checkpoints)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the dev box has 2 shared cores)")
     parser.add_argument("--no-progress", action="store_true")
     add_model_arguments(parser)
@@ -253,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     split = load_split(args.split)
-    config = config_from_args(args, split.task)
+    config = config_from_args(args, split.task, args.preset)
     config.extra = {"split": split.name}
     data = prepare(split, FeatureCache(config.text_encoder, config.image_encoder, config.max_length))
     result = train(config, data, progress=not args.no_progress, dry_run=args.dry_run)

@@ -44,20 +44,44 @@ SYSTEMS: dict[str, dict] = {
     "MG-VMoE + similarity prior (descriptions)": dict(label_text="description", similarity_prior=10.0),
     "text-only prototype + similarity prior (descriptions)": TEXT_ONLY | dict(label_text="description",
                                                                               similarity_prior=10.0),
+    # What the pipeline ships (MGVMoEConfig.for_pipeline): each post encoded once, entities as span means,
+    # the prior over the mention span (types) / the plain post (relations), lr 1e-4; and its text-only twin.
+    "MG-VMoE pipeline (encode once, span prior)": dict(pipeline=True),
+    "text-only prototype, pipeline settings": TEXT_ONLY | dict(pipeline=True),
 }
 BASELINES = ("label similarity (names)", "label similarity (descriptions)", "text-only prototype (names)",
              "text-only prototype (descriptions)", "concat multimodal (names)",
-             "text-only prototype + similarity prior (descriptions)")
+             "text-only prototype + similarity prior (descriptions)", "label similarity (descriptions, spans)",
+             "text-only prototype, pipeline settings")
+
+
+def system_config(system: str, task: str, seed: int) -> MGVMoEConfig:
+    changes = dict(SYSTEMS[system])
+    if changes.pop("pipeline", False):
+        return MGVMoEConfig.for_pipeline(task, seed=seed, **changes)
+    return MGVMoEConfig(task=task, seed=seed, **changes)
 
 log = logging.getLogger("bench.zero_shot")
 
 
-def label_similarity(data: PreparedSplit, mode: str, part: str = "test") -> tuple[dict, list[str]]:
-    """No training: cosine between the mean-pooled frozen embedding of the marked context and each label."""
-    split, store = data.split, data.store
+def label_similarity(data: PreparedSplit, mode: str, part: str = "test", pool: str = "marked") -> tuple[dict, list[str]]:
+    """No training: cosine between a frozen embedding of the sample and each label. ``pool="marked"``:
+    the mean-pooled marked context; ``pool="spans"``: exactly the pipeline prior's input, the mention
+    span's mean in the plain post (types) or the plain post's mean (relations)."""
+    split = data.split
     samples = getattr(split, part)
     classes = getattr(split, f"{part}_classes")
-    ctx = torch.stack([store.text[store.row[s.uid]][1:-1].float().mean(0) for s in samples])
+    if pool == "marked":
+        store = data.store("markers")
+        ctx = torch.stack([store.text[store.row[s.uid]][1:-1].float().mean(0) for s in samples])
+    else:
+        store = data.store("spans")
+        rows = [store.row[s.uid] for s in samples]
+        if split.task == "met":
+            ctx = torch.stack([store.text[i][int(store.span_bounds[i, 0, 0]):int(store.span_bounds[i, 0, 1])].float().mean(0)
+                               for i in rows])
+        else:
+            ctx = torch.stack([store.text[i].float().mean(0) for i in rows])
     sims = F.normalize(ctx, dim=-1) @ F.normalize(data.class_emb[(mode, part)], dim=-1).t()
     pred = [classes[i] for i in sims.argmax(1).tolist()]
     return zero_shot_metrics([s.label for s in samples], pred, classes), pred
@@ -103,6 +127,10 @@ def write_markdown(results: dict, path: Path) -> None:
              f"seeds {results['seeds']}; total wall time **{results['seconds'] / 60:.1f} min** on "
              f"{results['machine']['cpu']} ({results['machine']['logical_cpus']} logical CPUs, shared; "
              f"torch threads {results['machine']['torch_threads']}).", "",
+             *([f"This run re-ran {len(results['runs']) - len(results['kept_from']['systems'])} systems with `--merge`; "
+                f"the runs of {', '.join(results['kept_from']['systems'])} are kept from the run finished "
+                f"{results['kept_from']['finished']} ({results['kept_from']['seconds'] / 60:.1f} min), same harness, "
+                "splits, seeds and features.", ""] if results.get("kept_from") else []),
              "Test classes are unseen in training and in model selection (early stopping on validation classes). "
              "Label similarity has no training, so it has no seed spread. MNRE: seed-0 relation split "
              "(8 train / 7 val / 7 test relations); WNUT-16: 3 folds of 3 types each; `wnut16-mean` = mean over "
@@ -125,7 +153,8 @@ def write_markdown(results: dict, path: Path) -> None:
         if "MG-VMoE (names)" not in table or s not in table["MG-VMoE (names)"]:
             continue
         best_mg = max((sy for sy in ("MG-VMoE (names)", "MG-VMoE (descriptions)",
-                                     "MG-VMoE + similarity prior (descriptions)") if s in table.get(sy, {})),
+                                     "MG-VMoE + similarity prior (descriptions)",
+                                     "MG-VMoE pipeline (encode once, span prior)") if s in table.get(sy, {})),
                       key=lambda sy: table[sy][s]["macro_f1"][0])
         bases = [b for b in BASELINES if s in table.get(b, {})]
         if not bases:
@@ -206,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE), help="where results.md/json and plots go")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true", help="one batch per run, first seed only, no files")
+    parser.add_argument("--merge", action="store_true",
+                        help="re-run only --systems (and the untrained baselines); keep every other system's runs "
+                             "from the existing results.json, noted as such in results.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -213,17 +245,26 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds[:1] if args.dry_run else args.seeds
     started = time.perf_counter()
     results = {"seeds": seeds, "machine": machine(), "splits": {}, "runs": {}, "config_defaults": MGVMoEConfig().to_dict()}
+    if args.merge and (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        kept = {k: v for k, v in previous["runs"].items()
+                if k not in args.systems and not k.startswith("label similarity")}
+        results["runs"] = kept
+        results["kept_from"] = {"finished": previous.get("finished"), "seconds": previous.get("seconds"),
+                                "systems": list(kept)}
     cache = FeatureCache()
     confusions = {}
     for split_name in args.splits:
         split = load_split(split_name)
         data = prepare(split, cache)
-        results["splits"][split_name] = split.describe() | {"feature_stats": data.store.stats}
-        for mode in ("name", "description"):
-            metrics, _ = label_similarity(data, mode)
-            val, _ = label_similarity(data, mode, "val")
-            key = f"label similarity ({mode}s)"
+        for mode, pool, key in (("name", "marked", "label similarity (names)"),
+                                ("description", "marked", "label similarity (descriptions)"),
+                                ("description", "spans", "label similarity (descriptions, spans)")):
+            metrics, _ = label_similarity(data, mode, pool=pool)
+            val, _ = label_similarity(data, mode, "val", pool=pool)
             results["runs"].setdefault(key, {})[split_name] = [{"test": metrics, "val": val, "seconds": 0.0}]
+        results["splits"][split_name] = split.describe() | {
+            "feature_stats": {name: store.stats for name, store in data.stores.items()}}
         for system in args.systems:
             train_images = sum(s.image is not None for s in split.train)
             if system == "MG-VMoE w/o InfoNCE" and train_images < 2:
@@ -234,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                     "fires; identical to MG-VMoE (names)")
                 continue
             for seed in seeds:
-                config = MGVMoEConfig(task=split.task, seed=seed, **SYSTEMS[system])
+                config = system_config(system, split.task, seed)
                 result = train(config, data, progress=False, dry_run=args.dry_run)
                 if args.dry_run:
                     result.test = {"macro_p": 0.0, "macro_r": 0.0, "macro_f1": 0.0, "accuracy": 0.0, "n": 0}

@@ -56,11 +56,12 @@ def random_batch(config: MGVMoEConfig, b: int = 6, length: int = 10, regions: in
     tokens = torch.randn(b, length, config.text_hidden, generator=g)
     mask = torch.ones(b, length, dtype=torch.bool)
     mask[0, -3:] = False
-    marker = torch.stack([torch.zeros(b, dtype=torch.long)] +
-                         [torch.randint(1, length - 3, (b,), generator=g) for _ in range(config.num_spans)], 1)
+    starts = torch.randint(1, length - 4, (b, config.num_spans), generator=g)
+    widths = torch.randint(1, 3, (b, config.num_spans), generator=g)  # one token (a marker) or a 2-piece span
+    bounds = torch.stack([starts, starts + widths], -1)
     has = torch.zeros(b, dtype=torch.bool)
     has[:with_images] = True
     images = torch.randn(b, regions, config.image_hidden, generator=g)
     labels = torch.arange(b) % classes
     class_emb = torch.randn(classes, config.text_hidden, generator=g)
-    return MGVMoEBatch(tokens, mask, marker, images, has, labels), class_emb
+    return MGVMoEBatch(tokens, mask, bounds, images, has, labels), class_emb

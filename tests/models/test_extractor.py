@@ -15,7 +15,7 @@ from models.config import MGVMoEConfig
 from models.extractor import MGVMoEExtractor, window
 from models.modeling import MGVMoE
 
-ONTOLOGY = Ontology.from_dict({
+ONTOLOGY_DICT = {
     "version": 1,
     "entity_types": [{"name": "Person", "description": "a person"}, {"name": "Location", "description": "a city"},
                      {"name": "Organization", "description": "a band or team"}],
@@ -23,13 +23,14 @@ ONTOLOGY = Ontology.from_dict({
                         "allowed": [["Person", "Location"]]},
                        {"name": "member_of", "description": "the person plays in the band",
                         "allowed": [["Person", "Organization"]]}],
-})
+}
+ONTOLOGY = Ontology.from_dict(ONTOLOGY_DICT)
 
 
-def _checkpoint(task: str, threshold: float, name: str) -> Checkpoint:
+def _checkpoint(task: str, threshold: float, name: str, text_input: str = "spans") -> Checkpoint:
     torch.manual_seed(0)
-    config = MGVMoEConfig.tiny(task, label_text="description")
-    card = {"name": name, "weights_sha256": "0" * 64, "thresholds": {"min_confidence": threshold}}
+    config = MGVMoEConfig.tiny(task, label_text="description", text_input=text_input)
+    card = {"name": name, "weights_sha256": "0" * 64, "thresholds": {"min_score": threshold}}
     return Checkpoint(config, MGVMoE(config).eval(), torch.zeros(6, 32), card)
 
 
@@ -54,7 +55,7 @@ def _mentions():
             Mention("p3", 4, 8, "band", "test")]
 
 
-def _extractor(tiny_text_encoder, tiny_image_encoder, met_threshold=0.0, mre_threshold=0.0):
+def _extractor(tiny_text_encoder, tiny_image_encoder, met_threshold=-float("inf"), mre_threshold=-float("inf")):
     return MGVMoEExtractor(_checkpoint("met", met_threshold, "met-tiny"), _checkpoint("mre", mre_threshold, "mre-tiny"),
                            text_encoder=tiny_text_encoder, image_encoder=tiny_image_encoder, batch_size=2)
 
@@ -76,8 +77,58 @@ def test_types_every_mention_and_encodes_each_image_once(posts, tiny_text_encode
     assert ex.stats["images_encoded"] == 2
 
 
+def test_each_post_text_is_encoded_once_for_all_its_mentions_and_pairs(posts, tiny_text_encoder, tiny_image_encoder):
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    typed = ex.type_mentions(posts, _mentions(), ONTOLOGY)  # 5 mentions in 3 posts
+    assert ex.stats["posts_encoded"] == 3
+    ex.extract_relations(posts, typed, ONTOLOGY)  # pairs reuse the shard's post states
+    assert ex.stats["posts_encoded"] == 3 and ex.stats["windowed_spans"] == 0
+
+
+def test_scores_do_not_depend_on_batching_or_on_the_other_posts(posts, tiny_text_encoder, tiny_image_encoder):
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    together = ex.type_mentions(posts, _mentions(), ONTOLOGY)
+    alone = [ex.type_mentions({m.post_id: posts[m.post_id]}, [m], ONTOLOGY)[0] for m in _mentions()]
+    assert [t.entity_type for t in alone] == [t.entity_type for t in together]
+    assert [t.score for t in alone] == pytest.approx([t.score for t in together], abs=1e-5)
+
+
+def test_a_mention_past_max_length_is_read_from_a_window(tiny_text_encoder, tiny_image_encoder):
+    text = " ".join(["the"] * 60) + " paris"  # the tiny encoder reads 32 word pieces
+    post = Post("long", text, "2024-01-01T00:00:00Z")
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    typed = ex.type_mentions({"long": post}, [Mention("long", len(text) - 5, len(text), "paris", "test")], ONTOLOGY)
+    assert len(typed) == 1 and ex.stats["windowed_spans"] == 1 and ex.stats["truncated_spans"] == 0
+
+
+def test_the_relation_threshold_does_not_move_when_similar_labels_are_added(posts, tiny_text_encoder, tiny_image_encoder):
+    """Abstention is on the raw score, so adding a relation to the ontology cannot push an allowed
+    pair's relation under the threshold (a softmax probability would shrink)."""
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    m = _mentions()
+    from extraction.records import TypedMention
+
+    typed = [TypedMention(m[2], "Person", 0.9, "x", "y"), TypedMention(m[3], "Location", 0.9, "x", "y")]
+    raw = ex._scores(ex.mre, [(posts["p2"], [(0, 4), (23, 27)])], ex._label_embeddings(ONTOLOGY, "relation", ex.mre))
+    residence = float(raw[0, 0])
+    ex.mre.card["thresholds"] = {"min_score": residence - 1e-4}
+    bigger = Ontology.from_dict({**ONTOLOGY_DICT, "relation_types": [
+        *ONTOLOGY_DICT["relation_types"],
+        {"name": "lives_in", "description": "the person lives in the city", "allowed": [["Organization", "Location"]]},
+        {"name": "born_in", "description": "the person was born in the city", "allowed": [["Organization", "Location"]]}]})
+    for ontology in (ONTOLOGY, bigger):
+        rels = ex.extract_relations(posts, typed, ontology)
+        assert [r.relation for r in rels] == ["place_of_residence"]
+
+
+def test_refuses_checkpoints_trained_with_entity_markers(tiny_text_encoder, tiny_image_encoder):
+    with pytest.raises(ValueError, match="text_input='spans'"):
+        MGVMoEExtractor(_checkpoint("met", 0.0, "met-markers", text_input="markers"), _checkpoint("mre", 0.0, "mre"),
+                        text_encoder=tiny_text_encoder, image_encoder=tiny_image_encoder)
+
+
 def test_abstains_below_the_threshold(posts, tiny_text_encoder, tiny_image_encoder):
-    ex = _extractor(tiny_text_encoder, tiny_image_encoder, met_threshold=1.01, mre_threshold=1.01)
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder, met_threshold=float("inf"), mre_threshold=float("inf"))
     typed = ex.type_mentions(posts, _mentions(), ONTOLOGY)
     assert {t.entity_type for t in typed} == {OTHER_TYPE}
     assert ex.extract_relations(posts, typed, ONTOLOGY) == []

@@ -36,14 +36,14 @@ def _samples(tmp_path, n_per_class: int, tag: str) -> list[Sample]:
 def test_class_only_in_the_image_is_learned_and_lost_without_it(tmp_path, tiny_text_encoder, tiny_image_encoder):
     classes = list(COLOURS)
     train_s, val_s, test_s = (_samples(tmp_path, n, tag) for n, tag in ((16, "train"), (6, "val"), (10, "test")))
-    store = encode_samples(train_s + val_s + test_s, "met", tiny_text_encoder, tiny_image_encoder, progress=False)
+    store = encode_samples(train_s + val_s + test_s, "met", "markers", tiny_text_encoder, tiny_image_encoder, progress=False)
     assert store.stats["samples_with_image"] == len(train_s + val_s + test_s)
     split = ClassSplit("colours", "met", classes, classes, classes, train_s, val_s, test_s, "synthetic")
     # Fixed random class vectors: the random tiny BERT maps all colour words to nearly the same embedding,
     # and the class side of the scorer is not what this test is about.
     emb = torch.randn(len(classes), 32, generator=torch.Generator().manual_seed(0))
-    data = PreparedSplit(split, store, {(m, p): emb for m in ("name", "description") for p in ("train", "val", "test")},
-                         tiny_text_encoder.marker_embeddings())
+    data = PreparedSplit(split, {(m, p): emb for m in ("name", "description") for p in ("train", "val", "test")},
+                         tiny_text_encoder.marker_embeddings(), cache=None, stores={"markers": store})
     config = MGVMoEConfig.tiny("met", epochs=12, patience=12, lr=1e-2, batch_size=8, steps_per_epoch=6)
     result = train(config, data, progress=False)
     assert result.test["accuracy"] >= 90.0, result.history

@@ -148,9 +148,33 @@ def test_text_encoder_adds_markers_and_finds_them(tiny_text_encoder):
     ids = enc.tokenizer("the <h> band </h> played in <t> paris </t>")["input_ids"]
     assert enc.marker_ids["<h>"] in ids and enc.marker_ids["<t>"] in ids
     feats = enc(["the <h> band </h> played in <t> paris </t>", "<h> red </h> <t> car </t>"], "mre")
-    assert feats.tokens.shape[-1] == 32 and feats.marker_pos.tolist() == [[0, 2, 7], [0, 1, 4]]
-    assert feats.truncated_markers == 0
+    # each entity is its start marker's one token
+    assert feats.tokens.shape[-1] == 32 and feats.span_bounds.tolist() == [[[2, 3], [7, 8]], [[1, 2], [4, 5]]]
+    assert feats.truncated_spans == 0
     assert enc.embed_labels(["band", "born in city"]).shape == (2, 32)
+
+
+def test_plain_text_spans_map_to_their_word_pieces(tiny_text_encoder):
+    enc = tiny_text_encoder
+    text = "the band played in paris last night"
+    feats = enc.encode_spans([text, "red car"], [[(4, 8), (19, 24)], [(0, 3), (4, 7)]])
+    # [CLS] the band played in paris ...: "band" is token 2, "paris" token 5; no markers in the text
+    assert feats.span_bounds.tolist() == [[[2, 3], [5, 6]], [[1, 2], [2, 3]]]
+    assert feats.truncated_spans == 0
+    assert not set(enc.marker_ids.values()) & set(enc.tokenizer(text)["input_ids"])
+    # a span cut off by max_length falls back to [CLS] and is counted, never silently dropped
+    long_text = " ".join(["the"] * 40) + " paris"
+    feats = enc.encode_spans([long_text], [[(len(long_text) - 5, len(long_text)), (0, 3)]])
+    assert feats.span_bounds[0, 0].tolist() == [0, 1] and feats.truncated_spans == 1
+
+
+def test_token_span_ignores_special_tokens_and_covers_partial_overlap():
+    from models.modeling import token_span
+
+    offsets = torch.tensor([[0, 0], [0, 3], [4, 8], [8, 10], [0, 0], [0, 0]])  # [CLS] the band ##s [SEP] [PAD]
+    assert token_span(offsets, 4, 10) == (2, 4)
+    assert token_span(offsets, 5, 6) == (2, 3)
+    assert token_span(offsets, 20, 25) is None
 
 
 def test_image_encoder_gives_region_tokens(tiny_image_encoder):
@@ -172,3 +196,18 @@ def test_similarity_prior_starts_exactly_at_label_similarity():
     expected = 10.0 * F.normalize(masked_mean(batch.text_tokens, batch.text_mask), dim=-1) @ \
         F.normalize(class_emb, dim=-1).t()
     assert torch.allclose(model(batch, class_emb).scores, expected, atol=1e-5)
+
+
+def test_entity_prior_compares_the_mention_span_with_the_labels():
+    import torch.nn.functional as F
+
+    from models.modeling import span_mean
+
+    config = MGVMoEConfig.tiny("met", similarity_prior=10.0, text_input="spans", prior_pool="entities")
+    model = MGVMoE(config).eval()
+    batch, class_emb = random_batch(config)
+    mention = span_mean(batch.text_tokens, batch.span_bounds[:, 0])
+    expected = 10.0 * F.normalize(mention, dim=-1) @ F.normalize(class_emb, dim=-1).t()
+    assert torch.allclose(model(batch, class_emb).scores, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="text_input='spans'"):
+        MGVMoEConfig.tiny("met", prior_pool="entities")
