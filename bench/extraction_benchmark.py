@@ -164,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[6:]))
         r = runs[-1]
         print(f"{n:>6} posts: stage {r['stage_posts_per_s']:.1f} posts/s, encoders alone {r['bound_posts_per_s']:.1f} posts/s "
-              f"({100 * r['ratio_of_bound']:.0f}% of bound), peak RSS {r['peak_rss_mib']:.0f} MiB; text encoder with "
-              f"markers per mention/pair alone {r['marked_text_encoder_s']:.1f} s vs whole stage {r['stage_s']:.1f} s, "
-              f"(after first shard {r['rss_mib_after_first_shard']:.0f} MiB)", flush=True)
+              f"({100 * r['ratio_of_bound']:.0f}% of bound), peak RSS {r['peak_rss_mib']:.0f} MiB "
+              f"(after first shard {r['rss_mib_after_first_shard']:.0f} MiB); text encoder alone with markers, one "
+              f"sequence per mention/pair: {r['marked_text_encoder_s']:.1f} s vs the whole stage {r['stage_s']:.1f} s",
+              flush=True)
     result = {
         "machine": describe() | {"device": "CPU only"},
         "command": "python -m bench.extraction_benchmark " + " ".join(argv or sys.argv[1:]),
