@@ -26,7 +26,7 @@ from bench.machine import describe
 from kg_loader import cypher
 from kg_loader.identity import entity_id
 from kg_loader.records import MentionRow, PostRow, RelationRow
-from kg_loader.writer import GraphWriter, connect
+from kg_loader.writer import GraphWriter, connect, mention_statement, relation_statement
 from mmkg.settings import Neo4jSettings
 
 ENTITY_TYPES = ("Person", "Organization", "Location", "Event", "Product")
@@ -68,21 +68,22 @@ def batched_load(writer: GraphWriter, posts, mentions, triples) -> dict:
 
 
 def naive_load(driver, posts, mentions, triples) -> dict:
-    """Same statements, one row per transaction (what a row-at-a-time writer does)."""
+    """Same statements and parameters as the batched loader, one row per transaction, a fresh
+    session each (what a row-at-a-time writer does)."""
 
-    def one(query, row):
+    def one(query, params):
         with driver.session() as session:
-            session.execute_write(lambda tx: tx.run(query, rows=[row]).consume())
+            session.execute_write(lambda tx: tx.run(query, params).consume())
 
     t0 = time.perf_counter()
     for p in posts:
-        one(cypher.UPSERT_POSTS, asdict(p))
+        one(cypher.UPSERT_POSTS, {"rows": [asdict(p)]})
     t1 = time.perf_counter()
     for m in mentions:
-        one(cypher.upsert_mentions(m.entity_type), asdict(m))
+        one(*mention_statement(m))
     t2 = time.perf_counter()
     for r in triples:
-        one(cypher.upsert_relations(r.relation), asdict(r))
+        one(*relation_statement(r))
     t3 = time.perf_counter()
     return {"posts_s": t1 - t0, "entities_s": t2 - t1, "triples_s": t3 - t2}
 
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "machine": describe(),
             "neo4j": "5.26 community, embedded launcher, page cache 256m",
+            "jvm_options": list(server.JVM_OPTIONS),
             "sizes": {"posts": args.posts, "entities": args.entities, "triples": args.triples, "batch_size": args.batch_size},
             "batched_median_s": {k: med(batched, k) for k in keys} | {"total": b_total},
             "second_load_median_s": {k: med(second, k) for k in keys} | {"total": s_total},

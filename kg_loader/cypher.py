@@ -62,19 +62,23 @@ MERGE (p)-[:HAS_IMAGE]->(i)
 def upsert_mentions(entity_type: str) -> str:
     """Mentions of one entity type: MERGE the entity on its constrained id, label it, link the post.
 
-    The MENTIONS relationship is keyed by its span, so a re-run updates it in place.
+    The MENTIONS relationship is keyed by its span, so a re-run updates it in place. Rows carry
+    only what differs per mention (``post_id, entity_id, name, surface, start, end, score``); the
+    values shared by a batch are parameters: ``$entity_type, $model_version, $label_set_id,
+    $run_id``. Every SET names its properties and the aliases edit happens only ON MATCH, so the
+    plan has no Eager: rows stream, and a later row of the batch sees an earlier row's entity.
     """
     return f"""
 UNWIND $rows AS row
 MATCH (p:Post {{id: row.post_id}})
 MERGE (e:Entity {{id: row.entity_id}})
-  ON CREATE SET e.name = row.name, e.type = row.entity_type, e.aliases = [row.surface],
-                e.first_run_id = row.run_id
-SET e:{label(entity_type)},
-    e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases ELSE e.aliases + row.surface END
+  ON CREATE SET e:{label(entity_type)},
+                e += {{name: row.name, type: $entity_type, aliases: [row.surface], first_run_id: $run_id}}
+  ON MATCH SET e:{label(entity_type)},
+               e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases ELSE e.aliases + row.surface END
 MERGE (p)-[m:MENTIONS {{start: row.start, end: row.end}}]->(e)
-SET m.text = row.surface, m.score = row.score, m.model_version = row.model_version,
-    m.label_set_id = row.label_set_id, m.run_id = row.run_id
+SET m += {{text: row.surface, score: row.score, model_version: $model_version,
+          label_set_id: $label_set_id, run_id: $run_id}}
 """
 
 
@@ -84,25 +88,34 @@ def upsert_relations(relation: str) -> str:
     ``post_ids`` and ``scores`` are parallel lists: a post already present has its score
     replaced (re-runs are idempotent), a new post is appended (evidence accumulates). Rows must
     be unique per (head, relation, tail, post): ``GraphWriter.upsert_relations`` ensures it.
+    Rows carry ``head_id, tail_id, post_id, score``; ``$relation, $model_version, $label_set_id,
+    $run_id`` are shared by the batch.
+
+    A new relationship gets its final properties in one ON CREATE map. ON MATCH names each
+    property it sets (no map of unknown keys, so the planner needs no Eager and rows stream), in
+    an order where every item reads only properties not yet set by an earlier item: the result
+    is the same whether the items are applied one by one or all at once.
     """
     return f"""
 UNWIND $rows AS row
 MATCH (h:Entity {{id: row.head_id}})
 MATCH (t:Entity {{id: row.tail_id}})
 MERGE (h)-[r:{relationship_type(relation)}]->(t)
-  ON CREATE SET r.relation = row.relation, r.post_ids = [], r.scores = [], r.first_run_id = row.run_id
-// One SET of one map per row, so the lists and their aggregates change together and the
-// planner needs no Eager between clauses; rows of one batch still see each other's writes.
-SET r += CASE WHEN row.post_id IN r.post_ids
-  THEN {{scores: [i IN range(0, size(r.post_ids) - 1) |
-                  CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END],
-        max_score: reduce(m = row.score, i IN range(0, size(r.post_ids) - 1) |
-                          CASE WHEN r.post_ids[i] <> row.post_id AND r.scores[i] > m THEN r.scores[i] ELSE m END),
-        model_version: row.model_version, label_set_id: row.label_set_id, run_id: row.run_id}}
-  ELSE {{post_ids: r.post_ids + row.post_id, scores: r.scores + row.score,
-        evidence_count: size(r.post_ids) + 1,
-        max_score: CASE WHEN coalesce(r.max_score, 0.0) > row.score THEN r.max_score ELSE row.score END,
-        model_version: row.model_version, label_set_id: row.label_set_id, run_id: row.run_id}} END
+  ON CREATE SET r += {{relation: $relation, post_ids: [row.post_id], scores: [row.score], evidence_count: 1,
+                      max_score: row.score, first_run_id: $run_id, model_version: $model_version,
+                      label_set_id: $label_set_id, run_id: $run_id}}
+  ON MATCH SET
+    r.max_score = CASE WHEN row.post_id IN r.post_ids
+      THEN reduce(m = row.score, i IN range(0, size(r.post_ids) - 1) |
+                  CASE WHEN r.post_ids[i] <> row.post_id AND r.scores[i] > m THEN r.scores[i] ELSE m END)
+      ELSE CASE WHEN coalesce(r.max_score, 0.0) > row.score THEN r.max_score ELSE row.score END END,
+    r.scores = CASE WHEN row.post_id IN r.post_ids
+      THEN [i IN range(0, size(r.post_ids) - 1) |
+            CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END]
+      ELSE r.scores + row.score END,
+    r.evidence_count = CASE WHEN row.post_id IN r.post_ids THEN r.evidence_count ELSE size(r.post_ids) + 1 END,
+    r.post_ids = CASE WHEN row.post_id IN r.post_ids THEN r.post_ids ELSE r.post_ids + row.post_id END,
+    r.model_version = $model_version, r.label_set_id = $label_set_id, r.run_id = $run_id
 """
 
 

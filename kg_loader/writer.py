@@ -138,20 +138,19 @@ class GraphWriter:
 
     def upsert_mentions(self, rows: Sequence[MentionRow]) -> LoadReport:
         report = LoadReport()
-        by_type: dict[str, list[dict]] = defaultdict(list)
+        groups: dict[tuple, list[dict]] = {}
         for row in rows:
             reason = self._entity_type_problem(row.entity_type)
             if reason:
                 report.rejected.append(Rejection("mention", f"{row.post_id}[{row.start}:{row.end}]", reason))
             else:
-                by_type[row.entity_type].append(_params(row))
-        for entity_type in sorted(by_type):
-            report.merge(self._write_batches("mention", cypher.upsert_mentions(entity_type), by_type[entity_type]))
+                shared, params = _mention_parts(row)
+                groups.setdefault(shared, []).append(params)
+        report.merge(self._write_groups("mention", cypher.upsert_mentions, groups, _MENTION_SHARED))
         return report
 
     def upsert_relations(self, rows: Sequence[RelationRow]) -> LoadReport:
         report = LoadReport()
-        by_relation: dict[str, list[dict]] = defaultdict(list)
         # One row per (triple, post): a post that states a triple twice (e.g. via "Lisbon Falcons"
         # and "#LisbonFalcons") is one piece of evidence, with its best score.
         best: dict[tuple[str, str, str, str], RelationRow] = {}
@@ -159,6 +158,7 @@ class GraphWriter:
             key = (row.head_id, row.relation, row.tail_id, row.post_id)
             if key not in best or row.score > best[key].score:
                 best[key] = row
+        groups: dict[tuple, list[dict]] = {}
         for row in best.values():
             reason = self._relation_problem(row.relation)
             if reason:
@@ -166,9 +166,9 @@ class GraphWriter:
                     Rejection("relation", f"{row.head_id}-{row.relation}->{row.tail_id}@{row.post_id}", reason)
                 )
             else:
-                by_relation[row.relation].append(_params(row))
-        for relation in sorted(by_relation):
-            report.merge(self._write_batches("relation", cypher.upsert_relations(relation), by_relation[relation]))
+                shared, params = _relation_parts(row)
+                groups.setdefault(shared, []).append(params)
+        report.merge(self._write_groups("relation", cypher.upsert_relations, groups, _RELATION_SHARED))
         return report
 
     def retract_stale(
@@ -223,15 +223,58 @@ class GraphWriter:
             return f"relation {relation!r} is not in the label set"
         return None
 
-    def _write_batches(self, kind: str, query: str, rows: list[dict], param: str = "rows") -> LoadReport:
+    def _write_groups(self, kind: str, make_query, groups: dict[tuple, list[dict]], names: tuple[str, ...]) -> LoadReport:
+        """Write row groups keyed by their shared values (entity type or relation first): one query
+        per entity type / relation, in sorted order; groups of one type (rarely more than one, e.g.
+        two runs' rows in one call) in first-seen order."""
+        report = LoadReport()
+        for key in sorted(groups, key=lambda k: k[0]):
+            shared = dict(zip(names, key))
+            report.merge(self._write_batches(kind, make_query(key[0]), groups[key], shared=shared))
+        return report
+
+    def _write_batches(
+        self, kind: str, query: str, rows: list[dict], param: str = "rows", shared: dict | None = None
+    ) -> LoadReport:
         report = LoadReport()
         with self.driver.session(database=self.database) as session:
             for start in range(0, len(rows), self.batch_size):
                 batch = rows[start : start + self.batch_size]
-                counters = session.execute_write(_run_batch, query, param, batch)
+                counters = session.execute_write(_run_batch, query, {**(shared or {}), param: batch})
                 report.add_counters(counters)
                 report.rows[kind] += len(batch)
         return report
+
+
+#: Parameters shared by a batch (the first names the label / relationship type): they travel once
+#: per batch instead of once per row, a third less to pack, send and unpack.
+_MENTION_SHARED = ("entity_type", "model_version", "label_set_id", "run_id")
+_RELATION_SHARED = ("relation", "model_version", "label_set_id", "run_id")
+
+
+def _mention_parts(row: MentionRow) -> tuple[tuple, dict]:
+    shared = (row.entity_type, row.model_version, row.label_set_id, row.run_id)
+    params = {"post_id": row.post_id, "entity_id": row.entity_id, "name": row.name, "surface": row.surface,
+              "start": row.start, "end": row.end, "score": row.score}  # fmt: skip
+    return shared, params
+
+
+def _relation_parts(row: RelationRow) -> tuple[tuple, dict]:
+    shared = (row.relation, row.model_version, row.label_set_id, row.run_id)
+    return shared, {"head_id": row.head_id, "tail_id": row.tail_id, "post_id": row.post_id, "score": row.score}
+
+
+def mention_statement(row: MentionRow) -> tuple[str, dict]:
+    """``(query, parameters)`` writing this one mention, as the batched loader would (label not
+    checked against a label set): for row-at-a-time writers and comparisons."""
+    shared, params = _mention_parts(row)
+    return cypher.upsert_mentions(row.entity_type), {**dict(zip(_MENTION_SHARED, shared)), "rows": [params]}
+
+
+def relation_statement(row: RelationRow) -> tuple[str, dict]:
+    """``(query, parameters)`` writing this one triple's evidence, as the batched loader would."""
+    shared, params = _relation_parts(row)
+    return cypher.upsert_relations(row.relation), {**dict(zip(_RELATION_SHARED, shared)), "rows": [params]}
 
 
 def _params(row) -> dict:
@@ -245,5 +288,5 @@ def _params(row) -> dict:
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
-def _run_batch(tx, query: str, param: str, batch: list[dict]):
-    return tx.run(query, {param: batch}).consume().counters
+def _run_batch(tx, query: str, params: dict):
+    return tx.run(query, params).consume().counters

@@ -124,6 +124,49 @@ def test_a_post_stating_a_triple_twice_is_one_piece_of_evidence(neo4j_driver):
         assert len(records[0]["ids"]) == len(records[0]["s"]) == 2
 
 
+def test_evidence_and_max_score_within_one_batch_and_across_runs(neo4j_driver):
+    """Rows of one batch see each other's writes (no Eager); rows of another run go in their own group."""
+    writer = GraphWriter(neo4j_driver)
+    writer.ensure_schema()
+    posts = [_post("p1"), _post("p2"), _post("p3")]
+    mentions = [_mention(p.id, "Marta Silva", "Person", 0) for p in posts] + [
+        _mention(p.id, "Lisbon Falcons", "Organization", 20) for p in posts
+    ]
+    head, tail = ("Marta Silva", "Person"), ("Lisbon Falcons", "Organization")
+    rows = [_relation("p1", head, "member_of", tail, 0.6), _relation("p2", head, "member_of", tail, 0.9)]
+    later = RelationRow(entity_id(*head), entity_id(*tail), "member_of", "p3", 0.7, "test/v2", "ls1", "run-2")
+    _load(writer, posts, mentions, rows + [later])
+    records, _, _ = neo4j_driver.execute_query("MATCH ()-[r:MEMBER_OF]->() RETURN properties(r) AS r")
+    assert len(records) == 1
+    r = records[0]["r"]
+    assert r["post_ids"] == ["p1", "p2", "p3"] and r["scores"] == pytest.approx([0.6, 0.9, 0.7])
+    assert r["evidence_count"] == 3 and r["max_score"] == pytest.approx(0.9)
+    assert r["first_run_id"] == "run-1" and r["run_id"] == "run-2" and r["model_version"] == "test/v2"
+    # the best post is rescored down: max_score comes from the others, the lists stay parallel
+    writer.upsert_relations([_relation("p2", head, "member_of", tail, 0.5)])
+    r = neo4j_driver.execute_query("MATCH ()-[r:MEMBER_OF]->() RETURN properties(r) AS r").records[0]["r"]
+    assert r["scores"] == pytest.approx([0.6, 0.5, 0.7]) and r["max_score"] == pytest.approx(0.7)
+    assert r["evidence_count"] == 3
+
+
+def test_upsert_plans_have_no_eager(neo4j_driver):
+    """Eager would buffer every row of a batch between clauses (and once made evidence lists drift)."""
+    from kg_loader import cypher
+
+    GraphWriter(neo4j_driver).ensure_schema()
+    params = {"rows": [], "entity_type": "Person", "relation": "member_of", "model_version": "v",
+              "label_set_id": "ls", "run_id": "r"}  # fmt: skip
+    for query in (cypher.upsert_mentions("Person"), cypher.upsert_relations("member_of")):
+        with neo4j_driver.session() as session:
+            plan = session.run("EXPLAIN " + query, params).consume().plan
+        ops, todo = [], [plan]
+        while todo:
+            node = todo.pop()
+            ops.append(node["operatorType"])
+            todo.extend(node.get("children", []))
+        assert not [op for op in ops if op.startswith("Eager")], ops
+
+
 def test_entity_keeps_surface_forms_as_aliases(neo4j_driver):
     writer = GraphWriter(neo4j_driver)
     writer.ensure_schema()
