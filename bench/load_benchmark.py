@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.naive_repeats):
                 clear(driver)
                 naive.append(naive_load(driver, posts, mentions, triples))
-            qs = query_speed(driver, triples, repeats=5)
+            qs = query_speed(driver, triples, repeats=30)
 
         def med(runs, key):
             return statistics.median(r[key] for r in runs)
