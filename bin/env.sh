@@ -11,3 +11,6 @@ export AIRFLOW_HOME="${AIRFLOW_HOME:-$MMKG_HOME/airflow}"
 # Weights come from installed packages only; never from a hub.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PATH="$MMKG_VENV/bin:$PATH"
+# This clone's code first: the shared venv's editable install points at whichever clone ran
+# bin/setup last, and Airflow task processes inherit this (they import extraction/, models/ ...).
+export PYTHONPATH="$MMKG_ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,5 +1,5 @@
 """Shared fixtures. Graph tests run against a real Neo4j 5.26 server started for the session
-(ports 17687/17474, data in a temporary directory) unless MMKG_TEST_NEO4J_URI points at one."""
+(on free ports of 127.0.0.1, data in a temporary directory)."""
 
 from __future__ import annotations
 
@@ -23,19 +23,29 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TEST_PASSWORD = "mmkg-test-password"
 
 
+def _free_port() -> int:
+    """A port nothing listens on now, so two test runs on one machine never share a server."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class Neo4jTestServer:
     """The session's Neo4j: a real server this test run owns (start/stop/kill for failure tests)."""
 
     def __init__(self, home: Path):
         from mmkg.settings import Neo4jSettings
 
+        bolt_port, http_port = _free_port(), _free_port()
         self.settings = Neo4jSettings(
-            uri="bolt://127.0.0.1:17687",
+            uri=f"bolt://127.0.0.1:{bolt_port}",
             user="neo4j",
             password=TEST_PASSWORD,
             database="neo4j",
-            bolt_port=17687,
-            http_port=17474,
+            bolt_port=bolt_port,
+            http_port=http_port,
             home=home,
         )
 
