@@ -1,7 +1,8 @@
 """MG-VMoE: multimodal graph-based variational mixture of experts, for zero-shot typing / relations.
 
 Read top to bottom:
-  1. ``TextTokenEncoder`` - frozen text encoder with entity markers; gives token states + marker positions.
+  1. ``TextTokenEncoder`` - frozen text encoder; gives token states + each entity's token span: the start
+     marker in a marked text (reference), or the mention's word pieces in a post encoded once (pipeline).
   2. ``ImageRegionEncoder`` - frozen image backbone; gives a sequence of region tokens (7x7 = 49 for Lite0).
   3. ``VMoE`` - one shared variational mixture-of-experts layer, applied to text and to image tokens.
   4. ``QueryAttentionPool`` - fuses VMoE tokens with the entity representation h_e as the query.
