@@ -60,7 +60,9 @@ def test_mnre_seed0_split_is_exactly_the_reference():
     assert split.test_classes == ["/per/per/neighbor", "/org/loc/locate_at", "/per/per/alumi", "/misc/loc/held_on",
                                   "/misc/misc/part_of", "/per/misc/nationality", "/per/per/couple"]
     assert (len(split.train), len(split.val), len(split.test)) == (1224, 3482, 1061)
-    assert split.counts["lines"] == 15485 and split.counts["dropped_none"] == 15485 - 5767
+    # every None pair is either dropped or, from mnre_val.txt, kept as a calibration negative
+    assert len(split.negatives) == 1000 and all(s.label == "None" and "mnre_val" in s.uid for s in split.negatives)
+    assert split.counts["lines"] == 15485 and split.counts["dropped_none"] + len(split.negatives) == 15485 - 5767
     other = load_mnre(1)
     assert set(other.test_classes) != set(split.test_classes)
     assert set(other.train_classes) | set(other.val_classes) | set(other.test_classes) == \
