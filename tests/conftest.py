@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TEST_PASSWORD = "mmkg-test-password"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port nothing listens on now, so two test runs on one machine never share a server."""
     import socket
 
@@ -32,22 +32,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def local_neo4j_settings(home: Path, password: str):
+    """Settings of a throw-away local Neo4j on free ports with its data under ``home``."""
+    from mmkg.settings import Neo4jSettings
+
+    bolt_port, http_port = free_port(), free_port()
+    return Neo4jSettings(uri=f"bolt://127.0.0.1:{bolt_port}", user="neo4j", password=password, database="neo4j",
+                         bolt_port=bolt_port, http_port=http_port, home=home)
+
+
 class Neo4jTestServer:
     """The session's Neo4j: a real server this test run owns (start/stop/kill for failure tests)."""
 
     def __init__(self, home: Path):
-        from mmkg.settings import Neo4jSettings
-
-        bolt_port, http_port = _free_port(), _free_port()
-        self.settings = Neo4jSettings(
-            uri=f"bolt://127.0.0.1:{bolt_port}",
-            user="neo4j",
-            password=TEST_PASSWORD,
-            database="neo4j",
-            bolt_port=bolt_port,
-            http_port=http_port,
-            home=home,
-        )
+        self.settings = local_neo4j_settings(home, TEST_PASSWORD)
 
     def start(self) -> None:
         from kg_loader import server

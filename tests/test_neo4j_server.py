@@ -1,34 +1,23 @@
 """The local Neo4j 5.26 server (kg_loader.server): start, authenticate, stop, restart, recover.
 
-Uses its own free ports (tried first: 17787/17574) and a temporary home, so it does not touch the
-session server from conftest.py, a developer's own instance, or a concurrent test run.
+Uses its own free ports and a temporary home, so it does not touch the session
+server from conftest.py, a developer's own instance, or a concurrent test run.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import urllib.request
 
 import pytest
 
 from mmkg.settings import Neo4jSettings
+from tests.conftest import local_neo4j_settings
 
 pytestmark = pytest.mark.neo4j
 
 PASSWORD = "server-test-password"
-
-
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture
@@ -40,16 +29,7 @@ def settings(tmp_path):
         server.find_java_home()
     except server.Neo4jServerError as exc:
         pytest.skip(str(exc))
-    bolt_port, http_port = _free_port(17787), _free_port(17574)
-    s = Neo4jSettings(
-        uri=f"bolt://127.0.0.1:{bolt_port}",
-        user="neo4j",
-        password=PASSWORD,
-        database="neo4j",
-        bolt_port=bolt_port,
-        http_port=http_port,
-        home=tmp_path / "neo4j-home",
-    )
+    s = local_neo4j_settings(tmp_path / "neo4j-home", PASSWORD)
     yield s
     server.stop(s, timeout=30)
 
@@ -113,15 +93,7 @@ def test_start_auth_stop_restart_keeps_data(settings):
 def test_status_and_stop_when_not_running(tmp_path):
     from kg_loader import server
 
-    s = Neo4jSettings(
-        uri="bolt://127.0.0.1:17799",
-        user="neo4j",
-        password=PASSWORD,
-        database="neo4j",
-        bolt_port=17799,
-        http_port=17599,
-        home=tmp_path / "never-started",
-    )
+    s = local_neo4j_settings(tmp_path / "never-started", PASSWORD)
     st = server.status(s)
     assert st["running"] is False and st["pid"] is None and st["bolt"] is False
     assert server.stop(s) is False
