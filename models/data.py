@@ -184,13 +184,13 @@ def load_wnut_mentions(data_dir: Path | None = None) -> tuple[list[Sample], Coun
             counts["tweets"] += 1
             for start, end, kind in bio_spans(tags):
                 sample = Sample(f"wnut16/{name}:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind)
-                if kind == "other":
-                    counts["dropped_other"] += name != "dev"
-                    if name == "dev":
-                        negatives.append(sample)
-                    continue
-                counts["mentions"] += 1
-                samples.append(sample)
+                if kind == "other" and name == "dev":
+                    negatives.append(sample)
+                elif kind == "other":
+                    counts["dropped_other"] += 1
+                else:
+                    counts["mentions"] += 1
+                    samples.append(sample)
     return samples, counts, negatives
 
 

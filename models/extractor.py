@@ -226,13 +226,9 @@ class MGVMoEExtractor:
         return scores
 
     @staticmethod
-    def _keeps(ckpt: Checkpoint, raw: torch.Tensor, prob: torch.Tensor) -> bool:
-        """Whether a best class clears the checkpoint's calibrated threshold (``min_score`` on the raw
-        score; checkpoints calibrated before it carry ``min_confidence`` on the softmax probability)."""
-        t = ckpt.thresholds
-        if "min_score" in t:
-            return float(raw) >= float(t["min_score"])
-        return float(prob) >= float(t.get("min_confidence", 0.0))
+    def _keeps(ckpt: Checkpoint, raw: torch.Tensor) -> bool:
+        """Whether a best class's raw score clears the checkpoint's calibrated ``min_score``."""
+        return float(raw) >= float(ckpt.thresholds.get("min_score", float("-inf")))
 
     # ----------------------------------------------------------------------------------- interface
     @torch.inference_mode()
@@ -249,7 +245,7 @@ class MGVMoEExtractor:
         out = []
         for m, raw, p in zip(mentions, scores, scores.softmax(-1)):
             best = int(raw.argmax())
-            kind = names[best] if self._keeps(self.met, raw[best], p[best]) else OTHER_TYPE
+            kind = names[best] if self._keeps(self.met, raw[best]) else OTHER_TYPE
             self.stats["abstained_types" if kind == OTHER_TYPE else "typed"] += 1
             out.append(TypedMention(m, kind, float(p[best]), self.model_version, ontology.label_set_id))
         return out
@@ -270,7 +266,7 @@ class MGVMoEExtractor:
         out = []
         for (head, tail, allowed), raw, p in zip(candidates, scores, scores.softmax(-1)):
             best = max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))
-            if not self._keeps(self.mre, raw[best], p[best]):
+            if not self._keeps(self.mre, raw[best]):
                 self.stats["abstained_pairs"] += 1
                 continue
             out.append(RelationMention(head.mention.post_id, head, tail, names[best], float(p[best]),
