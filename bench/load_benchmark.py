@@ -5,7 +5,7 @@ of an idempotent second load, and the query-speed reason for typed relationship 
 Runs against its own throw-away Neo4j 5.26 server (127.0.0.1:27687, temporary data) so it can
 never touch a user's graph. Usage:
 
-    python -m bench.load_benchmark [--entities 50000] [--triples 100000] [--repeats 3]
+    python -m bench.load_benchmark [--entities 50000] [--triples 100000] [--repeats 5] [--writers 2]
 
 Not a test. Prints a table and, on its last line, the batched/naive speed ratio; writes
 bench/results/load_benchmark.json.
@@ -26,7 +26,7 @@ from bench.machine import describe
 from kg_loader import cypher
 from kg_loader.identity import entity_id
 from kg_loader.records import MentionRow, PostRow, RelationRow
-from kg_loader.writer import GraphWriter, connect, mention_statement, relation_statement
+from kg_loader.writer import DEFAULT_WRITERS, GraphWriter, connect, mention_statement, relation_statement
 from mmkg.settings import Neo4jSettings
 
 ENTITY_TYPES = ("Person", "Organization", "Location", "Event", "Product")
@@ -64,7 +64,7 @@ def batched_load(writer: GraphWriter, posts, mentions, triples) -> dict:
     t2 = time.perf_counter()
     r_t = writer.upsert_relations(triples)
     t3 = time.perf_counter()
-    return {"posts_s": t1 - t0, "entities_s": t2 - t1, "triples_s": t3 - t2, "created": r_m.created + r_t.created}
+    return {"posts_s": t1 - t0, "entities_s": t2 - t1, "triples_s": t3 - t2, "created": r_m.created + r_t.created, "deadlocks": r_m.deadlock_retries + r_t.deadlock_retries}
 
 
 def naive_load(driver, posts, mentions, triples) -> dict:
@@ -132,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--entities", type=int, default=50_000)
     ap.add_argument("--triples", type=int, default=100_000)
     ap.add_argument("--posts", type=int, default=10_000)
-    ap.add_argument("--repeats", type=int, default=3, help="repeats of the batched load (median reported)")
+    ap.add_argument("--repeats", type=int, default=5, help="repeats of the batched load (median reported)")
     ap.add_argument("--naive-repeats", type=int, default=1, help="repeats of the naive load (slow)")
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--writers", type=int, default=DEFAULT_WRITERS, help="concurrent write transactions")
+    ap.add_argument("--compare-writers", type=int, nargs="*", default=[1],
+                    help="other writer counts timed in the same repeats (the batched loader as it was: 1)")
     ap.add_argument("--bolt-port", type=int, default=27687)
     ap.add_argument("--http-port", type=int, default=27474)
     args = ap.parse_args(argv)
@@ -147,16 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with connect(settings) as driver:
             posts, mentions, triples = synthetic(args.entities, args.triples, args.posts)
-            writer = GraphWriter(driver, batch_size=args.batch_size)
+            writer = GraphWriter(driver, batch_size=args.batch_size, writers=args.writers)
+            others = {w: GraphWriter(driver, batch_size=args.batch_size, writers=w) for w in args.compare_writers}
             writer.ensure_schema()
             clear(driver)
             batched_load(writer, posts, mentions, triples)  # warm-up: JIT-compiles the server's query paths
-            batched, second = [], []
-            for _ in range(args.repeats):
+            batched, second, other = [], [], {w: [] for w in others}
+            for _ in range(args.repeats):  # interleaved, so drift in the machine's load hits both alike
                 clear(driver)
                 batched.append(batched_load(writer, posts, mentions, triples))
                 second.append(batched_load(writer, posts, mentions, triples))
                 assert second[-1]["created"] == 0, "second load created nodes or relationships"
+                for w, other_writer in others.items():
+                    clear(driver)
+                    other[w].append(batched_load(other_writer, posts, mentions, triples))
             naive = []
             for _ in range(args.naive_repeats):
                 clear(driver)
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("posts_s", "entities_s", "triples_s")
         b_total = statistics.median(sum(r[k] for k in keys) for r in batched)
         s_total = statistics.median(sum(r[k] for k in keys) for r in second)
+        o_total = {w: statistics.median(sum(r[k] for k in keys) for r in runs) for w, runs in other.items()}
         n_total = statistics.median(sum(r[k] for k in keys) for r in naive)
         rel_per_s = args.triples / med(batched, "triples_s")
         result = {
@@ -176,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             "neo4j": "5.26 community, embedded launcher, page cache 256m",
             "jvm_options": list(server.JVM_OPTIONS),
             "sizes": {"posts": args.posts, "entities": args.entities, "triples": args.triples, "batch_size": args.batch_size},
+            "writers": args.writers,
             "batched_median_s": {k: med(batched, k) for k in keys} | {"total": b_total},
             "second_load_median_s": {k: med(second, k) for k in keys} | {"total": s_total},
+            "other_writers_median_s": {w: {k: med(runs, k) for k in keys} | {"total": o_total[w]} for w, runs in other.items()},
+            "deadlock_retries": {"batched": [r["deadlocks"] for r in batched], "second": [r["deadlocks"] for r in second]}
+            | {f"writers_{w}": [r["deadlocks"] for r in runs] for w, runs in other.items()},
             "naive_median_s": {k: med(naive, k) for k in keys} | {"total": n_total},
             "repeats": {"batched": args.repeats, "naive": args.naive_repeats},
             "batched_relationships_per_s": rel_per_s,
+            "ratio_other_writers_over_batched": {w: t / b_total for w, t in o_total.items()},
             "ratio_batched_over_naive": n_total / b_total,
             "query_speed": qs,
         }
@@ -188,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.write_text(json.dumps(result, indent=2))
         print(f"machine: {result['machine']['cpu']}, {result['machine']['logical_cpus']} logical CPUs")
         print(f"{'':12}{'posts':>10}{'entities':>10}{'triples':>10}{'total':>10}  (median seconds)")
-        for name, row in (("batched", result["batched_median_s"]), ("second load", result["second_load_median_s"]), ("naive", result["naive_median_s"])):
+        rows = ((f"batched x{args.writers}", result["batched_median_s"]), ("second load", result["second_load_median_s"]),
+                *((f"batched x{w}", t) for w, t in result["other_writers_median_s"].items()), ("naive", result["naive_median_s"]))
+        for name, row in rows:
             print(f"{name:12}" + "".join(f"{row[k]:>10.2f}" for k in (*keys, "total")))
+        print(f"deadlock retries per load: {result['deadlock_retries']}")
         print(f"batched triples: {rel_per_s:,.0f} relationships/s")
         for base in ("neighbours", "count", "two_hop"):
             print(f"query {base}: typed {qs[base + '_typed']['median_ms']:.1f} ms, generic {qs[base + '_generic']['median_ms']:.1f} ms "

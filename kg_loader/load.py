@@ -29,19 +29,23 @@ def load_extraction(
     return report
 
 
-def writer_for(driver, ontology: Ontology, database: str | None = None, batch_size: int = 1000) -> GraphWriter:
+def writer_for(driver, ontology: Ontology, database: str | None = None, settings=None) -> GraphWriter:
+    """A writer restricted to the ontology's labels, batched as ``PipelineSettings`` says."""
+    from mmkg.settings import PipelineSettings
+
+    settings = settings or PipelineSettings.from_env()
     entity_types, relation_names = records.ontology_labels(ontology)
-    return GraphWriter(driver, database, batch_size, entity_types, relation_names)
+    return GraphWriter(driver, database, settings.batch_size, entity_types, relation_names, settings.neo4j_writers)
 
 
-def load_shard(shard: dict, plan, driver, database: str | None = None, batch_size: int = 1000) -> dict:
+def load_shard(shard: dict, plan, driver, database: str | None = None) -> dict:
     """Write one staged shard (see ``extraction.pipeline``) into the graph; returns the report as a dict."""
     from extraction import staging
     from extraction.ontology import load_ontology
     from extraction.pipeline import shard_file
 
     ontology = load_ontology(plan.ontology_path)
-    writer = writer_for(driver, ontology, database, batch_size)
+    writer = writer_for(driver, ontology, database)
     writer.ensure_schema()
     report = load_extraction(
         writer,

@@ -1,9 +1,17 @@
 """Idempotent, batched upserts into Neo4j with a typed report back.
 
-Every write is ``UNWIND $rows`` + labelled ``MERGE`` on a constrained, deterministic key, in a
-managed transaction (``session.execute_write``: the driver retries transient failures and lost
-connections up to ``max_transaction_retry_time``). Batches are independent transactions, so a
+Every write is ``UNWIND $rows`` + labelled ``MERGE`` on a constrained, deterministic key, one
+transaction per batch. A deadlock victim is re-run at once; any other transient failure or lost
+connection goes to the driver's managed retry (``session.execute_write``, up to
+``max_transaction_retry_time``); see ``_write_batch``. Batches are independent transactions, so a
 load that dies half-way is completed by simply running it again: nothing duplicates.
+
+Mentions and triples are written by ``writers`` concurrent transactions (default 2) that never
+share a node: rows are partitioned by a stable hash of their node ids and scheduled in rounds whose
+jobs touch disjoint partitions (see ``_mention_rounds`` / ``_relation_rounds``). They can still meet
+on a relationship record that links two partitions (the head of a node's relationship chain, locked
+at commit), so a few deadlocks per 100k rows are expected and cost one batch each;
+``LoadReport.deadlock_retries`` counts them.
 
 Rows whose label or relationship type is not allowed (not in the label set, or not a safe
 identifier) are rejected with a reason, and the rest of the batch still loads.
@@ -12,17 +20,28 @@ identifier) are rejected with a reason, and the rest of the batch still loads.
 from __future__ import annotations
 
 import logging
+import random
+import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from kg_loader import cypher
 from kg_loader.records import ImageRow, MentionRow, PostRow, RelationRow
+from mmkg.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 1000
+#: Defaults of ``mmkg.settings.PipelineSettings`` (MMKG_NEO4J_BATCH_SIZE, MMKG_NEO4J_WRITERS).
+DEFAULT_BATCH_SIZE = PipelineSettings.batch_size
+#: Concurrent write transactions for mentions and triples (1 = one after another).
+DEFAULT_WRITERS = PipelineSettings.neo4j_writers
+#: A batch that keeps deadlocking this often fails loudly (each retry waits at most 50 ms x attempt).
+DEADLOCK_RETRIES = 10
+DEADLOCK_CODE = "Neo.TransientError.Transaction.DeadlockDetected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +62,7 @@ class LoadReport:
     properties_set: int = 0
     labels_added: int = 0
     batches: int = 0
+    deadlock_retries: int = 0
     rejected: list[Rejection] = field(default_factory=list)
 
     @property
@@ -71,6 +91,7 @@ class LoadReport:
         self.properties_set += other.properties_set
         self.labels_added += other.labels_added
         self.batches += other.batches
+        self.deadlock_retries += other.deadlock_retries
         self.rejected.extend(other.rejected)
         return self
 
@@ -84,6 +105,7 @@ class LoadReport:
             "relationships_deleted": self.relationships_deleted,
             "properties_set": self.properties_set,
             "batches": self.batches,
+            "deadlock_retries": self.deadlock_retries,
             "rejected": [asdict(r) for r in self.rejected],
         }
 
@@ -102,7 +124,8 @@ class GraphWriter:
     """Writes typed rows to one Neo4j database in batches.
 
     ``allowed_entity_types`` / ``allowed_relations`` (from the ontology) restrict what may become
-    a label or relationship type; None allows any *valid* identifier.
+    a label or relationship type; None allows any *valid* identifier. ``writers`` concurrent
+    transactions write mentions and triples (see the module docstring).
     """
 
     def __init__(
@@ -112,12 +135,16 @@ class GraphWriter:
         batch_size: int = DEFAULT_BATCH_SIZE,
         allowed_entity_types: Iterable[str] | None = None,
         allowed_relations: Iterable[str] | None = None,
+        writers: int = DEFAULT_WRITERS,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if writers < 1:
+            raise ValueError("writers must be >= 1")
         self.driver = driver
         self.database = database
         self.batch_size = batch_size
+        self.writers = writers
         self.allowed_entity_types = set(allowed_entity_types) if allowed_entity_types is not None else None
         self.allowed_relations = set(allowed_relations) if allowed_relations is not None else None
 
@@ -138,15 +165,18 @@ class GraphWriter:
 
     def upsert_mentions(self, rows: Sequence[MentionRow]) -> LoadReport:
         report = LoadReport()
-        groups: dict[tuple, list[dict]] = {}
+        parts = self.writers
+        jobs: dict[tuple[int, int], dict[tuple, list[dict]]] = {}
         for row in rows:
             reason = self._entity_type_problem(row.entity_type)
             if reason:
                 report.rejected.append(Rejection("mention", f"{row.post_id}[{row.start}:{row.end}]", reason))
             else:
                 shared, params = _mention_parts(row)
-                groups.setdefault(shared, []).append(params)
-        report.merge(self._write_groups("mention", cypher.upsert_mentions, groups, _MENTION_SHARED))
+                job = (_partition(row.post_id, parts), _partition(row.entity_id, parts))
+                jobs.setdefault(job, {}).setdefault(shared, []).append(params)
+        rounds = _mention_rounds(parts)
+        report.merge(self._write_rounds("mention", cypher.upsert_mentions, jobs, rounds, _MENTION_SHARED))
         return report
 
     def upsert_relations(self, rows: Sequence[RelationRow]) -> LoadReport:
@@ -158,7 +188,8 @@ class GraphWriter:
             key = (row.head_id, row.relation, row.tail_id, row.post_id)
             if key not in best or row.score > best[key].score:
                 best[key] = row
-        groups: dict[tuple, list[dict]] = {}
+        parts = 1 if self.writers == 1 else 2 * self.writers
+        jobs: dict[tuple[int, int], dict[tuple, list[dict]]] = {}
         for row in best.values():
             reason = self._relation_problem(row.relation)
             if reason:
@@ -167,8 +198,10 @@ class GraphWriter:
                 )
             else:
                 shared, params = _relation_parts(row)
-                groups.setdefault(shared, []).append(params)
-        report.merge(self._write_groups("relation", cypher.upsert_relations, groups, _RELATION_SHARED))
+                job = tuple(sorted((_partition(row.head_id, parts), _partition(row.tail_id, parts))))
+                jobs.setdefault(job, {}).setdefault(shared, []).append(params)
+        rounds = _relation_rounds(parts)
+        report.merge(self._write_rounds("relation", cypher.upsert_relations, jobs, rounds, _RELATION_SHARED))
         return report
 
     def retract_stale(
@@ -223,6 +256,23 @@ class GraphWriter:
             return f"relation {relation!r} is not in the label set"
         return None
 
+    def _write_rounds(
+        self, kind: str, make_query, jobs: dict[tuple, dict], rounds: list[list[tuple]], names: tuple[str, ...]
+    ) -> LoadReport:
+        """Write partitioned jobs round by round: the jobs of a round touch disjoint node partitions
+        and run concurrently (``self.writers`` at a time); the next round starts when all are done."""
+        report = LoadReport()
+        if self.writers == 1:
+            for job in (j for r in rounds for j in r if j in jobs):
+                report.merge(self._write_groups(kind, make_query, jobs[job], names))
+            return report
+        with ThreadPoolExecutor(self.writers, thread_name_prefix="mmkg-writer") as pool:
+            for round_jobs in rounds:
+                futures = [pool.submit(self._write_groups, kind, make_query, jobs[j], names) for j in round_jobs if j in jobs]
+                for future in futures:  # in submission order: the report does not depend on timing
+                    report.merge(future.result())
+        return report
+
     def _write_groups(self, kind: str, make_query, groups: dict[tuple, list[dict]], names: tuple[str, ...]) -> LoadReport:
         """Write row groups keyed by their shared values (entity type or relation first): one query
         per entity type / relation, in sorted order; groups of one type (rarely more than one, e.g.
@@ -240,7 +290,7 @@ class GraphWriter:
         with self.driver.session(database=self.database) as session:
             for start in range(0, len(rows), self.batch_size):
                 batch = rows[start : start + self.batch_size]
-                counters = session.execute_write(_run_batch, query, {**(shared or {}), param: batch})
+                counters = _write_batch(session, query, {**(shared or {}), param: batch}, report)
                 report.add_counters(counters)
                 report.rows[kind] += len(batch)
         return report
@@ -290,3 +340,63 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 def _run_batch(tx, query: str, params: dict):
     return tx.run(query, params).consume().counters
+
+
+def _write_batch(session, query: str, params: dict, report: LoadReport):
+    """One batch in one transaction.
+
+    Neo4j picks a deadlock victim when the transaction commits, after a managed transaction's
+    function has returned, and the driver would then wait about a second before retrying. So the
+    batch first runs in an explicit transaction and a deadlock victim is re-run at once (a short
+    jittered pause). Any other retryable failure (connection lost, leader switch, ...) goes to the
+    driver's managed retry with its back-off and ``max_transaction_retry_time``; a non-retryable
+    one is raised. Re-running a batch is safe: every write is a MERGE.
+    """
+    import neo4j.exceptions
+
+    for attempt in range(1, DEADLOCK_RETRIES + 1):
+        try:
+            with session.begin_transaction() as tx:
+                counters = _run_batch(tx, query, params)
+                tx.commit()
+            return counters
+        except neo4j.exceptions.TransientError as exc:
+            if exc.code != DEADLOCK_CODE:
+                break
+            if attempt == DEADLOCK_RETRIES:
+                raise RuntimeError(f"batch still deadlocks after {attempt} attempts: {exc}") from exc
+            report.deadlock_retries += 1
+            log.info("batch was a deadlock victim (attempt %d), retrying", attempt)
+            time.sleep(random.uniform(0, 0.05 * attempt))
+        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+            if not exc.is_retryable():
+                raise
+            break
+    return session.execute_write(_run_batch, query, params)
+
+
+def _partition(node_id: str, parts: int) -> int:
+    """A node's write partition: a stable hash of its id (the same in every process and run)."""
+    return zlib.crc32(node_id.encode("utf-8")) % parts if parts > 1 else 0
+
+
+def _mention_rounds(parts: int) -> list[list[tuple[int, int]]]:
+    """Jobs are (post partition, entity partition); round k pairs post partition i with entity
+    partition i + k, a Latin square: within a round no two jobs share a post or an entity."""
+    return [[(i, (i + k) % parts) for i in range(parts)] for k in range(parts)]
+
+
+def _relation_rounds(parts: int) -> list[list[tuple[int, int]]]:
+    """Jobs are unordered pairs of entity partitions (head and tail come from the same nodes).
+    A round-robin tournament (``parts`` even) gives ``parts - 1`` rounds of ``parts / 2`` disjoint
+    pairs, then one round of the ``parts`` pairs (i, i), which are disjoint too."""
+    if parts == 1:
+        return [[(0, 0)]]
+    if parts % 2:
+        raise ValueError("relation partitions must be 1 or even")
+    order, rounds = list(range(parts)), []
+    for _ in range(parts - 1):
+        rounds.append([tuple(sorted((order[i], order[parts - 1 - i]))) for i in range(parts // 2)])
+        order = [order[0], order[-1], *order[1:-1]]
+    rounds.append([(i, i) for i in range(parts)])
+    return rounds

@@ -65,7 +65,9 @@ class PipelineSettings:
     staging_dir: Path
     ontology_path: Path
     shard_size: int = 200
+    #: rows per UNWIND transaction, and concurrent write transactions (kg_loader.writer)
     batch_size: int = field(default=1000)
+    neo4j_writers: int = field(default=2)
     #: "mg-vmoe" (default: the committed checkpoints) or "label-similarity" (the untrained baseline)
     extractor: str = DEFAULT_EXTRACTOR
     #: checkpoint directories or published names (models.registry); empty = the committed ones
@@ -79,7 +81,8 @@ class PipelineSettings:
             staging_dir=Path(_env("MMKG_STAGING_DIR", str(mmkg_home() / "staging"))),
             ontology_path=Path(_env("MMKG_ONTOLOGY", str(REPO_ROOT / "ontology" / "ontology.yaml"))),
             shard_size=int(_env("MMKG_SHARD_SIZE", "200")),
-            batch_size=int(_env("MMKG_NEO4J_BATCH_SIZE", "1000")),
+            batch_size=int(_env("MMKG_NEO4J_BATCH_SIZE", str(cls.batch_size))),
+            neo4j_writers=int(_env("MMKG_NEO4J_WRITERS", str(cls.neo4j_writers))),
             extractor=_env("MMKG_EXTRACTOR", DEFAULT_EXTRACTOR),
             entity_checkpoint=_env("MMKG_ENTITY_CHECKPOINT", ""),
             relation_checkpoint=_env("MMKG_RELATION_CHECKPOINT", ""),
