@@ -164,7 +164,7 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
     for load in loads:
         for k, v in load.get("rows", {}).items():
             total[f"rows_{k}"] += v
-        for k in ("nodes_created", "relationships_created", "relationships_deleted", "properties_set"):
+        for k in ("nodes_created", "relationships_created", "relationships_deleted", "properties_set", "deadlock_retries"):
             total[k] += load.get(k, 0)
         rejected.extend(load.get("rejected", []))
     report = {
