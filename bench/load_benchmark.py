@@ -8,7 +8,8 @@ never touch a user's graph. Usage:
     python -m bench.load_benchmark [--entities 50000] [--triples 100000] [--repeats 5] [--writers 2]
 
 Not a test. Prints a table and, on its last line, the batched/naive speed ratio; writes
-bench/results/load_benchmark.json.
+bench/results/load_benchmark.json (``--out``). The shard-sized run in bench/results/ is
+``--entities 600 --triples 600 --posts 200 --repeats 9 --out bench/results/load_benchmark_shard.json``.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writers", type=int, default=DEFAULT_WRITERS, help="concurrent write transactions")
     ap.add_argument("--compare-writers", type=int, nargs="*", default=[1],
                     help="other writer counts timed in the same repeats (the batched loader as it was: 1)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON results go")
     ap.add_argument("--bolt-port", type=int, default=27687)
     ap.add_argument("--http-port", type=int, default=27474)
     args = ap.parse_args(argv)
@@ -197,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_batched_over_naive": n_total / b_total,
             "query_speed": qs,
         }
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
         print(f"machine: {result['machine']['cpu']}, {result['machine']['logical_cpus']} logical CPUs")
         print(f"{'':12}{'posts':>10}{'entities':>10}{'triples':>10}{'total':>10}  (median seconds)")
         rows = ((f"batched x{args.writers}", result["batched_median_s"]), ("second load", result["second_load_median_s"]),

@@ -138,3 +138,11 @@ def test_the_ingestion_writer_takes_batch_size_and_writers_from_the_environment(
     configured = writer_for(None, ontology)
     assert (configured.batch_size, configured.writers) == (250, 1)
     assert "Person" in configured.allowed_entity_types
+
+
+def test_loads_too_small_for_a_full_batch_per_job_are_not_split():
+    two = writer.GraphWriter(driver=None, batch_size=1000, writers=2)
+    assert two._partitions(600, 4, jobs=10) == 1  # a shard: one stream of transactions, as before
+    assert two._partitions(9_999, 4, jobs=10) == 1
+    assert two._partitions(10_000, 4, jobs=10) == 4
+    assert writer.GraphWriter(driver=None, writers=1)._partitions(10**6, 2, jobs=4) == 1
