@@ -261,9 +261,8 @@ class GraphWriter:
     def _partitions(self, rows: int, parts: int, jobs: int) -> int:
         """``parts`` node partitions when every one of the ``jobs`` they make gets a full batch on
         average, else 1: for a shard-sized load (a few hundred rows) the extra, smaller transactions
-        cost more than the second writer saves (200 posts, 600 mentions, 600 triples: 0.28 s with
-        2 writers vs 0.13 s with 1, ``python -m bench.load_benchmark --entities 600 --triples 600
-        --posts 200 --repeats 9``)."""
+        cost more than the second writer saves (200 posts, 600 mentions, 600 triples split for 2
+        writers: 0.28 s vs 0.13 s with 1; not split: 0.15 vs 0.14 s, bench/results/load_benchmark_shard.txt)."""
         return parts if self.writers > 1 and rows >= jobs * self.batch_size else 1
 
     def _write_rounds(
