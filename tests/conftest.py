@@ -23,17 +23,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TEST_PASSWORD = "mmkg-test-password"
 
 
-def free_port() -> int:
-    """A port nothing listens on now, so two test runs on one machine never share a server."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def local_neo4j_settings(home: Path, password: str):
     """Settings of a throw-away local Neo4j on free ports with its data under ``home``."""
+    from mmkg.local_airflow import free_port  # free ports: two test runs on one machine never share a server
     from mmkg.settings import Neo4jSettings
 
     bolt_port, http_port = free_port(), free_port()
