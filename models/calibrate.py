@@ -22,8 +22,7 @@ from pathlib import Path
 from mmkg.files import atomic_write_text
 from models.checkpoint import CARD, load_checkpoint
 from models.data import load_split
-from models.features import FeatureCache
-from models.train import calibrate_thresholds, prepare
+from models.train import calibrate_thresholds, prepare_for_checkpoint
 
 
 def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = None) -> dict:
@@ -31,9 +30,7 @@ def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = N
     split = load_split(split_name, data_dir)
     if split.task != ckpt.config.task or not split.val:
         raise ValueError(f"split {split_name!r} has no validation samples for task {ckpt.config.task}")
-    cache = FeatureCache(ckpt.config.text_encoder, ckpt.config.image_encoder, ckpt.config.max_length)
-    cache.text_encoder.set_marker_embeddings(ckpt.marker_embeddings)
-    data = prepare(split, cache)
+    data = prepare_for_checkpoint(split, ckpt)
     thresholds = calibrate_thresholds(ckpt.model, data, split=split.name, val_classes=split.val_classes)
     card_path = Path(checkpoint) / CARD
     card = json.loads(card_path.read_text(encoding="utf-8"))

@@ -17,8 +17,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.data import load_split
-from models.features import FeatureCache
-from models.train import evaluate, prepare
+from models.train import evaluate_checkpoint, prepare_for_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     split = load_split(args.split)
     if split.task != ckpt.config.task:
         parser.error(f"checkpoint task {ckpt.config.task} cannot score split task {split.task}")
-    cache = FeatureCache(ckpt.config.text_encoder, ckpt.config.image_encoder, ckpt.config.max_length)
-    cache.text_encoder.set_marker_embeddings(ckpt.marker_embeddings)
-    data = prepare(split, cache)
+    data = prepare_for_checkpoint(split, ckpt)
     samples = getattr(split, args.part)
     classes = getattr(split, f"{args.part}_classes")
     if args.dry_run:
@@ -45,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = set(ckpt.card.get("labels", {}).get("train", []))
     if args.part != "train" and seen & set(classes):
         logging.warning("classes %s were seen in training: this is not a zero-shot score", sorted(seen & set(classes)))
-    metrics, _ = evaluate(ckpt.model, data.store(ckpt.config.text_input), samples, classes,
-                          data.class_emb[(ckpt.config.label_text, args.part)], ckpt.config.eval_batch_size)
+    metrics = evaluate_checkpoint(ckpt, data, args.part, samples)
     print(json.dumps({"checkpoint": args.checkpoint, "model_version": ckpt.model_version, "split": split.name,
                       "part": args.part, "classes": classes, **metrics}, indent=2))
     return 0

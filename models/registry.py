@@ -89,18 +89,11 @@ def train_candidate(
 def evaluate_candidate(path: str, split_name: str, data_dir: str | None = None) -> dict:
     """Zero-shot metrics of a saved checkpoint on the split's unseen test classes (loaded offline)."""
     from models.data import load_split
-    from models.features import FeatureCache
-    from models.train import evaluate, prepare
+    from models.train import evaluate_checkpoint, prepare_for_checkpoint
 
     ckpt = load_checkpoint(path)
     split = load_split(split_name, Path(data_dir) if data_dir else None)
     if not split.test:
         return {"classes": [], "note": f"split {split_name!r} holds out no test classes: nothing to score zero-shot"}
-    cache = FeatureCache(ckpt.config.text_encoder, ckpt.config.image_encoder, ckpt.config.max_length)
-    cache.text_encoder.set_marker_embeddings(ckpt.marker_embeddings)
-    data = prepare(split, cache)
-    metrics, _ = evaluate(
-        ckpt.model, data.store(ckpt.config.text_input), split.test, split.test_classes,
-        data.class_emb[(ckpt.config.label_text, "test")], ckpt.config.eval_batch_size,
-    )
+    metrics = evaluate_checkpoint(ckpt, prepare_for_checkpoint(split, ckpt), "test")
     return {"classes": split.test_classes, **metrics}

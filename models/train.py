@@ -158,6 +158,25 @@ def prepare(split: ClassSplit, cache: FeatureCache) -> PreparedSplit:
     return PreparedSplit(split, emb, cache.text_encoder.marker_embeddings(), cache)
 
 
+def prepare_for_checkpoint(split: ClassSplit, checkpoint) -> PreparedSplit:
+    """``prepare`` with a saved checkpoint's encoders, its marker embeddings installed first, so the
+    features match the ones its heads were trained on."""
+    config = checkpoint.config
+    cache = FeatureCache(config.text_encoder, config.image_encoder, config.max_length)
+    cache.text_encoder.set_marker_embeddings(checkpoint.marker_embeddings)
+    return prepare(split, cache)
+
+
+def evaluate_checkpoint(checkpoint, data: PreparedSplit, part: str, samples: list[Sample] | None = None) -> dict:
+    """Zero-shot metrics of a saved checkpoint on one part (``train``/``val``/``test``) of the split,
+    scored against that part's classes; ``samples`` defaults to all of the part's."""
+    config, split = checkpoint.config, data.split
+    samples = getattr(split, part) if samples is None else samples
+    metrics, _ = evaluate(checkpoint.model, data.store(config.text_input), samples, getattr(split, f"{part}_classes"),
+                          data.class_emb[(config.label_text, part)], config.eval_batch_size)
+    return metrics
+
+
 def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_run: bool = False) -> TrainResult:
     split, store = data.split, data.store(config.text_input)
     if config.task != split.task:
