@@ -176,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(r[key] for r in runs)
 
         keys = ("posts_s", "entities_s", "triples_s")
-        b_total = statistics.median(sum(r[k] for k in keys) for r in batched)
-        s_total = statistics.median(sum(r[k] for k in keys) for r in second)
-        o_total = {w: statistics.median(sum(r[k] for k in keys) for r in runs) for w, runs in other.items()}
-        n_total = statistics.median(sum(r[k] for k in keys) for r in naive)
+
+        def medians(runs):
+            """Median of each stage and of the whole load (the median of totals, not a sum of medians)."""
+            return {k: med(runs, k) for k in keys} | {"total": statistics.median(sum(r[k] for k in keys) for r in runs)}
+
+        b, s2, n = medians(batched), medians(second), medians(naive)
+        o = {w: medians(runs) for w, runs in other.items()}
+        b_total = b["total"]
         rel_per_s = args.triples / med(batched, "triples_s")
         result = {
             "machine": describe(),
@@ -187,16 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             "jvm_options": list(server.JVM_OPTIONS),
             "sizes": {"posts": args.posts, "entities": args.entities, "triples": args.triples, "batch_size": args.batch_size},
             "writers": args.writers,
-            "batched_median_s": {k: med(batched, k) for k in keys} | {"total": b_total},
-            "second_load_median_s": {k: med(second, k) for k in keys} | {"total": s_total},
-            "other_writers_median_s": {w: {k: med(runs, k) for k in keys} | {"total": o_total[w]} for w, runs in other.items()},
+            "batched_median_s": b,
+            "second_load_median_s": s2,
+            "other_writers_median_s": o,
             "deadlock_retries": {"batched": [r["deadlocks"] for r in batched], "second": [r["deadlocks"] for r in second]}
             | {f"writers_{w}": [r["deadlocks"] for r in runs] for w, runs in other.items()},
-            "naive_median_s": {k: med(naive, k) for k in keys} | {"total": n_total},
+            "naive_median_s": n,
             "repeats": {"batched": args.repeats, "naive": args.naive_repeats},
             "batched_relationships_per_s": rel_per_s,
-            "ratio_other_writers_over_batched": {w: t / b_total for w, t in o_total.items()},
-            "ratio_batched_over_naive": n_total / b_total,
+            "ratio_other_writers_over_batched": {w: m["total"] / b_total for w, m in o.items()},
+            "ratio_batched_over_naive": n["total"] / b_total,
             "query_speed": qs,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
