@@ -45,7 +45,7 @@ def synthetic_shards(n: int, shard_size: int, image_dir: Path, seed: int = 0):
     """Yield (posts, mentions) shards; images are written as they are needed (streaming)."""
     from PIL import Image
 
-    from extraction.records import ImageRef, Mention, Post
+    from mmkg.records import ImageRef, Mention, Post
 
     rng = random.Random(seed)
     for start in range(0, n, shard_size):
@@ -69,10 +69,10 @@ def child(n: int, shard_size: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from extraction.ontology import load_ontology
+    from extraction.mg_vmoe import MGVMoEExtractor, window
     from extraction.zero_shot import relation_candidates
+    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
-    from models.extractor import MGVMoEExtractor, window
     from models.modeling import marked_text
 
     ontology = load_ontology(PipelineSettings.from_env().ontology_path)
@@ -90,7 +90,7 @@ def child(n: int, shard_size: int, threads: int) -> dict:
     rss_after_shard = []
     img_dir = tmp / "images"
     img_dir.mkdir()
-    from extraction.images import load_image_rgb
+    from mmkg.images import load_image_rgb
 
     for posts, mentions in synthetic_shards(n, shard_size, img_dir):
         by_id = {p.id: p for p in posts}

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-port", type=int, default=27474)
     args = ap.parse_args(argv)
 
-    from kg_loader import server
+    from neo4j_server import manager as server
 
     home = Path(tempfile.mkdtemp(prefix="mmkg-bench-neo4j-"))
     settings = Neo4jSettings(f"bolt://127.0.0.1:{args.bolt_port}", "neo4j", "mmkg-bench", "neo4j", args.bolt_port, args.http_port, home)

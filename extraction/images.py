@@ -7,10 +7,10 @@ A reference is one of:
 - an ``http://`` or ``https://`` URL, downloaded with urllib (timeout, size limit) into a
   content-addressed cache ``<staging>/images/<sha256>.<ext>``.
 
-Every reference ends with a status: ``ok``, or one of ``BAD_STATUSES``. For an ``ok`` image the
+Every reference ends with a status: ``ok``, or one of ``mmkg.images.BAD_STATUSES``. For an ``ok`` image the
 ref carries the SHA-256 of its bytes (its identity in the graph), width, height and ``path``: the
 local file holding the validated bytes (the original file for local images, the cache file for
-downloaded ones). ``load_image_rgb`` opens such a path for the model stage.
+downloaded ones). ``mmkg.images.load_image_rgb`` opens such a path for the model stage.
 
 This module must never: read a file outside the landing root (``..``, absolute paths and symlinks
 are resolved first), fetch anything but http(s), hold more than ``max_bytes`` of one image in
@@ -22,47 +22,30 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import time
 import urllib.error
 import urllib.request
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from PIL import Image, ImageOps
-
-from extraction.records import ImageRef
+from mmkg.images import (
+    EXTENSIONS,
+    STATUS_FETCH_FAILED,
+    STATUS_MISSING,
+    STATUS_OK,
+    STATUS_OUTSIDE_LANDING,
+    STATUS_OVERSIZED,
+    STATUS_UNSUPPORTED_SCHEME,
+    decode_image,
+)
 from mmkg.files import atomic_write_bytes
+from mmkg.records import ImageRef
 
 #: Largest image accepted, in bytes (local file size or downloaded body).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: Socket timeout and overall deadline for one download, in seconds.
 FETCH_TIMEOUT_S = 5.0
-
-STATUS_OK = "ok"
-STATUS_MISSING = "missing"
-STATUS_CORRUPT = "corrupt"
-STATUS_OVERSIZED = "oversized"
-STATUS_OUTSIDE_LANDING = "outside_landing"
-STATUS_UNSUPPORTED_SCHEME = "unsupported_scheme"
-STATUS_FETCH_FAILED = "fetch_failed"
-STATUS_TOO_MANY_PIXELS = "too_many_pixels"
-BAD_STATUSES = (
-    STATUS_MISSING,
-    STATUS_CORRUPT,
-    STATUS_OVERSIZED,
-    STATUS_OUTSIDE_LANDING,
-    STATUS_UNSUPPORTED_SCHEME,
-    STATUS_FETCH_FAILED,
-    STATUS_TOO_MANY_PIXELS,
-)
-
-# Social-media images are these formats; refusing the rest keeps Pillow's rarely used (and
-# historically most fragile) decoders away from untrusted bytes.
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
 _CHUNK = 64 * 1024
 
 
@@ -72,10 +55,6 @@ class ImageCheck:
 
     ref: ImageRef
     message: str = ""
-
-
-class ImageTooLarge(ValueError):
-    """Raised by ``load_image_rgb`` for an image over the pixel limit."""
 
 
 def image_cache_dir(staging_dir: str | Path) -> Path:
@@ -116,25 +95,6 @@ def validate_image(
     return _check_local(uri, uri, landing_dir, max_bytes, max_pixels)
 
 
-def load_image_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
-    """Open a validated image for the model: EXIF orientation applied, alpha over white, RGB.
-
-    Raises ``ImageTooLarge`` over the pixel limit and Pillow's errors for undecodable files.
-    """
-    limit = _pixel_limit(max_pixels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path, formats=ALLOWED_FORMATS) as im:
-            if limit is not None and im.width * im.height > limit:
-                raise ImageTooLarge(f"{path}: {im.width}x{im.height} is over the limit of {limit} pixels")
-            im = ImageOps.exif_transpose(im)  # returns a loaded copy, detached from the file
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, rgba)
-    return im.convert("RGB")
-
-
 # --- local files --------------------------------------------------------------------------------
 
 
@@ -165,7 +125,7 @@ def _check_local(
         return _bad(uri, STATUS_MISSING, f"cannot read file: {exc.strerror or exc}")
     if len(data) > max_bytes:
         return _bad(uri, STATUS_OVERSIZED, f"over the limit of {max_bytes} bytes")
-    status, message, width, height, _ = _decode(data, max_pixels)
+    status, message, width, height, _ = decode_image(data, max_pixels)
     if status != STATUS_OK:
         return _bad(uri, status, message)
     sha = hashlib.sha256(data).hexdigest()
@@ -190,11 +150,11 @@ def _check_remote(
         data = _fetch(uri, max_bytes, timeout_s)
     except _FetchError as exc:
         return _bad(uri, exc.status, str(exc))
-    status, message, width, height, fmt = _decode(data, max_pixels)
+    status, message, width, height, fmt = decode_image(data, max_pixels)
     if status != STATUS_OK:
         return _bad(uri, status, message)
     sha = hashlib.sha256(data).hexdigest()
-    target = Path(cache_dir) / f"{sha}.{_EXTENSIONS[fmt]}"
+    target = Path(cache_dir) / f"{sha}.{EXTENSIONS[fmt]}"
     try:
         if not target.is_file():  # content-addressed: an existing file already holds these bytes
             atomic_write_bytes(target, data)
@@ -232,36 +192,6 @@ def _fetch(url: str, max_bytes: int, timeout_s: float) -> bytes:
         raise _FetchError(STATUS_FETCH_FAILED, f"cannot fetch: {exc.reason}") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:  # timeouts, resets, bad URLs
         raise _FetchError(STATUS_FETCH_FAILED, f"cannot fetch: {exc!r}") from None
-
-
-# --- shared -------------------------------------------------------------------------------------
-
-
-def _pixel_limit(max_pixels: int | None) -> int | None:
-    return max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
-
-
-def _decode(data: bytes, max_pixels: int | None) -> tuple[str, str, int | None, int | None, str | None]:
-    """Fully decode the bytes: (status, message, width, height, format)."""
-    limit = _pixel_limit(max_pixels)
-    try:
-        # The pixel limit is enforced below, with our own status; Pillow's warning would be noise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
-                width, height = im.size
-                if limit is not None and width * height > limit:
-                    message = f"{width}x{height} is over the limit of {limit} pixels"
-                    return STATUS_TOO_MANY_PIXELS, message, None, None, None
-                # open() only reads the header; load() decodes every pixel, so truncated or
-                # corrupt data fails here and not later inside the model stage.
-                im.load()
-                fmt = im.format
-    except Image.DecompressionBombError as exc:
-        return STATUS_TOO_MANY_PIXELS, str(exc), None, None, None
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
-        return STATUS_CORRUPT, f"cannot decode image ({type(exc).__name__}: {exc})", None, None, None
-    return STATUS_OK, "", width, height, fmt
 
 
 def _bad(uri: str, status: str, message: str) -> ImageCheck:

@@ -42,9 +42,9 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from extraction.ontology import Ontology
-from extraction.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 from extraction.zero_shot import relation_candidates
+from mmkg.ontology import Ontology
+from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 
 METHOD = "label-sim"
 METHOD_VERSION = 1

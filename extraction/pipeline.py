@@ -20,9 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from extraction import staging
-from extraction.ontology import load_ontology
-from extraction.records import Mention, RelationMention, TypedMention
 from mmkg.files import atomic_write_text
+from mmkg.ontology import load_ontology
+from mmkg.records import Mention, RelationMention, TypedMention
 from mmkg.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,9 @@ def stage_posts(plan: IntervalPlan, settings: PipelineSettings | None = None) ->
 
 def detect_shard(shard: dict) -> dict:
     """Entity mentions of a shard's posts -> ``mentions.parquet``."""
-    posts = staging.read_posts(shard_file(shard, "posts"))
+    posts = staging.read_posts(staging.shard_file(shard, "posts"))
     mentions = _detector().detect(posts)
-    staging.write_records(shard_file(shard, "mentions"), mentions, Mention)
+    staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
     return {**shard, "mentions": len(mentions)}
 
 
@@ -136,25 +136,20 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
             f"ontology {plan.ontology_path} changed during the run ({plan.label_set_id} -> "
             f"{ontology.label_set_id}); re-run the interval"
         )
-    posts = {p.id: p for p in staging.read_posts(shard_file(shard, "posts"))}
-    mentions = staging.read_mentions(shard_file(shard, "mentions"))
+    posts = {p.id: p for p in staging.read_posts(staging.shard_file(shard, "posts"))}
+    mentions = staging.read_mentions(staging.shard_file(shard, "mentions"))
     settings = PipelineSettings.from_env()
     extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
     typed = extractor.type_mentions(posts, mentions, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
-    staging.write_records(shard_file(shard, "typed_mentions"), typed, TypedMention)
-    staging.write_records(shard_file(shard, "relations"), relations, RelationMention)
+    staging.write_records(staging.shard_file(shard, "typed_mentions"), typed, TypedMention)
+    staging.write_records(staging.shard_file(shard, "relations"), relations, RelationMention)
     return {
         **shard,
         "typed_mentions": len(typed),
         "relations": len(relations),
         "model_version": extractor.model_version,
     }
-
-
-def shard_file(shard: dict, kind: str) -> Path:
-    """The staged file of ``kind`` for a shard dict passed between tasks."""
-    return staging.stage_path(shard["staging_dir"], shard["interval_key"], kind, shard["shard"])
 
 
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
@@ -205,7 +200,8 @@ def extractor_for(name: str, entity_checkpoint: str = "", relation_checkpoint: s
 
         return LabelSimilarityExtractor()
     if name == "mg-vmoe":
-        from models.extractor import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, MGVMoEExtractor
+        from extraction.mg_vmoe import MGVMoEExtractor
+        from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT
         from models.registry import resolve
 
         return MGVMoEExtractor(

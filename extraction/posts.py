@@ -66,7 +66,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from extraction import images as img
-from extraction.records import ImageRef, Post, QuarantinedRecord
+from mmkg.records import ImageRef, Post, QuarantinedRecord
 
 #: Longest accepted post text, in characters (code points).
 MAX_TEXT_CHARS = 5000

@@ -13,7 +13,7 @@ Layout, one folder per data interval::
 ``YYYYMMDDTHHMM_YYYYMMDDTHHMM`` (UTC, to the minute) for any other interval. The same interval and
 shard always give the same path, so a re-run overwrites its own output instead of adding to it.
 
-Records are the dataclasses of ``extraction.records``. The Parquet schema is derived from the
+Records are the dataclasses of ``mmkg.records``. The Parquet schema is derived from the
 dataclass fields: nested dataclasses are flattened into ``outer__inner`` columns
 (``head__mention__start``), tuples of dataclasses become lists of structs (``Post.images``) and
 dicts are stored as JSON text (``QuarantinedRecord.details``). The record type is written into
@@ -40,8 +40,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from extraction.records import Mention, Post, QuarantinedRecord, RelationMention, TypedMention
 from mmkg.files import atomic_open
+from mmkg.records import Mention, Post, QuarantinedRecord, RelationMention, TypedMention
 
 T = TypeVar("T")
 
@@ -88,6 +88,11 @@ def stage_path(staging_dir: str | Path, key: str, kind: str, shard: int | None =
     if shard is None or shard < 0:
         raise ValueError(f"{kind} files need a shard number >= 0")
     return interval_dir(staging_dir, key) / f"{kind}-{shard:05d}.parquet"
+
+
+def shard_file(shard: dict, kind: str) -> Path:
+    """The staged file of ``kind`` for a shard dict passed between tasks (``extraction.pipeline``)."""
+    return stage_path(shard["staging_dir"], shard["interval_key"], kind, shard["shard"])
 
 
 def shard_paths(staging_dir: str | Path, key: str, kind: str) -> list[Path]:

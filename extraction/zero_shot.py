@@ -1,8 +1,8 @@
 """The interface every zero-shot typer / relation extractor implements, and what they share.
 
 Implementations: ``extraction.label_similarity.LabelSimilarityExtractor`` (no training, the
-baseline) and ``models`` MG-VMoE. The pipeline only talks to this interface, so the model is a
-configuration choice. Label sets are passed at call time: a type added to the ontology is scored
+baseline) and ``extraction.mg_vmoe.MGVMoEExtractor`` (MG-VMoE). The pipeline only talks to this
+interface, so the model is a configuration choice. Label sets are passed at call time: a type added to the ontology is scored
 on the next call, with no retraining.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from itertools import permutations
 from typing import Protocol, runtime_checkable
 
-from extraction.ontology import Ontology, RelationType
-from extraction.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
+from mmkg.ontology import Ontology, RelationType
+from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 
 
 @runtime_checkable

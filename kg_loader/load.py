@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from extraction.ontology import Ontology
-from extraction.records import Post, RelationMention, TypedMention
 from kg_loader import records
 from kg_loader.writer import GraphWriter, LoadReport
+from mmkg.ontology import Ontology
+from mmkg.records import Post, RelationMention, TypedMention
 
 
 def load_extraction(
@@ -41,17 +41,16 @@ def writer_for(driver, ontology: Ontology, database: str | None = None, settings
 def load_shard(shard: dict, plan, driver, database: str | None = None) -> dict:
     """Write one staged shard (see ``extraction.pipeline``) into the graph; returns the report as a dict."""
     from extraction import staging
-    from extraction.ontology import load_ontology
-    from extraction.pipeline import shard_file
+    from mmkg.ontology import load_ontology
 
     ontology = load_ontology(plan.ontology_path)
     writer = writer_for(driver, ontology, database)
     writer.ensure_schema()
     report = load_extraction(
         writer,
-        staging.read_posts(shard_file(shard, "posts")),
-        staging.read_typed_mentions(shard_file(shard, "typed_mentions")),
-        staging.read_relations(shard_file(shard, "relations")),
+        staging.read_posts(staging.shard_file(shard, "posts")),
+        staging.read_typed_mentions(staging.shard_file(shard, "typed_mentions")),
+        staging.read_relations(staging.shard_file(shard, "relations")),
         run_id=plan.run_id,
     )
     return {**shard, **report.as_dict()}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from extraction.ontology import Ontology
-from extraction.records import OTHER_TYPE, Post, RelationMention, TypedMention
 from kg_loader.identity import entity_id, normalize_name
+from mmkg.ontology import Ontology
+from mmkg.records import OTHER_TYPE, Post, RelationMention, TypedMention
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,3 +1,4 @@
-"""mmkg: social-media posts with images -> zero-shot typed multimodal knowledge graph in Neo4j."""
+"""mmkg's ground: the vocabulary every stage shares (typed records, the label set), settings, atomic
+files and image decoding. It imports nothing of the project, so everything can import it."""
 
 __version__ = "0.1.0"

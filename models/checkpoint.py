@@ -24,6 +24,12 @@ from models.modeling import MGVMoE
 WEIGHTS, CARD = "heads.safetensors", "checkpoint.json"
 FORMAT = "mg-vmoe-heads/1"
 
+#: The checkpoints shipped in the package, the pipeline's defaults (``MMKG_ENTITY_CHECKPOINT`` /
+#: ``MMKG_RELATION_CHECKPOINT`` override them).
+SHIPPED = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_ENTITY_CHECKPOINT = SHIPPED / "met-wnut16"
+DEFAULT_RELATION_CHECKPOINT = SHIPPED / "mre-mnre"
+
 
 class CheckpointError(RuntimeError):
     """The checkpoint directory is incomplete, altered or of an unknown format."""

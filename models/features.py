@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mmkg.images import load_image_rgb
 from models.data import Sample, samples_fingerprint
 from models.label_descriptions import label_text
 from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, marked_text, words_to_text
@@ -69,16 +70,8 @@ def cache_dir() -> Path:
 
 
 def load_image(path: str):
-    """Open an image as RGB; uses the pipeline's loader when it exists (same validation everywhere)."""
-    try:
-        from extraction.images import load_image_rgb  # type: ignore[attr-defined]
-
-        return load_image_rgb(path)
-    except ImportError:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.convert("RGB")
+    """Open an image as RGB with the pipeline's own loader (same decoding and limits everywhere)."""
+    return load_image_rgb(path)
 
 
 def encode_samples(

@@ -25,7 +25,7 @@ TEST_PASSWORD = "mmkg-test-password"
 
 def local_neo4j_settings(home: Path, password: str):
     """Settings of a throw-away local Neo4j on free ports with its data under ``home``."""
-    from mmkg.local_airflow import free_port  # free ports: two test runs on one machine never share a server
+    from app.local_airflow import free_port  # free ports: two test runs on one machine never share a server
     from mmkg.settings import Neo4jSettings
 
     bolt_port, http_port = free_port(), free_port()
@@ -40,12 +40,12 @@ class Neo4jTestServer:
         self.settings = local_neo4j_settings(home, TEST_PASSWORD)
 
     def start(self) -> None:
-        from kg_loader import server
+        from neo4j_server import manager as server
 
         server.start(self.settings)
 
     def stop(self) -> None:
-        from kg_loader import server
+        from neo4j_server import manager as server
 
         server.stop(self.settings)
 

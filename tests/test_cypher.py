@@ -56,8 +56,8 @@ def test_values_are_parameters_not_text():
 
 
 def test_a_hashtag_mention_shares_the_identity_of_the_plain_name():
-    from extraction.records import Mention, TypedMention
     from kg_loader.records import mention_rows
+    from mmkg.records import Mention, TypedMention
 
     text = "Marta Silva joins Lisbon Falcons #LisbonFalcons"
     plain = Mention("p1", 18, 32, "Lisbon Falcons", "spacy")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from extraction.ontology import OntologyError
 from extraction.pipeline import plan_interval
+from mmkg.ontology import OntologyError
 from mmkg.settings import PipelineSettings
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extraction.detection import RULES, EntityDetector, spacy_view
-from extraction.records import Post
+from mmkg.records import Post
 
 pytest.importorskip("spacy")
 

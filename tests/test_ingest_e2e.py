@@ -104,7 +104,7 @@ def test_rerunning_a_day_leaves_the_graph_unchanged(neo4j_driver, neo4j_conn, ai
 
 def test_backfill_of_three_days_through_the_scheduler(neo4j_driver, neo4j_server, tmp_path, staging_dir):
     """`airflow backfill create` on a real scheduler: three data intervals, three partitions."""
-    from mmkg.local_airflow import local_airflow
+    from app.local_airflow import local_airflow
 
     s = neo4j_server.settings
     conn = json.dumps({"conn_type": "neo4j", "host": "127.0.0.1", "port": s.bolt_port, "login": s.user, "password": s.password})
@@ -133,7 +133,7 @@ def test_a_type_added_to_the_ontology_shows_up_in_the_graph_without_retraining(
 ):
     import yaml
 
-    from extraction.ontology import load_ontology
+    from mmkg.ontology import load_ontology
 
     data = yaml.safe_load((ROOT / "ontology" / "ontology.yaml").read_text())
     data["entity_types"].append(

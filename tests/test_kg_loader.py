@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from kg_loader.records import MentionRow, PostRow, RelationRow
 from kg_loader.identity import entity_id
+from kg_loader.records import MentionRow, PostRow, RelationRow
 from kg_loader.writer import GraphWriter
 
 pytestmark = pytest.mark.neo4j

@@ -11,9 +11,9 @@ from extraction.label_similarity import (
     relation_input,
     surface,
 )
-from extraction.ontology import Ontology
-from extraction.records import OTHER_TYPE, Mention, Post, TypedMention
 from extraction.zero_shot import ZeroShotExtractor
+from mmkg.ontology import Ontology
+from mmkg.records import OTHER_TYPE, Mention, Post, TypedMention
 
 PERSON = {
     "name": "Person",

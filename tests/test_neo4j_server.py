@@ -1,4 +1,4 @@
-"""The local Neo4j 5.26 server (kg_loader.server): start, authenticate, stop, restart, recover.
+"""The local Neo4j 5.26 server (neo4j_server.manager): start, authenticate, stop, restart, recover.
 
 Uses its own free ports and a temporary home, so it does not touch the session
 server from conftest.py, a developer's own instance, or a concurrent test run.
@@ -23,7 +23,7 @@ PASSWORD = "server-test-password"
 @pytest.fixture
 def settings(tmp_path):
     pytest.importorskip("neo4j")
-    from kg_loader import server
+    from neo4j_server import manager as server
 
     try:
         server.find_java_home()
@@ -43,7 +43,7 @@ def _driver(s: Neo4jSettings, password: str | None = None):
 def test_start_auth_stop_restart_keeps_data(settings):
     from neo4j.exceptions import AuthError
 
-    from kg_loader import server
+    from neo4j_server import manager as server
 
     pid = server.start(settings, timeout=120)
     assert (settings.home / "neo4j.pid").read_text().strip() == str(pid)
@@ -91,7 +91,7 @@ def test_start_auth_stop_restart_keeps_data(settings):
 
 
 def test_status_and_stop_when_not_running(tmp_path):
-    from kg_loader import server
+    from neo4j_server import manager as server
 
     s = local_neo4j_settings(tmp_path / "never-started", PASSWORD)
     st = server.status(s)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extraction.ontology import Ontology, OntologyError, load_ontology
+from mmkg.ontology import Ontology, OntologyError, load_ontology
 
 DEFAULT = Path(__file__).resolve().parent.parent / "ontology" / "ontology.yaml"
 

@@ -20,7 +20,8 @@ from PIL import Image
 
 from extraction import images as img
 from extraction.posts import MAX_TEXT_CHARS, read_partition
-from extraction.records import Post
+from mmkg.images import ImageTooLarge, load_image_rgb
+from mmkg.records import Post
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
@@ -293,7 +294,7 @@ def test_ok_image_records_hash_size_and_original_path(landing: Path) -> None:
     assert (ref.width, ref.height) == (8, 8)
     assert Path(ref.path) == (landing / "images" / "ok.png").resolve()
     assert result.quarantined == [] and result.counts["images_ok"] == 1
-    rgb = img.load_image_rgb(ref.path)
+    rgb = load_image_rgb(ref.path)
     assert rgb.mode == "RGB" and rgb.size == (8, 8)
 
 
@@ -374,8 +375,8 @@ def test_bad_image_keeps_post_and_is_recorded(landing: Path, setup, ref: str, kw
 def test_decompression_bomb_guard_uses_pillow_limit(landing: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 8x8 = 64 > 2 * 10: Pillow refuses on open
     assert image_of(landing, "images/ok.png")[1].status == "too_many_pixels"
-    with pytest.raises((img.ImageTooLarge, Image.DecompressionBombError)):
-        img.load_image_rgb(landing / "images" / "ok.png")
+    with pytest.raises((ImageTooLarge, Image.DecompressionBombError)):
+        load_image_rgb(landing / "images" / "ok.png")
 
 
 def test_one_post_several_images(landing: Path) -> None:
@@ -390,7 +391,7 @@ def test_one_post_several_images(landing: Path) -> None:
 def test_load_image_rgb_flattens_alpha(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(path)
-    assert img.load_image_rgb(path).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image_rgb(path).getpixel((0, 0)) == (255, 255, 255)
 
 
 # --- http(s) images, served from this machine ----------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from extraction import staging as st
 from extraction.posts import read_partition
-from extraction.records import ImageRef, Mention, Post, QuarantinedRecord, RelationMention, TypedMention
+from mmkg.records import ImageRef, Mention, Post, QuarantinedRecord, RelationMention, TypedMention
 
 SAMPLE_LANDING = Path(__file__).resolve().parent.parent / "sample_data" / "landing"
 UTC = timezone.utc

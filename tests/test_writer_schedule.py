@@ -126,8 +126,8 @@ def test_writers_must_be_positive():
 
 
 def test_the_ingestion_writer_takes_batch_size_and_writers_from_the_environment(monkeypatch):
-    from extraction.ontology import load_ontology
     from kg_loader.load import writer_for
+    from mmkg.ontology import load_ontology
     from mmkg.settings import REPO_ROOT
 
     ontology = load_ontology(REPO_ROOT / "ontology" / "ontology.yaml")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmkg.settings import research_data_dir
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.config import MGVMoEConfig
 from models.data import bio_spans, load_mnre, load_wnut_fold
 from models.modeling import MGVMoE
-from mmkg.settings import research_data_dir
 from tests.models.conftest import random_batch
 
 needs_data = pytest.mark.skipif(research_data_dir() is None,

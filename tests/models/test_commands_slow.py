@@ -20,8 +20,8 @@ def test_train_dry_run_stops_after_one_batch(capsys):
 
 
 def test_shipped_checkpoints_load_offline_and_evaluate(capsys):
+    from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT
     from models.evaluate import main
-    from models.extractor import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT
 
     assert main([str(DEFAULT_RELATION_CHECKPOINT), "--split", "mnre", "--part", "val", "--dry-run"]) == 0
     assert main([str(DEFAULT_ENTITY_CHECKPOINT), "--split", "wnut16-fold3", "--part", "train", "--dry-run"]) == 0
@@ -29,10 +29,10 @@ def test_shipped_checkpoints_load_offline_and_evaluate(capsys):
 
 
 def test_extractor_on_a_real_post():
-    from extraction.ontology import load_ontology
-    from extraction.records import Mention, Post
+    from extraction.mg_vmoe import MGVMoEExtractor
+    from mmkg.ontology import load_ontology
+    from mmkg.records import Mention, Post
     from mmkg.settings import REPO_ROOT
-    from models.extractor import MGVMoEExtractor
 
     ontology = load_ontology(REPO_ROOT / "ontology" / "ontology.yaml")
     text = "Lionel Messi scored twice for Inter Miami in Florida last night"

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from extraction.ontology import Ontology
-from extraction.records import OTHER_TYPE, ImageRef, Mention, Post
+from extraction.mg_vmoe import MGVMoEExtractor, window
 from extraction.zero_shot import ZeroShotExtractor
+from mmkg.ontology import Ontology
+from mmkg.records import OTHER_TYPE, ImageRef, Mention, Post
 from models.checkpoint import Checkpoint
 from models.config import MGVMoEConfig
-from models.extractor import MGVMoEExtractor, window
 from models.modeling import MGVMoE
 
 ONTOLOGY_DICT = {
@@ -106,7 +106,7 @@ def test_the_relation_threshold_does_not_move_when_similar_labels_are_added(post
     pair's relation under the threshold (a softmax probability would shrink)."""
     ex = _extractor(tiny_text_encoder, tiny_image_encoder)
     m = _mentions()
-    from extraction.records import TypedMention
+    from mmkg.records import TypedMention
 
     typed = [TypedMention(m[2], "Person", 0.9, "x", "y"), TypedMention(m[3], "Location", 0.9, "x", "y")]
     with torch.inference_mode():
@@ -136,7 +136,7 @@ def test_abstains_below_the_threshold(posts, tiny_text_encoder, tiny_image_encod
 
 
 def test_relations_only_allowed_and_within_a_post(posts, tiny_text_encoder, tiny_image_encoder):
-    from extraction.records import TypedMention
+    from mmkg.records import TypedMention
 
     ex = _extractor(tiny_text_encoder, tiny_image_encoder)
     m = _mentions()

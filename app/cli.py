@@ -8,7 +8,7 @@ import sys
 
 
 def _neo4j(args: argparse.Namespace) -> int:
-    from kg_loader import server
+    from neo4j_server import manager as server
 
     return server.cli(args.action)
 
@@ -23,7 +23,7 @@ def _bench_load(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mmkg import demo
+    from app import demo
 
     return demo.run(args.days or None)
 

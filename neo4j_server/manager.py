@@ -1,6 +1,6 @@
 """Start, stop and inspect mmkg's local Neo4j 5.26 Community server (``mmkg neo4j ...``).
 
-The server is ``neo4j-launcher/`` (a small Maven project around Neo4j's embedded
+The server is ``neo4j_server/launcher/`` (a small Maven project around Neo4j's embedded
 ``DatabaseManagementService``), built once with ``mvn`` from Maven Central and run with a Java 17
 (or 21) JVM. It listens on 127.0.0.1 only: Bolt on ``Neo4jSettings.bolt_port``, HTTP + Neo4j
 Browser on ``Neo4jSettings.http_port``. Authentication is on; on every start the launcher sets the
@@ -33,12 +33,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from mmkg.settings import REPO_ROOT
-
 if TYPE_CHECKING:  # pragma: no cover
     from mmkg.settings import Neo4jSettings
 
-LAUNCHER_DIR = REPO_ROOT / "neo4j-launcher"
+LAUNCHER_DIR = Path(__file__).resolve().parent / "launcher"
 TARGET_DIR = LAUNCHER_DIR / "target"
 LAUNCHER_JAR = TARGET_DIR / "neo4j-launcher.jar"
 BUILD_STAMP = TARGET_DIR / ".mmkg-build-stamp"
@@ -186,7 +184,7 @@ def _launcher_is_current(source_hash: str) -> bool:
 
 
 def build_launcher(force: bool = False) -> Path:
-    """Build ``neo4j-launcher/target/neo4j-launcher.jar`` (+ ``target/lib``) with Maven.
+    """Build ``launcher/target/neo4j-launcher.jar`` (+ ``target/lib``) with Maven.
 
     Cached: skipped when the jar exists and pom.xml and the Java sources hash to the stamp of the
     last successful build. The first build downloads Neo4j (~140 MB) into ``~/.m2``.

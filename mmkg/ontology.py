@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from extraction.records import OTHER_TYPE
+from mmkg.records import OTHER_TYPE
 
 ENTITY_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 RELATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

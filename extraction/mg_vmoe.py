@@ -5,7 +5,7 @@ Labels are the ontology's own entity / relation *descriptions*, embedded at run 
 retraining.
 
 **Encode once.** Each post's text is run through the text encoder once, unmarked, and its image
-through the image encoder once (``extraction.images.load_image_rgb``); every mention and every
+through the image encoder once (``mmkg.images.load_image_rgb``); every mention and every
 candidate pair of the post reads its entity span(s) - the mean of the span's word pieces - from
 those token states (checkpoints with ``text_input="spans"``, ``MGVMoEConfig.for_pipeline``). Both
 are kept from ``type_mentions`` to the ``extract_relations`` call of the same shard, then dropped, so
@@ -31,17 +31,15 @@ from pathlib import Path
 
 import torch
 
-from extraction.ontology import Ontology
-from extraction.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 from extraction.zero_shot import relation_candidates
-from models.checkpoint import Checkpoint, load_checkpoint
+from mmkg.images import load_image_rgb
+from mmkg.ontology import Ontology
+from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
+from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, Checkpoint, load_checkpoint
 from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, token_span
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-DEFAULT_ENTITY_CHECKPOINT = CHECKPOINTS / "met-wnut16"
-DEFAULT_RELATION_CHECKPOINT = CHECKPOINTS / "mre-mnre"
 #: Characters of post text kept around a span that lies past ``max_length`` word pieces of its post.
 CONTEXT_CHARS = 300
 #: Mentions / pairs per forward pass of the heads (they are small; the encoders are the cost).
@@ -136,8 +134,6 @@ class MGVMoEExtractor:
         key = image.sha256 or image.path
         if key not in self._images:
             try:
-                from extraction.images import load_image_rgb
-
                 pixels = self.image_encoder.preprocess([load_image_rgb(image.path)]).to(self.device)
                 with self._autocast():
                     self._images[key] = self.image_encoder(pixels)[0].float()
