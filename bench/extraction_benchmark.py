@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--shard-size", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(RESULTS), help="results JSON (a .txt summary is written beside it)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.machine import describe
 
-    runs = []
+    runs, lines = [], []
     for n in args.sizes:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.extraction_benchmark", "--child", str(n), "--shard-size", str(args.shard_size), "--threads", str(args.threads)],
@@ -163,21 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs.append(json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[6:]))
         r = runs[-1]
-        print(f"{n:>6} posts: stage {r['stage_posts_per_s']:.1f} posts/s, encoders alone {r['bound_posts_per_s']:.1f} posts/s "
+        lines.append(f"{n:>6} posts: stage {r['stage_posts_per_s']:.1f} posts/s, encoders alone {r['bound_posts_per_s']:.1f} posts/s "
               f"({100 * r['ratio_of_bound']:.0f}% of bound), peak RSS {r['peak_rss_mib']:.0f} MiB "
               f"(after first shard {r['rss_mib_after_first_shard']:.0f} MiB); text encoder alone with markers, one "
-              f"sequence per mention/pair: {r['marked_text_encoder_s']:.1f} s vs the whole stage {r['stage_s']:.1f} s",
-              flush=True)
+              f"sequence per mention/pair: {r['marked_text_encoder_s']:.1f} s vs the whole stage {r['stage_s']:.1f} s")
+        print(lines[-1], flush=True)
     result = {
         "machine": describe() | {"device": "CPU only"},
         "command": "python -m bench.extraction_benchmark " + " ".join(argv or sys.argv[1:]),
         "runs": runs,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
     last = runs[-1]
-    print(f"peak RSS growth {runs[0]['posts']} -> {last['posts']} posts: {last['peak_rss_mib'] - runs[0]['peak_rss_mib']:+.0f} MiB")
-    print(f"ratio stage/encoder-bound throughput at {last['posts']} posts: {last['ratio_of_bound']:.2f}")
+    lines.append(f"peak RSS growth {runs[0]['posts']} -> {last['posts']} posts: "
+                 f"{last['peak_rss_mib'] - runs[0]['peak_rss_mib']:+.0f} MiB")
+    lines.append(f"ratio stage/encoder-bound throughput at {last['posts']} posts: {last['ratio_of_bound']:.2f}")
+    print("\n".join(lines[-2:]))
+    out = Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")  # the printed summary, beside the JSON
     return 0
 
 

@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from extraction.zero_shot import relation_candidates
+from extraction.zero_shot import best_reading_per_pair, relation_candidates
 from mmkg.ontology import Ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 
@@ -253,21 +253,13 @@ class LabelSimilarityExtractor:
         index = {name: i for i, name in enumerate(rel_names)}
         inputs = [relation_input(_post_text(posts, h.mention), h.mention, t.mention) for h, t, _ in candidates]
         sims = self.embed(inputs) @ rel_emb.T  # (pairs, relation types)
-        out = []
+        kept = []
         for row, (head, tail, allowed) in zip(sims.tolist(), candidates):
             # Highest similarity; ties go to the relation listed first in the ontology.
             score, _, relation = max((row[index[r.name]], -index[r.name], r.name) for r in allowed)
             if score >= self.relation_threshold:
-                out.append(
-                    RelationMention(
-                        post_id=head.mention.post_id,
-                        head=head,
-                        tail=tail,
-                        relation=relation,
-                        score=float(score),
-                        model_version=self.model_version,
-                        label_set_id=ontology.label_set_id,
-                    )
-                )
-        return out
+                kept.append((RelationMention(post_id=head.mention.post_id, head=head, tail=tail, relation=relation,
+                                             score=float(score), model_version=self.model_version,
+                                             label_set_id=ontology.label_set_id), float(score)))
+        return best_reading_per_pair(kept)
 

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-from extraction.zero_shot import relation_candidates
+from extraction.zero_shot import best_reading_per_pair, relation_candidates
 from mmkg.images import load_image_rgb
 from mmkg.ontology import Ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, Checkpoint, load_checkpoint
-from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, token_span
+from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, relation_label_embeddings, token_span
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,25 @@ class MGVMoEExtractor:
         return contextlib.nullcontext()
 
     def _label_embeddings(self, ontology: Ontology, kind: str, ckpt: Checkpoint) -> torch.Tensor:
+        """Label embeddings of the ontology's types, or of its relations with their argument types:
+        (C, 3, H), the relation's text and the mean of its allowed head / tail types' descriptions
+        (``models.modeling.relation_label_embeddings``). Cached per label set."""
         key = (ontology.label_set_id, kind)
         if key not in self._labels:
             items = ontology.entity_types if kind == "entity" else ontology.relation_types
             texts = [it.description if ckpt.config.label_text == "description" else _words(it.name) for it in items]
-            self._labels[key] = self.text_encoder.embed_labels(texts)
+            emb = self.text_encoder.embed_labels(texts)
+            if kind == "relation":
+                types = dict(zip((e.name for e in ontology.entity_types), torch.nn.functional.normalize(
+                    self.text_encoder.embed_labels([e.description for e in ontology.entity_types]), dim=-1)))
+
+                def argument(r, side: int) -> torch.Tensor:
+                    names = list(dict.fromkeys(pair[side] for pair in r.allowed))
+                    return torch.stack([types[n] for n in names]).mean(0)
+
+                emb = relation_label_embeddings(emb, torch.stack([argument(r, 0) for r in items]),
+                                                torch.stack([argument(r, 1) for r in items]))
+            self._labels[key] = emb
         return self._labels[key]
 
     def _image_tokens(self, post: Post) -> torch.Tensor | None:
@@ -259,12 +273,14 @@ class MGVMoEExtractor:
         # The best *allowed* relation, kept on its raw score; its written score is the softmax over every
         # relation of the ontology, so a pair with one allowed relation is not made certain by the rule.
         scores = self._scores(self.mre, items, self._label_embeddings(ontology, "relation", self.mre))
-        out = []
+        kept = []
         for (head, tail, allowed), raw, p in zip(candidates, scores, scores.softmax(-1)):
             best = max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))
             if not self._keeps(self.mre, raw[best]):
                 self.stats["abstained_pairs"] += 1
                 continue
-            out.append(RelationMention(head.mention.post_id, head, tail, names[best], float(p[best]),
-                                       self.model_version, ontology.label_set_id))
+            kept.append((RelationMention(head.mention.post_id, head, tail, names[best], float(p[best]),
+                                         self.model_version, ontology.label_set_id), float(raw[best])))
+        out = best_reading_per_pair(kept)
+        self.stats["pairs_other_reading_dropped"] += len(kept) - len(out)
         return out

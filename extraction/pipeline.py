@@ -161,6 +161,8 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
             total[f"rows_{k}"] += v
         for k in ("nodes_created", "relationships_created", "relationships_deleted", "properties_set", "deadlock_retries"):
             total[k] += load.get(k, 0)
+        for k, v in load.get("dropped", {}).items():
+            total[f"dropped_{k}"] += v
         rejected.extend(load.get("rejected", []))
     report = {
         "run_id": plan.run_id,

@@ -20,8 +20,10 @@ def load_extraction(
     """Posts, images, then (after retracting what these posts no longer support) mentions and triples."""
     texts = {p.id: p.text for p in posts}
     mention_rows = records.mention_rows(typed, run_id, texts)
-    relation_rows = records.relation_rows(relations, run_id, texts)
+    relation_rows, dropped = records.relation_rows(relations, run_id, texts, writer.symmetric_relations)
     report = writer.upsert_posts(records.post_rows(posts, run_id))
+    for reason, n in dropped.items():
+        report.dropped[f"relations_{reason}"] += n
     report.merge(writer.upsert_images(records.image_rows(posts)))
     report.merge(writer.retract_stale([p.id for p in posts], mention_rows, relation_rows))
     report.merge(writer.upsert_mentions(mention_rows))
@@ -35,7 +37,9 @@ def writer_for(driver, ontology: Ontology, database: str | None = None, settings
 
     settings = settings or PipelineSettings.from_env()
     entity_types, relation_names = records.ontology_labels(ontology)
-    return GraphWriter(driver, database, settings.batch_size, entity_types, relation_names, settings.neo4j_writers)
+    symmetric = [r.name for r in ontology.relation_types if r.symmetric]
+    return GraphWriter(driver, database, settings.batch_size, entity_types, relation_names, settings.neo4j_writers,
+                       symmetric)
 
 
 def load_shard(shard: dict, plan, driver, database: str | None = None) -> dict:

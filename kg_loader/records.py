@@ -120,21 +120,36 @@ def mention_rows(
 
 
 def relation_rows(
-    relations: Iterable[RelationMention], run_id: str, texts: Mapping[str, str] | None = None
-) -> list[RelationRow]:
-    return [
-        RelationRow(
-            head_id=entity_id(identity_surface(r.head.mention, texts), r.head.entity_type),
-            tail_id=entity_id(identity_surface(r.tail.mention, texts), r.tail.entity_type),
-            relation=r.relation,
-            post_id=r.post_id,
-            score=float(r.score),
-            model_version=r.model_version,
-            label_set_id=r.label_set_id,
-            run_id=run_id,
-        )
-        for r in relations
-    ]
+    relations: Iterable[RelationMention], run_id: str, texts: Mapping[str, str] | None = None,
+    symmetric: frozenset[str] | set[str] = frozenset(),
+) -> tuple[list[RelationRow], dict[str, int]]:
+    """Relation mentions to rows, and what was dropped on the way, by reason.
+
+    - ``self_loop``: head and tail are one entity (``#MonsoonLetters`` and "Monsoon Letters"): never written.
+    - ``reverse_in_post``: a post that relates two entities both ways by one asymmetric relation (through
+      different mentions of them) keeps only the reading with the better score.
+    A ``symmetric`` relation is written once, head and tail in canonical order (the smaller entity id
+    first), so ``a PEER b`` and ``b PEER a`` are one relationship; query it undirected, ``-[:PEER]-``.
+    """
+    dropped = {"self_loop": 0, "reverse_in_post": 0}
+    best: dict[tuple[str, str, str, str], RelationRow] = {}  # (post, relation, entity pair unordered)
+    for r in relations:
+        head = entity_id(identity_surface(r.head.mention, texts), r.head.entity_type)
+        tail = entity_id(identity_surface(r.tail.mention, texts), r.tail.entity_type)
+        if head == tail:
+            dropped["self_loop"] += 1
+            continue
+        if r.relation in symmetric and tail < head:
+            head, tail = tail, head
+        row = RelationRow(head_id=head, tail_id=tail, relation=r.relation, post_id=r.post_id, score=float(r.score),
+                          model_version=r.model_version, label_set_id=r.label_set_id, run_id=run_id)
+        key = (r.post_id, r.relation, *sorted((head, tail)))
+        other = best.get(key)
+        if other is not None and (other.head_id, other.tail_id) != (head, tail):
+            dropped["reverse_in_post"] += 1
+        if other is None or row.score > other.score:
+            best[key] = row
+    return list(best.values()), dropped
 
 
 def ontology_labels(ontology: Ontology) -> tuple[set[str], set[str]]:

@@ -65,6 +65,8 @@ class LoadReport:
     batches: int = 0
     deadlock_retries: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    #: Rows not written on purpose, by reason (``relations_self_loop``, ``relations_reverse_in_post``).
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def created(self) -> int:
@@ -94,6 +96,8 @@ class LoadReport:
         self.batches += other.batches
         self.deadlock_retries += other.deadlock_retries
         self.rejected.extend(other.rejected)
+        for k, v in other.dropped.items():
+            self.dropped[k] += v
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +111,7 @@ class LoadReport:
             "properties_set": self.properties_set,
             "batches": self.batches,
             "deadlock_retries": self.deadlock_retries,
+            "dropped": dict(self.dropped),
             "rejected": [asdict(r) for r in self.rejected],
         }
 
@@ -137,6 +142,7 @@ class GraphWriter:
         allowed_entity_types: Iterable[str] | None = None,
         allowed_relations: Iterable[str] | None = None,
         writers: int = DEFAULT_WRITERS,
+        symmetric_relations: Iterable[str] = (),
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -148,6 +154,8 @@ class GraphWriter:
         self.writers = writers
         self.allowed_entity_types = set(allowed_entity_types) if allowed_entity_types is not None else None
         self.allowed_relations = set(allowed_relations) if allowed_relations is not None else None
+        #: Relations written once per entity pair in canonical order (``records.relation_rows``).
+        self.symmetric_relations = frozenset(symmetric_relations)
 
     # -- schema ---------------------------------------------------------------------------
     def ensure_schema(self) -> None:

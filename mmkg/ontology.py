@@ -12,6 +12,10 @@ reach Cypher except through these checks (see ``kg_loader.cypher`` for the secon
       - name: place_of_birth
         description: the head person was born in the tail location
         allowed: [[Person, Location]]
+      - name: peer
+        description: the two people are peers
+        allowed: [[Person, Person]]
+        symmetric: true      # optional: holds both ways, written once per pair
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class RelationType:
     name: str
     description: str
     allowed: tuple[tuple[str, str], ...]  # allowed (head type, tail type) pairs
+    #: Holds both ways (``peer``): written once per entity pair, in canonical order; query it undirected.
+    symmetric: bool = False
 
     @property
     def neo4j_type(self) -> str:
@@ -68,7 +74,8 @@ class Ontology:
                 "version": self.version,
                 "entity_types": [[e.name, e.description] for e in self.entity_types],
                 "relation_types": [
-                    [r.name, r.description, [list(p) for p in r.allowed]] for r in self.relation_types
+                    [r.name, r.description, [list(p) for p in r.allowed]] + ([True] if r.symmetric else [])
+                    for r in self.relation_types
                 ],
             },
             sort_keys=True,
@@ -137,7 +144,13 @@ class Ontology:
                 if missing:
                     raise OntologyError(f"{here} ({name}): allowed pair uses unknown entity types {missing}")
                 pairs.append((pair[0], pair[1]))
-            relation_types.append(RelationType(name, description, tuple(pairs)))
+            symmetric = item.get("symmetric", False)
+            if not isinstance(symmetric, bool):
+                raise OntologyError(f"{here} ({name}): 'symmetric' must be true or false, got {symmetric!r}")
+            if symmetric and any((t, h) not in pairs for h, t in pairs):
+                raise OntologyError(f"{here} ({name}): a symmetric relation must allow each pair both ways "
+                                    f"(allowed {[list(p) for p in pairs]})")
+            relation_types.append(RelationType(name, description, tuple(pairs), symmetric))
         _refuse_duplicates([r.name for r in relation_types], f"{where}: relation_types")
         return cls(version, tuple(entity_types), tuple(relation_types))
 

@@ -20,6 +20,13 @@ import numpy as np
 from mmkg.settings import research_data_dir
 
 MNRE_FILES = ("mnre_train.txt", "mnre_val.txt", "mnre_test.txt")
+#: Labels that mean "no class at all": an MNRE pair with no relation, a WNUT mention of no listed type.
+NO_CLASS = frozenset({"None", "other"})
+#: MNRE relations that hold both ways (siblings, a couple, neighbours, peers, alumni of one school).
+MNRE_SYMMETRIC = frozenset({"/per/per/siblings", "/per/per/couple", "/per/per/neighbor", "/per/per/peer",
+                            "/per/per/alumi"})
+#: Where the ``None`` pairs of each MNRE file go: trained on, validated on, tested on.
+_NONE_PART = {"mnre_train.txt": "train_negatives", "mnre_val.txt": "negatives", "mnre_test.txt": "test_negatives"}
 WNUT_FILES = ("train", "dev", "test")
 WNUT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("geo-loc", "musicartist", "movie"),
@@ -57,9 +64,17 @@ class ClassSplit:
     protocol: str  # one line: how the split was made (stored in checkpoints and results)
     counts: dict = field(default_factory=dict)  # dropped/kept counters: nothing is lost silently
     #: Samples of no class at all, from the validation file (MNRE ``None`` pairs, WNUT ``other``
-    #: mentions): calibrating the abstention threshold on them teaches it what to abstain on. Never
-    #: trained on, never scored as a class.
+    #: mentions): early stopping and the abstention threshold see them beside the validation classes,
+    #: so what to abstain on is chosen on validation data. Never trained on, never scored as a class.
     negatives: list[Sample] = field(default_factory=list)
+    #: The same kind of samples from the train file: what abstention is *trained* on (MNRE ``None``
+    #: pairs; used when the config asks for it, ``MGVMoEConfig.negatives_per_batch``).
+    train_negatives: list[Sample] = field(default_factory=list)
+    #: ... and from the test file: only ever scored, beside the test classes (``bench.zero_shot``).
+    test_negatives: list[Sample] = field(default_factory=list)
+    #: Classes whose head and tail may be swapped (MNRE ``/per/per/peer`` ...): a pair predicted in
+    #: either order is right, and a reversed pair is no negative for them.
+    symmetric: frozenset[str] = frozenset()
 
     def describe(self) -> dict:
         return {
@@ -67,7 +82,9 @@ class ClassSplit:
             "train_classes": self.train_classes, "val_classes": self.val_classes,
             "test_classes": self.test_classes,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test),
-                      "negatives": len(self.negatives)},
+                      "negatives": len(self.negatives), "train_negatives": len(self.train_negatives),
+                      "test_negatives": len(self.test_negatives)},
+            "symmetric": sorted(self.symmetric),
             "counts": self.counts,
         }
 
@@ -118,16 +135,14 @@ def load_mnre(seed: int = 0, data_dir: Path | None = None) -> ClassSplit:
     train_c, val_c, test_c = mnre_relation_split(files, seed)
     image_dir = data_dir / "mnre_images"
     where = {c: "train" for c in train_c} | {c: "val" for c in val_c} | {c: "test" for c in test_c}
-    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": [], "negatives": []}
+    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": [], "negatives": [], "train_negatives": [],
+                                      "test_negatives": []}
     for file_name, rows in zip(MNRE_FILES, files):
         for i, r in enumerate(rows):
-            if r["relation"] == "None" and file_name != "mnre_val.txt":
-                counts["dropped_none"] += 1
-                continue
             img = image_dir / r["img_id"]
             has_img = img.is_file()
             counts["with_image" if has_img else "without_image"] += 1
-            parts["negatives" if r["relation"] == "None" else where[r["relation"]]].append(
+            parts[_NONE_PART[file_name] if r["relation"] == "None" else where[r["relation"]]].append(
                 Sample(
                     uid=f"mnre/{file_name}:{i}",
                     tokens=tuple(r["token"]),
@@ -139,9 +154,10 @@ def load_mnre(seed: int = 0, data_dir: Path | None = None) -> ClassSplit:
     return ClassSplit(
         name=f"mnre-seed{seed}", task="mre", train_classes=train_c, val_classes=val_c, test_classes=test_c,
         **parts,
-        protocol=(f"MNRE v2 pooled train/val/test, None dropped (mnre_val's kept as negatives); relations in first-appearance order, "
+        protocol=(f"MNRE v2 pooled train/val/test relations; None pairs kept per file (train: training negatives, "
+                  f"val: validation negatives, test: test negatives); relations in first-appearance order, "
                   f"np.random.seed({seed}) shuffle, 8 train / 7 val / 7 test"),
-        counts=dict(counts),
+        counts=dict(counts), symmetric=MNRE_SYMMETRIC,
     )
 
 
@@ -232,7 +248,8 @@ def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
         )
     if name == "mnre-pipeline":
         split = load_mnre(0, data_dir)
-        split.name, split.test, split.protocol = name, [], split.protocol + " (test samples unused)"
+        split.name, split.protocol = name, split.protocol + " (test samples unused)"
+        split.test, split.test_negatives = [], []
         return split
     raise ValueError(f"unknown split {name!r}")
 

@@ -17,9 +17,16 @@ import torch
 from tqdm import tqdm
 
 from mmkg.images import load_image_rgb
-from models.data import Sample, samples_fingerprint
-from models.label_descriptions import label_text
-from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, marked_text, words_to_text
+from models.data import NO_CLASS, Sample, samples_fingerprint
+from models.label_descriptions import argument_texts, label_text
+from models.modeling import (
+    ImageRegionEncoder,
+    MGVMoEBatch,
+    TextTokenEncoder,
+    marked_text,
+    relation_label_embeddings,
+    words_to_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,9 @@ class FeatureStore:
     def __post_init__(self) -> None:
         self.row = {u: i for i, u in enumerate(self.uids)}
 
-    def batch(self, samples: list[Sample], classes: list[str] | None = None) -> MGVMoEBatch:
+    def batch(self, samples: list[Sample], classes: list[str] | None = None, swap: bool = False) -> MGVMoEBatch:
+        """A model batch of ``samples``; a label outside ``classes`` (``None``) becomes -1, no class.
+        ``swap=True`` reads every MRE pair tail-first (head and tail spans exchanged)."""
         idx = [self.row[s.uid] for s in samples]
         seqs = [self.text[i] for i in idx]
         length = max(len(s) for s in seqs)
@@ -57,8 +66,11 @@ class FeatureStore:
         labels = None
         if classes is not None:
             where = {c: k for k, c in enumerate(classes)}
-            labels = torch.tensor([where[s.label] for s in samples])
-        return MGVMoEBatch(tokens, mask, self.span_bounds[idx], image_tokens, has, labels)
+            labels = torch.tensor([-1 if s.label in NO_CLASS else where[s.label] for s in samples])
+        bounds = self.span_bounds[idx]
+        if swap:
+            bounds = bounds.flip(1)
+        return MGVMoEBatch(tokens, mask, bounds, image_tokens, has, labels)
 
 
 def cache_dir() -> Path:
@@ -167,5 +179,12 @@ class FeatureCache:
                        path)
         return store
 
-    def label_embeddings(self, labels: list[str], mode: str) -> torch.Tensor:
-        return self.text_encoder.embed_labels([label_text(lab, mode) for lab in labels])
+    def label_embeddings(self, labels: list[str], mode: str, task: str = "met") -> torch.Tensor:
+        """(C, H) label embeddings; for relations (C, 3, H): the label, its head and its tail argument type
+        (``modeling.relation_label_embeddings``)."""
+        emb = self.text_encoder.embed_labels([label_text(lab, mode) for lab in labels])
+        if task != "mre":
+            return emb
+        heads, tails = zip(*(argument_texts(lab) for lab in labels))
+        return relation_label_embeddings(emb, self.text_encoder.embed_labels(list(heads)),
+                                         self.text_encoder.embed_labels(list(tails)))

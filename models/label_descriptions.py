@@ -49,6 +49,25 @@ WNUT_DESCRIPTIONS: dict[str, str] = {
 
 _SHORT = {"per": "person", "org": "organization", "loc": "location", "misc": "miscellaneous"}
 
+#: What each argument type of an MNRE relation name (``/per/loc/...``: head person, tail location) is, in
+#: words: the relation's argument types as the label set gives them, for the argument-type prior
+#: (``MGVMoEConfig.argument_prior``). Written once, before any result; the pipeline uses the ontology's own
+#: entity-type descriptions instead.
+ARGUMENT_TEXT = {
+    "per": "a person",
+    "loc": "a location, a place such as a city or country",
+    "org": "an organization such as a company, team or band",
+    "misc": "a thing, an event, an award or a group",
+}
+
+
+def argument_texts(label: str) -> tuple[str, str]:
+    """Head and tail argument types of an MNRE relation name, in words: ``/per/loc/x`` -> person, location."""
+    parts = label.strip("/").split("/")
+    if len(parts) != 3 or parts[0] not in ARGUMENT_TEXT or parts[1] not in ARGUMENT_TEXT:
+        raise KeyError(f"no argument types in relation name {label!r}")
+    return ARGUMENT_TEXT[parts[0]], ARGUMENT_TEXT[parts[1]]
+
 
 def label_name_text(label: str) -> str:
     """The raw label name as words: ``/per/per/place_of_birth`` -> ``per per place of birth``.

@@ -362,7 +362,28 @@ class MGVMoEBatch:
     span_bounds: torch.Tensor  # (B, num_spans, 2) token range [a, e) of each entity (TextFeatures)
     image_tokens: torch.Tensor  # (B, R, image_hidden); R may be 0 when no post in the batch has an image
     has_image: torch.Tensor  # (B,) bool
-    labels: torch.Tensor | None = None  # (B,) index into the class list being scored
+    labels: torch.Tensor | None = None  # (B,) index into the class list being scored; -1 = no class at all
+    #                                      (an MNRE ``None`` pair, a pair read in the wrong direction)
+
+
+def concat_batches(batches: list[MGVMoEBatch]) -> MGVMoEBatch:
+    """One batch from several (text padded to the longest; an image-less part gets zero image rows)."""
+    length = max(b.text_tokens.shape[1] for b in batches)
+    regions = max(b.image_tokens.shape[1] for b in batches)
+    ref = next(b for b in batches if b.image_tokens.shape[1] == regions).image_tokens
+
+    def pad(x: torch.Tensor, size: int, dim: int = 1) -> torch.Tensor:
+        shape = list(x.shape)
+        shape[dim] = size - x.shape[dim]
+        return torch.cat([x, x.new_zeros(shape)], dim) if shape[dim] else x
+
+    images = [pad(b.image_tokens, regions) if b.image_tokens.shape[1] else
+              ref.new_zeros(len(b.has_image), *ref.shape[1:]) for b in batches]
+    labels = None if any(b.labels is None for b in batches) else torch.cat([b.labels for b in batches])
+    return MGVMoEBatch(torch.cat([pad(b.text_tokens, length) for b in batches]),
+                       torch.cat([pad(b.text_mask, length) for b in batches]),
+                       torch.cat([b.span_bounds for b in batches]), torch.cat(images),
+                       torch.cat([b.has_image for b in batches]), labels)
 
 
 @dataclass
@@ -473,6 +494,9 @@ class MGVMoE(nn.Module):
         else:
             feat = h_e
 
+        arguments = None
+        if class_emb.ndim == 3:  # relations: (label, head type, tail type), see relation_label_embeddings
+            class_emb, arguments = class_emb[:, 0], class_emb[:, 1:]
         x = self.proj_x(self.dropout(feat))
         cls = self.proj_c(self.dropout(class_emb.float()))
         if c.score_scale > 0:
@@ -483,15 +507,35 @@ class MGVMoE(nn.Module):
             pooled = masked_mean(text, batch.text_mask) if c.prior_pool == "text" else torch.stack(entities).mean(0)
             sim = F.normalize(pooled, dim=-1) @ F.normalize(class_emb.float(), dim=-1).t()
             scores = scores + c.similarity_prior * sim
+        if c.argument_prior > 0 and arguments is not None:
+            # Argument-type compatibility, zero-shot from the label set: does the head span read like the
+            # relation's head type and the tail span like its tail type. Order-sensitive: it tells direction.
+            arg = F.normalize(arguments.float(), dim=-1)
+            head, tail = (F.normalize(e, dim=-1) for e in entities[:2])
+            scores = scores + c.argument_prior * (head @ arg[:, 0].t() + tail @ arg[:, 1].t())
         losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
         loss = None
         if batch.labels is not None:
-            pos = scores.gather(1, batch.labels[:, None])
-            hinge = F.relu(c.margin - pos + scores)
-            hinge = hinge.masked_fill(F.one_hot(batch.labels, scores.shape[1]).bool(), 0.0)
-            losses["rank"] = hinge.sum(1).mean()
-            loss = losses["rank"] + c.beta * (losses["vmoe"] + losses["infonce"] + losses["vat"])
+            labelled = batch.labels >= 0
+            gold = batch.labels.clamp(min=0)
+            onehot = F.one_hot(gold, scores.shape[1]).bool() & labelled[:, None]
+            hinge = F.relu(c.margin - scores.gather(1, gold[:, None]) + scores).masked_fill(onehot, 0.0)
+            losses["rank"] = hinge[labelled].sum(1).mean() if labelled.any() else zero
+            # Does the sample fit each description at all: a logistic loss on the raw score of every class,
+            # 1 for the gold class, 0 for the others and for every class of a no-class sample. It is what
+            # makes a raw-score threshold mean "related" for relations never trained on.
+            losses["fit"] = (F.binary_cross_entropy_with_logits(scores, onehot.float(), reduction="none").sum(1).mean()
+                             if c.fit_weight > 0 else zero)
+            loss = (losses["rank"] + c.fit_weight * losses["fit"]
+                    + c.beta * (losses["vmoe"] + losses["infonce"] + losses["vat"]))
         return MGVMoEOutput(scores, loss, losses, nodes, attention)
+
+
+def relation_label_embeddings(labels: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+    """(C, 3, H) class embeddings of relations: the relation's label text, the text of its head argument type
+    and of its tail argument type (each (C, H)). ``MGVMoE`` reads row 0 as the class; with
+    ``argument_prior > 0`` it also compares the head / tail spans with rows 1 / 2."""
+    return torch.stack([labels, heads, tails], 1)
 
 
 def adversary_step(model: MGVMoE, nodes: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
@@ -544,6 +588,6 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "MGVMoE", "MGVMoEBatch", "MGVMoEOutput", "MGVAT", "VMoE", "QueryAttentionPool", "TextTokenEncoder",
-    "ImageRegionEncoder", "TextFeatures", "marked_text", "token_span", "span_mean", "words_to_text", "info_nce", "adversary_step", "training_step",
+    "ImageRegionEncoder", "TextFeatures", "concat_batches", "marked_text", "relation_label_embeddings", "token_span", "span_mean", "words_to_text", "info_nce", "adversary_step", "training_step",
     "seed_everything", "count_parameters",
 ]

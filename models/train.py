@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from models.config import MGVMoEConfig
 from models.data import ClassSplit, Sample, load_split, samples_fingerprint
 from models.features import FeatureCache, FeatureStore
-from models.modeling import MGVMoE, seed_everything, training_step
+from models.modeling import MGVMoE, concat_batches, seed_everything, training_step
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,15 @@ def zero_shot_metrics(gold: list[str], pred: list[str], classes: list[str]) -> d
 @torch.inference_mode()
 def predict(
     model: MGVMoE, store: FeatureStore, samples: list[Sample], class_emb: torch.Tensor,
-    batch_size: int = 256, sample: bool | None = None,
+    batch_size: int = 256, sample: bool | None = None, swap: bool = False,
 ) -> torch.Tensor:
-    """(N, C) scores of each sample against each class embedding."""
+    """(N, C) scores of each sample against each class embedding (``swap``: pairs read tail-first)."""
     model.eval()
     order = sorted(range(len(samples)), key=lambda i: len(store.text[store.row[samples[i].uid]]))  # less padding
     scores = torch.zeros(len(samples), len(class_emb))
     for k in range(0, len(order), batch_size):
         idx = order[k : k + batch_size]
-        scores[idx] = model(store.batch([samples[i] for i in idx]), class_emb, sample=sample).scores
+        scores[idx] = model(store.batch([samples[i] for i in idx], swap=swap), class_emb, sample=sample).scores
     return scores
 
 
@@ -84,13 +85,116 @@ def calibrate_threshold(scores: torch.Tensor, gold: list[int]) -> float:
     return float(best.sort(descending=True).values[k]) if f1[k] > 0 else float("inf")
 
 
+# ----------------------------------------------------------------- relation pairs: both orders, "None"
+#: Relations are scored as the pipeline writes them: each pair read head-first and tail-first, the best
+#: (relation, order) kept when its raw score clears the threshold; right only with the gold relation in the
+#: gold order (either order for a symmetric relation). The threshold maximises micro-F_beta with beta 0.5:
+#: precision weighs twice as much as recall, since a wrong triple in the graph costs more than a missing one.
+PAIR_BETA = 0.5
+PAIR_STATISTIC = "best raw score over allowed relations and both orders"
+
+
+@dataclass
+class PairDecisions:
+    """For each pair: the best score over classes and both orders, and whether that choice is right."""
+
+    best: torch.Tensor  # (N,)
+    correct: torch.Tensor  # (N,) bool
+    reversed: torch.Tensor  # (N,) bool: the best reading is tail-first
+    positives: int  # pairs that hold some class (the recall denominator)
+    none: torch.Tensor  # (N,) bool: the pair holds no class
+
+
+def pair_decisions(forward: torch.Tensor, backward: torch.Tensor, gold: list[int],
+                   symmetric: set[int] | frozenset[int] = frozenset(),
+                   tail_first_in_text: torch.Tensor | None = None) -> PairDecisions:
+    """``forward`` / ``backward``: (N, C) raw scores of each pair read head-first / tail-first; ``gold``: the
+    class index of each pair, -1 for none; ``symmetric``: class indices that hold both ways. A tie goes to the
+    reading whose head comes first in the text (``tail_first_in_text``: the gold tail does), as the pipeline
+    breaks it (``extraction.zero_shot.best_reading_per_pair`` keeps the first candidate): a scorer blind to
+    direction is not handed the gold order."""
+    best_f, cls_f = forward.max(1)
+    best_b, cls_b = backward.max(1)
+    rev = best_b > best_f
+    if tail_first_in_text is not None:
+        rev = rev | ((best_b == best_f) & tail_first_in_text)
+    best, cls = torch.where(rev, best_b, best_f), torch.where(rev, cls_b, cls_f)
+    gold_t = torch.tensor(gold, dtype=torch.long)
+    sym = torch.tensor([int(c) in symmetric for c in cls.tolist()], dtype=torch.bool)
+    correct = (cls == gold_t) & (gold_t >= 0) & (~rev | sym)
+    return PairDecisions(best, correct, rev, int((gold_t >= 0).sum()), gold_t < 0)
+
+
+def f_beta(p, r, beta: float):
+    """F_beta of precision and recall (floats or tensors); 0 where both are 0."""
+    b2 = beta * beta
+    if isinstance(p, torch.Tensor):
+        return torch.nan_to_num((1 + b2) * p * r / (b2 * p + r))
+    return (1 + b2) * p * r / (b2 * p + r) if b2 * p + r else 0.0
+
+
+def pr_curve(d: PairDecisions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thresholds (best scores, descending) and micro precision / recall when keeping pairs at or above each."""
+    order = d.best.argsort(descending=True)
+    right = d.correct[order].float()
+    tp, kept = right.cumsum(0), torch.arange(1, len(order) + 1, dtype=torch.float)
+    return d.best[order], tp / kept, tp / max(d.positives, 1)
+
+
+def calibrate_pair_threshold(d: PairDecisions, beta: float = PAIR_BETA) -> float:
+    """The raw-score threshold that maximises micro-F_beta over validation pairs (classes + ``None``)."""
+    if len(d.best) == 0:
+        return 0.0
+    thresholds, p, r = pr_curve(d)
+    f = f_beta(p, r, beta)
+    k = int(f.argmax())
+    return float(thresholds[k]) if f[k] > 0 else float("inf")
+
+
+def pair_metrics(d: PairDecisions, threshold: float) -> dict:
+    """Micro P/R/F1/F0.5 (percent) over pairs kept at ``threshold``, and how many ``None`` pairs got a relation."""
+    kept = d.best >= threshold
+    tp, n_kept = int((kept & d.correct).sum()), int(kept.sum())
+    p, r = tp / n_kept if n_kept else 0.0, tp / d.positives if d.positives else 0.0
+    none = int(d.none.sum())
+    return {"micro_p": 100 * p, "micro_r": 100 * r, "micro_f1": 100 * f_beta(p, r, 1.0),
+            "micro_f05": 100 * f_beta(p, r, 0.5), "kept": n_kept, "pairs": len(d.best), "positives": d.positives,
+            "none_pairs": none, "none_given_relation": int((kept & d.none).sum()),
+            "none_given_relation_pct": 100 * int((kept & d.none).sum()) / none if none else 0.0,
+            "threshold": threshold}
+
+
+def score_pairs(model: MGVMoE, store: FeatureStore, samples: list[Sample], classes: list[str],
+                class_emb: torch.Tensor, symmetric: frozenset[str] = frozenset(), batch_size: int = 256) -> PairDecisions:
+    """Both readings of every pair (``samples`` may include ``None`` pairs) against ``classes``."""
+    forward = predict(model, store, samples, class_emb, batch_size)
+    backward = predict(model, store, samples, class_emb, batch_size, swap=True)
+    return decide_pairs(forward, backward, samples, classes, symmetric)
+
+
+def decide_pairs(forward: torch.Tensor, backward: torch.Tensor, samples: list[Sample], classes: list[str],
+                 symmetric: frozenset[str] = frozenset()) -> PairDecisions:
+    """``pair_decisions`` for MRE samples: gold indices, symmetric classes and text order read off the samples."""
+    gold = [classes.index(s.label) if s.label in classes else -1 for s in samples]
+    tail_first = torch.tensor([s.spans[1][0] < s.spans[0][0] for s in samples], dtype=torch.bool)
+    return pair_decisions(forward, backward, gold, {classes.index(c) for c in symmetric if c in classes}, tail_first)
+
+
 def calibrate_thresholds(model: MGVMoE, data: "PreparedSplit", samples: list[Sample] | None = None, **extra) -> dict:
-    """The checkpoint card's ``thresholds``: ``calibrate_threshold`` over the split's validation samples
-    (``samples``, default all) plus its negatives, scored against the validation classes."""
+    """The checkpoint card's ``thresholds``, chosen over the split's validation samples (``samples``, default
+    all) plus its validation negatives, scored against the validation classes. Relations: both readings of
+    each pair, micro-F0.5 (``calibrate_pair_threshold``); types: micro-F1 (``calibrate_threshold``)."""
     split, config = data.split, model.config
     samples = (split.val if samples is None else samples) + split.negatives
-    scores = predict(model, data.store(config.text_input), samples, data.class_emb[(config.label_text, "val")],
-                     config.eval_batch_size)
+    emb = data.class_emb[(config.label_text, "val")]
+    store = data.store(config.text_input)
+    if config.task == "mre":
+        d = score_pairs(model, store, samples, split.val_classes, emb, split.symmetric, config.eval_batch_size)
+        threshold = calibrate_pair_threshold(d)
+        return {"min_score": threshold, "statistic": PAIR_STATISTIC, "objective": f"micro-F{PAIR_BETA:g}",
+                "calibrated_on": "validation classes", "negatives": len(split.negatives),
+                "val": pair_metrics(d, threshold), **extra}
+    scores = predict(model, store, samples, emb, config.eval_batch_size)
     gold = [split.val_classes.index(s.label) if s.label in split.val_classes else -1 for s in samples]
     return {"min_score": calibrate_threshold(scores, gold), "statistic": THRESHOLD_STATISTIC,
             "calibrated_on": "validation classes", "negatives": len(split.negatives), **extra}
@@ -114,6 +218,24 @@ def balanced_batches(samples: list[Sample], classes: list[str], steps: int, batc
     order = rng.permutation(len(draws))  # mix classes within a batch
     draws = [draws[i] for i in order]
     return [draws[k : k + batch_size] for k in range(0, len(draws), batch_size)]
+
+
+def training_batch(store: FeatureStore, samples: list[Sample], split: ClassSplit, config: MGVMoEConfig,
+                   rng: np.random.Generator):
+    """One training batch: the class-balanced ``samples``, then ``negatives_per_batch`` no-class samples drawn
+    from the split's train negatives and ``reversed_per_batch`` of the batch's pairs read tail-first (no class
+    unless their class is symmetric); both only teach the abstention terms, they are never a class."""
+    batch = store.batch(samples, split.train_classes)
+    extra = []
+    if config.negatives_per_batch:
+        picks = rng.choice(len(split.train_negatives), config.negatives_per_batch, replace=False)
+        extra.append(store.batch([split.train_negatives[int(k)] for k in picks], split.train_classes))
+    if config.reversed_per_batch and config.task == "mre":
+        asym = [s for s in samples if s.label not in split.symmetric][: config.reversed_per_batch]
+        if asym:
+            extra.append(store.batch([dataclasses.replace(s, label="None") for s in asym], split.train_classes,
+                                     swap=True))
+    return concat_batches([batch, *extra]) if extra else batch
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -145,7 +267,8 @@ class PreparedSplit:
         if text_input not in self.stores:
             # One cache per dataset pool: folds and split seeds re-partition the same samples.
             split = self.split
-            samples = sorted(split.train + split.val + split.test + split.negatives, key=lambda s: s.uid)
+            samples = sorted(split.train + split.val + split.test + split.negatives + split.train_negatives
+                             + split.test_negatives, key=lambda s: s.uid)
             self.stores[text_input] = self.cache.features(samples, split.task, split.name.split("-")[0], text_input)
         return self.stores[text_input]
 
@@ -154,7 +277,7 @@ def prepare(split: ClassSplit, cache: FeatureCache) -> PreparedSplit:
     emb = {}
     for mode in ("name", "description"):
         for part, classes in (("train", split.train_classes), ("val", split.val_classes), ("test", split.test_classes)):
-            emb[(mode, part)] = cache.label_embeddings(classes, mode) if classes else torch.zeros(0, 1)
+            emb[(mode, part)] = cache.label_embeddings(classes, mode, split.task) if classes else torch.zeros(0, 1)
     return PreparedSplit(split, emb, cache.text_encoder.marker_embeddings(), cache)
 
 
@@ -189,36 +312,51 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     rng = np.random.default_rng(config.seed)
     emb = lambda part: data.class_emb[(config.label_text, part)]  # noqa: E731
     steps = config.steps_per_epoch or max(1, len(split.train) // config.batch_size)
+    if config.negatives_per_batch and not split.train_negatives:
+        raise ValueError(f"negatives_per_batch={config.negatives_per_batch} but split {split.name} has no train_negatives")
     best_f1, best_state, best_epoch, bad = -1.0, None, 0, 0
     history = []
+    val_samples = split.val[: config.eval_batch_size] if dry_run else split.val
+
+    def validate() -> dict:
+        """The selection metric on validation classes only: macro-F1, or for ``selection="pair_f0.5"`` the
+        micro-F0.5 of both readings of each pair at its best threshold, validation ``None`` pairs included."""
+        val, _ = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
+        if config.selection == "pair_f0.5":
+            d = score_pairs(model, store, val_samples + split.negatives, split.val_classes, emb("val"),
+                            split.symmetric, config.eval_batch_size)
+            val["pair_f05"] = pair_metrics(d, calibrate_pair_threshold(d))["micro_f05"]
+        val["selection"] = val["pair_f05"] if config.selection == "pair_f0.5" else val["macro_f1"]
+        return val
+
     # Epoch 0 = the untrained heads: with a similarity prior they are the label-similarity scorer, and
     # early stopping may keep them if training only hurts the validation classes.
-    val, _ = evaluate(model, store, split.val[: config.eval_batch_size] if dry_run else split.val,
-                      split.val_classes, emb("val"), config.eval_batch_size)
-    history.append({"epoch": 0, "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"], "seconds": 0.0})
+    val = validate()
+    history.append({"epoch": 0, "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"],
+                    "val_selection": val["selection"], "seconds": 0.0})
     if config.similarity_prior > 0:  # random heads are never a candidate, the label-similarity start is
-        best_f1, best_state = val["macro_f1"], copy.deepcopy(model.state_dict())
+        best_f1, best_state = val["selection"], copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
         batches = balanced_batches(split.train, split.train_classes, steps, config.batch_size, rng)
         sums: dict[str, float] = {}
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
         for i, batch_samples in enumerate(bar):
-            terms = training_step(model, store.batch(batch_samples, split.train_classes), emb("train"),
+            terms = training_step(model, training_batch(store, batch_samples, split, config, rng), emb("train"),
                                   optimizer, r_optimizer)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
             if dry_run:
                 break
-        val_samples = split.val[: config.eval_batch_size] if dry_run else split.val
-        val, _ = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
+        val = validate()
         row = {"epoch": epoch, **{f"train_{k}": v / (i + 1) for k, v in sums.items()},
-               "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"],
+               "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"], "val_selection": val["selection"],
                "seconds": time.perf_counter() - started}
         history.append(row)
-        log.info("epoch %d loss %.4f val macro-F1 %.2f", epoch, row["train_loss"], val["macro_f1"])
-        if val["macro_f1"] > best_f1:
-            best_f1, best_epoch, bad = val["macro_f1"], epoch, 0
+        log.info("epoch %d loss %.4f val macro-F1 %.2f selection (%s) %.2f", epoch, row["train_loss"],
+                 val["macro_f1"], config.selection, val["selection"])
+        if val["selection"] > best_f1:
+            best_f1, best_epoch, bad = val["selection"], epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
@@ -229,7 +367,6 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     model.load_state_dict(best_state)
     model.eval()
     result = TrainResult(model, config, history, best_epoch)
-    val_samples = split.val[: config.eval_batch_size] if dry_run else split.val
     result.val, _ = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
     result.thresholds = calibrate_thresholds(model, data, val_samples)
     if config.use_vmoe and config.fusion == "attention":

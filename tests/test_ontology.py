@@ -21,6 +21,17 @@ def test_default_ontology_loads():
     assert onto.relation_types[0].neo4j_type == "MEMBER_OF"
 
 
+def test_a_relation_can_be_marked_symmetric_and_that_is_part_of_the_label_set():
+    onto = load_ontology(DEFAULT)
+    assert {r.name for r in onto.relation_types if r.symmetric} == {"peer"}
+    data = _data()
+    data["relation_types"].append({"name": "sibling_of", "description": "x", "allowed": [["Person", "Person"]]})
+    plain = Ontology.from_dict(data)
+    data["relation_types"][-1]["symmetric"] = True
+    assert Ontology.from_dict(data).relation_types[-1].symmetric and not plain.relation_types[-1].symmetric
+    assert Ontology.from_dict(data).label_set_id != plain.label_set_id
+
+
 def test_label_set_id_changes_with_content_only():
     a, b = Ontology.from_dict(_data()), Ontology.from_dict(_data())
     assert a.label_set_id == b.label_set_id
@@ -42,6 +53,10 @@ def test_label_set_id_changes_with_content_only():
         (lambda d: d["relation_types"].append({"name": "likes", "description": "x"}), "allowed"),
         (lambda d: d.update(entity_types=[]), "non-empty"),
         (lambda d: d.update(colour="blue"), "unknown keys"),
+        (lambda d: d["relation_types"].append({"name": "likes", "description": "x", "allowed": [["Person", "Person"]],
+                                               "symmetric": "yes"}), "true or false"),
+        (lambda d: d["relation_types"].append({"name": "knows_of", "description": "x", "symmetric": True,
+                                               "allowed": [["Person", "Location"]]}), "both ways"),
     ],
 )
 def test_invalid_ontologies_are_refused_with_a_reason(mutate, message):

@@ -82,7 +82,9 @@ def label_similarity(data: PreparedSplit, mode: str, part: str = "test", pool: s
                                for i in rows])
         else:
             ctx = torch.stack([store.text[i].float().mean(0) for i in rows])
-    sims = F.normalize(ctx, dim=-1) @ F.normalize(data.class_emb[(mode, part)], dim=-1).t()
+    labels = data.class_emb[(mode, part)]
+    labels = labels[:, 0] if labels.ndim == 3 else labels  # relations: the label row (relation_label_embeddings)
+    sims = F.normalize(ctx, dim=-1) @ F.normalize(labels, dim=-1).t()
     pred = [classes[i] for i in sims.argmax(1).tolist()]
     return zero_shot_metrics([s.label for s in samples], pred, classes), pred
 

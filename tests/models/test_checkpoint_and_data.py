@@ -60,9 +60,14 @@ def test_mnre_seed0_split_is_exactly_the_reference():
     assert split.test_classes == ["/per/per/neighbor", "/org/loc/locate_at", "/per/per/alumi", "/misc/loc/held_on",
                                   "/misc/misc/part_of", "/per/misc/nationality", "/per/per/couple"]
     assert (len(split.train), len(split.val), len(split.test)) == (1224, 3482, 1061)
-    # every None pair is either dropped or, from mnre_val.txt, kept as a calibration negative
-    assert len(split.negatives) == 1000 and all(s.label == "None" and "mnre_val" in s.uid for s in split.negatives)
-    assert split.counts["lines"] == 15485 and split.counts["dropped_none"] + len(split.negatives) == 15485 - 5767
+    # every None pair is kept, by its file: trained on (train), validated on (val), tested on (test)
+    for part, file, n in (("train_negatives", "mnre_train", 7744), ("negatives", "mnre_val", 1000),
+                          ("test_negatives", "mnre_test", 974)):
+        pairs = getattr(split, part)
+        assert len(pairs) == n and all(s.label == "None" and file in s.uid for s in pairs)
+    assert split.counts["lines"] == 15485 == 5767 + 7744 + 1000 + 974
+    assert split.symmetric == {"/per/per/siblings", "/per/per/couple", "/per/per/neighbor", "/per/per/peer",
+                               "/per/per/alumi"}
     other = load_mnre(1)
     assert set(other.test_classes) != set(split.test_classes)
     assert set(other.train_classes) | set(other.val_classes) | set(other.test_classes) == \

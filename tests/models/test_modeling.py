@@ -20,7 +20,7 @@ def test_shapes_and_every_loss_term_finite(task):
     out = model(batch, class_emb)
     assert out.scores.shape == (6, 4)
     assert out.nodes.shape == (6, 2 * config.vmoe_dim)
-    assert set(out.losses) == {"rank", "vmoe_kl", "vmoe_entropy", "vmoe", "infonce", "vat"}
+    assert set(out.losses) == {"rank", "fit", "vmoe_kl", "vmoe_entropy", "vmoe", "infonce", "vat"}
     for name, value in out.losses.items():
         assert torch.isfinite(value), name
     assert out.losses["infonce"] > 0 and out.losses["vmoe_kl"] > 0 and out.losses["rank"] > 0

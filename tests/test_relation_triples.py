@@ -1,0 +1,96 @@
+"""From relation mentions to triples: one reading per pair, no self-loops, symmetric relations once."""
+
+from __future__ import annotations
+
+import pytest
+
+from extraction.zero_shot import best_reading_per_pair
+from kg_loader.identity import entity_id
+from kg_loader.records import relation_rows
+from mmkg.records import Mention, RelationMention, TypedMention
+
+
+def _tm(post: str, start: int, text: str, etype: str) -> TypedMention:
+    return TypedMention(Mention(post, start, start + len(text), text, "test"), etype, 0.9, "m/1", "ls")
+
+
+def _rel(head: TypedMention, tail: TypedMention, relation: str, score: float) -> RelationMention:
+    return RelationMention(head.mention.post_id, head, tail, relation, score, "m/1", "ls")
+
+
+ACCRA, DURBAN = _tm("p1", 0, "Accra", "Location"), _tm("p1", 10, "Durban", "Location")
+
+
+def test_a_pair_keeps_its_better_reading_only():
+    forward, backward = _rel(ACCRA, DURBAN, "located_in", 0.4), _rel(DURBAN, ACCRA, "located_in", 0.7)
+    other_post = _rel(_tm("p2", 0, "Accra", "Location"), _tm("p2", 10, "Durban", "Location"), "located_in", 0.1)
+    kept = best_reading_per_pair([(forward, 1.0), (backward, 2.0), (other_post, 0.5)])
+    assert kept == [backward, other_post]  # the raw score decides, per post and unordered pair
+    assert best_reading_per_pair([(forward, 3.0), (backward, 2.0)]) == [forward]
+
+
+def test_self_loops_are_dropped_and_counted():
+    texts = {"p1": "Monsoon Letters #MonsoonLetters"}
+    name, tag = _tm("p1", 0, "Monsoon Letters", "Product"), _tm("p1", 17, "MonsoonLetters", "Product")
+    rows, dropped = relation_rows([_rel(name, tag, "created_by", 0.9)], "run", texts)
+    assert rows == [] and dropped == {"self_loop": 1, "reverse_in_post": 0}
+
+
+def test_a_symmetric_relation_is_written_in_one_canonical_order():
+    a, b = _tm("p1", 0, "Marta Silva", "Person"), _tm("p2", 0, "Ana Costa", "Person")
+    b_in_p1, a_in_p2 = _tm("p1", 20, "Ana Costa", "Person"), _tm("p2", 20, "Marta Silva", "Person")
+    rows, _ = relation_rows([_rel(a, b_in_p1, "peer", 0.8), _rel(b, a_in_p2, "peer", 0.6)], "run",
+                            symmetric={"peer"})
+    assert {(r.head_id, r.tail_id) for r in rows} == {tuple(sorted((entity_id("Marta Silva", "Person"),
+                                                                     entity_id("Ana Costa", "Person"))))}
+    asym, _ = relation_rows([_rel(a, b_in_p1, "peer", 0.8), _rel(b, a_in_p2, "peer", 0.6)], "run")
+    assert len({(r.head_id, r.tail_id) for r in asym}) == 2  # not symmetric: each post's own direction
+
+
+def test_one_post_never_states_an_asymmetric_triple_both_ways():
+    texts = {"p1": "Accra and Durban, #Accra"}
+    tag = _tm("p1", 18, "Accra", "Location")
+    rows, dropped = relation_rows([_rel(ACCRA, DURBAN, "located_in", 0.4), _rel(DURBAN, tag, "located_in", 0.7)],
+                                  "run", texts)
+    assert [(r.head_id, r.tail_id, r.score) for r in rows] == [(entity_id("Durban", "Location"),
+                                                                 entity_id("Accra", "Location"), 0.7)]
+    assert dropped["reverse_in_post"] == 1
+
+
+@pytest.mark.neo4j
+def test_the_loader_writes_symmetric_triples_once_and_reports_drops(neo4j_driver):
+    from kg_loader.load import load_extraction, writer_for
+    from mmkg.ontology import Ontology
+    from mmkg.records import Post
+
+    onto = Ontology.from_dict({"version": 1, "entity_types": [{"name": "Person", "description": "a person"}],
+                               "relation_types": [{"name": "peer", "description": "peers", "symmetric": True,
+                                                   "allowed": [["Person", "Person"]]}]})
+    posts = [Post("p1", "Marta Silva and Ana Costa", "2026-11-01T00:00:00Z"),
+             Post("p2", "Ana Costa and Marta Silva and @MartaSilva", "2026-11-01T00:00:00Z")]
+    m1, a1 = _tm("p1", 0, "Marta Silva", "Person"), _tm("p1", 16, "Ana Costa", "Person")
+    a2, m2, h2 = _tm("p2", 0, "Ana Costa", "Person"), _tm("p2", 14, "Marta Silva", "Person"), _tm("p2", 31, "MartaSilva", "Person")
+    writer = writer_for(neo4j_driver, onto)
+    writer.ensure_schema()
+    report = load_extraction(writer, posts, [m1, a1, a2, m2, h2],
+                             [_rel(m1, a1, "peer", 0.8), _rel(a2, m2, "peer", 0.6), _rel(m2, h2, "peer", 0.9)], "run-1")
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (a:Person)-[r:PEER]->(b:Person) RETURN a.name AS a, b.name AS b, r.evidence_count AS n")
+    assert len(records) == 1 and records[0]["n"] == 2 and {records[0]["a"], records[0]["b"]} == {"marta silva", "ana costa"}
+    assert report.dropped["relations_self_loop"] == 1 and report.as_dict()["dropped"]["relations_self_loop"] == 1
+
+
+def test_one_surface_form_gets_one_type_from_all_its_mentions():
+    import torch
+
+    from extraction.zero_shot import agree_on_types
+
+    # types: 0 Person, 1 Organization, 2 Location. "kofi" twice Person-ish, once Organization-ish (one
+    # mistyped mention); "porto" a homonym: two mentions clearly a place, two clearly a club; "zed" too weak.
+    raw = torch.tensor([[3.0, 2.5, 0.0], [3.2, 2.0, 0.0], [2.6, 2.9, 0.0],
+                        [0.0, 1.0, 4.0], [0.0, 0.9, 4.2], [0.0, 4.5, 1.0], [0.0, 4.4, 1.1],
+                        [0.5, 0.2, 0.1]])
+    keys = ["kofi", "kofi", "kofi", "porto", "porto", "porto", "porto", "zed"]
+    assert agree_on_types(keys, raw, min_score=1.0) == [0, 0, 0, 2, 2, 1, 1, None]
+    # without a clear margin every mention follows the consensus (Organization: mean 2.7 vs 2.575)
+    assert agree_on_types(keys, raw, min_score=1.0, margin=10.0)[3:7] == [1, 1, 1, 1]
