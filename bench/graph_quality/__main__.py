@@ -1,0 +1,3 @@
+from bench.graph_quality.run import main
+
+raise SystemExit(main())
