@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.machine import describe
 from kg_loader import cypher
-from kg_loader.identity import entity_id
+from mmkg.identity import entity_id
 from kg_loader.records import MentionRow, PostRow, RelationRow
 from kg_loader.writer import DEFAULT_WRITERS, GraphWriter, connect, mention_statement, relation_statement
 from mmkg.settings import Neo4jSettings

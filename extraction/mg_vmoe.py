@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from extraction.zero_shot import best_reading_per_pair, relation_candidates
+from extraction.zero_shot import agree_on_types, best_reading_per_pair, relation_candidates
+from mmkg.identity import entity_name
 from mmkg.images import load_image_rgb
 from mmkg.ontology import Ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
@@ -252,12 +253,16 @@ class MGVMoEExtractor:
         names = [e.name for e in ontology.entity_types]
         items = [(posts[m.post_id], [(m.start, m.end)]) for m in mentions]
         scores = self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
+        # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
+        keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        agreed = agree_on_types(keys, scores, float(self.met.thresholds.get("min_score", float("-inf"))))
         out = []
-        for m, raw, p in zip(mentions, scores, scores.softmax(-1)):
-            best = int(raw.argmax())
-            kind = names[best] if self._keeps(self.met, raw[best]) else OTHER_TYPE
-            self.stats["abstained_types" if kind == OTHER_TYPE else "typed"] += 1
-            out.append(TypedMention(m, kind, float(p[best]), self.model_version, ontology.label_set_id))
+        for m, raw, p, kind in zip(mentions, scores, scores.softmax(-1), agreed):
+            self.stats["abstained_types" if kind is None else "typed"] += 1
+            self.stats["types_changed_to_agree"] += kind is not None and kind != int(raw.argmax())
+            label = OTHER_TYPE if kind is None else names[kind]
+            out.append(TypedMention(m, label, float(p[kind if kind is not None else int(raw.argmax())]),
+                                    self.model_version, ontology.label_set_id))
         return out
 
     @torch.inference_mode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kg_loader.identity import entity_id, normalize_name
+from mmkg.identity import entity_id, identity_surface, normalize_name
 from mmkg.ontology import Ontology
 from mmkg.records import OTHER_TYPE, Post, RelationMention, TypedMention
 
@@ -76,16 +76,6 @@ def image_rows(posts: Iterable[Post]) -> list[ImageRow]:
         for im in p.images
         if im.ok and im.sha256
     ]
-
-
-def identity_surface(mention, texts: Mapping[str, str] | None = None) -> str:
-    """The string an entity's identity is computed from: the mention's text, with the ``#``/``@``
-    in front of it when the post has one there (detectors keep a hashtag's span without its sign), so
-    ``#LisbonFalcons`` and "Lisbon Falcons" normalise to the same name."""
-    text = texts.get(mention.post_id) if texts else None
-    if text and mention.start > 0 and text[mention.start - 1] in "#@" and not mention.text.startswith(("#", "@")):
-        return text[mention.start - 1] + mention.text
-    return mention.text
 
 
 def mention_rows(

@@ -73,6 +73,9 @@ class PipelineSettings:
     #: checkpoint directories or published names (models.registry); empty = the committed ones
     entity_checkpoint: str = ""
     relation_checkpoint: str = ""
+    #: the mention tagger's checkpoint directory (extraction.detection): empty = the committed one,
+    #: "none" = no tagger (spaCy + rules); a directory that is absent also falls back to spaCy + rules
+    mention_checkpoint: str = ""
 
     @classmethod
     def from_env(cls) -> "PipelineSettings":
@@ -86,6 +89,7 @@ class PipelineSettings:
             extractor=_env("MMKG_EXTRACTOR", DEFAULT_EXTRACTOR),
             entity_checkpoint=_env("MMKG_ENTITY_CHECKPOINT", ""),
             relation_checkpoint=_env("MMKG_RELATION_CHECKPOINT", ""),
+            mention_checkpoint=_env("MMKG_MENTION_CHECKPOINT", ""),
         )
 
 

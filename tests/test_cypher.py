@@ -3,7 +3,7 @@
 import pytest
 
 from kg_loader import cypher
-from kg_loader.identity import entity_id, normalize_name
+from mmkg.identity import entity_id, normalize_name
 
 
 @pytest.mark.parametrize(

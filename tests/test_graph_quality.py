@@ -192,8 +192,8 @@ TITANS_SPAN, MARIOTA_SPAN, TITANUP_SPAN, NASHVILLE_SPAN = (3, 10), (13, 20), (25
 
 
 def test_gold_names_are_the_graph_normalisation_of_the_gold_surface():
-    from kg_loader.identity import normalize_name
-    from kg_loader.records import identity_surface
+    from mmkg.identity import normalize_name
+    from mmkg.identity import identity_surface
     from mmkg.records import Mention
 
     assert TITANS[3:10] == "@Titans" and TITANS[25:33] == "#TitanUp" and TITANS[42:51] == "Nashville"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kg_loader.identity import entity_id
+from mmkg.identity import entity_id
 from kg_loader.records import MentionRow, PostRow, RelationRow
 from kg_loader.writer import GraphWriter
 

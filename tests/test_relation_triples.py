@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extraction.zero_shot import best_reading_per_pair
-from kg_loader.identity import entity_id
+from mmkg.identity import entity_id
 from kg_loader.records import relation_rows
 from mmkg.records import Mention, RelationMention, TypedMention
 

@@ -32,9 +32,9 @@ express are reported apart ("out-of-ontology").
 
 - *Matching a gold entity* (``scoring.MATCH_MODES``). **name** (headline): the gold entity of a post is the
   graph entity of that post (the post ``MENTIONS`` it) whose ``name`` equals
-  ``kg_loader.identity.normalize_name`` of the gold surface (the gold token span's text): the same entity in
+  ``mmkg.identity.normalize_name`` of the gold surface (the gold token span's text): the same entity in
   that post, as the graph keys entities (``normalize_name`` of the mention with its ``#``/``@`` sign,
-  ``kg_loader.records.identity_surface``), so gold ``@Titans`` is the entity ``titans`` whose mention span is
+  ``mmkg.identity.identity_surface``), so gold ``@Titans`` is the entity ``titans`` whose mention span is
   ``Titans``. Secondary: **exact** (a mention's character span equals the gold span; MNRE gold spans keep the
   sign of handles and hashtags, the detector's spans never do, so those are never matched) and **overlap**
   (lenient: they share a character).

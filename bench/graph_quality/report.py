@@ -143,7 +143,7 @@ def entity_tables(tw: dict) -> list[str]:
 
 DEFINITIONS = """**Definitions.** A *triple instance* is one relationship `(h)-[r]->(t)` with one post of `r.post_ids`.
 *Matching a gold entity* (headline, `name`): the gold entity of a post is the graph entity of that post (the
-post `MENTIONS` it) whose `name` equals `kg_loader.identity.normalize_name` of the gold surface (the gold token
+post `MENTIONS` it) whose `name` equals `mmkg.identity.normalize_name` of the gold surface (the gold token
 span's text) — the same entity in that post, as the graph keys entities (gold `@Titans` is the entity `titans`,
 whose mention span is `Titans`). Secondary: `exact` (a `MENTIONS` span equals the gold character span; gold
 spans keep the `@`/`#` sign, detector spans never do) and `overlap` (lenient: the spans share a character).

@@ -370,7 +370,7 @@ def git_info() -> dict:
 STAGE_SOURCES = (
     "extraction/detection.py", "extraction/zero_shot.py", "extraction/mg_vmoe.py", "extraction/label_similarity.py",
     "extraction/pipeline.py", "kg_loader/load.py", "kg_loader/records.py", "kg_loader/writer.py",
-    "kg_loader/cypher.py", "kg_loader/identity.py", "mmkg/ontology.py", "mmkg/records.py", "ontology/ontology.yaml",
+    "kg_loader/cypher.py", "mmkg/identity.py", "mmkg/ontology.py", "mmkg/records.py", "ontology/ontology.yaml",
     "models/modeling.py", "models/label_descriptions.py", "models/mention_tagger.py",
     "models/checkpoints/met-wnut16/checkpoint.json", "models/checkpoints/met-wnut16/heads.safetensors",
     "models/checkpoints/mre-mnre/checkpoint.json", "models/checkpoints/mre-mnre/heads.safetensors",

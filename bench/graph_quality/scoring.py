@@ -14,7 +14,7 @@ Units.
 Matching a gold entity (``MATCH_MODES``):
 
 - ``name`` (headline): the graph entity *of that post* (the post ``MENTIONS`` it) whose normalised name
-  (``Entity.name``, ``kg_loader.identity.normalize_name`` of the mention's identity surface) equals
+  (``Entity.name``, ``mmkg.identity.normalize_name`` of the mention's identity surface) equals
   ``normalize_name`` of the gold surface (the text of the gold token span). This is how the graph
   identifies entities, so it is "the same entity in that post", what a Cypher user sees: gold
   ``@Titans`` is the entity ``titans`` whatever the detector's span (``Titans``, without the sign).
@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kg_loader.identity import normalize_name
+from mmkg.identity import normalize_name
 
 Span = tuple[int, int]  # character offsets [start, end)
 Key = Span | str  # what a gold entity is matched on: a span (exact, overlap) or a normalised name (name)

@@ -153,3 +153,19 @@ def test_window_keeps_spans_aligned():
     text = "x" * 1000 + " Obama met Merkel " + "y" * 1000
     cut, spans = window(text, [(1001, 1006), (1011, 1017)], chars=20)
     assert [cut[s:e] for s, e in spans] == ["Obama", "Merkel"]
+
+
+def test_one_surface_form_gets_one_type_across_the_shard(tiny_text_encoder, tiny_image_encoder, monkeypatch):
+    """The same name in different posts is one entity: its mentions are typed together (mean raw score),
+    so one mention that reads differently does not split it by type; other names keep their own type."""
+    texts = ["the band played in paris", "paris photo of a car", "sky tree house paris star"]
+    posts = {f"q{i}": Post(f"q{i}", t, "2024-01-01T00:00:00Z") for i, t in enumerate(texts)}
+    mentions = [Mention(pid, p.text.index("paris"), p.text.index("paris") + 5, "paris", "test")
+                for pid, p in posts.items()] + [Mention("q0", 0, 8, "the band", "test")]
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    # types: Person, Location, Organization; the first "paris" alone would be a Person
+    raw = torch.tensor([[2.0, 1.5, 0.0], [0.0, 3.0, 0.0], [0.5, 2.5, 0.0], [0.0, 0.0, 2.0]])
+    monkeypatch.setattr(ex, "_scores", lambda ckpt, items, emb: raw)
+    typed = ex.type_mentions(posts, mentions, ONTOLOGY)
+    assert [tm.entity_type for tm in typed] == ["Location", "Location", "Location", "Organization"]
+    assert ex.stats["types_changed_to_agree"] == 1

@@ -1,4 +1,5 @@
-"""Deterministic entity identity.
+"""Deterministic entity identity, shared by the stages that decide types (``extraction``) and the loader
+that keys nodes by it (``kg_loader``).
 
 An entity is (normalised name, entity type). The id is a hash of both, so the same entity
 mentioned in any post, in any run or backfill, lands on the same node; surface forms are kept
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Mapping
 
 _WS = re.compile(r"\s+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -38,3 +40,18 @@ def entity_id(surface_or_name: str, entity_type: str) -> str:
     """32 hex chars of SHA-256 over (type, normalised name)."""
     key = f"{entity_type}\x1f{normalize_name(surface_or_name)}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def identity_surface(mention, texts: Mapping[str, str] | None = None) -> str:
+    """The string an entity's identity is computed from: the mention's text, with the ``#``/``@``
+    in front of it when the post has one there (detectors keep a hashtag's span without its sign), so
+    ``#LisbonFalcons`` and "Lisbon Falcons" normalise to the same name."""
+    text = texts.get(mention.post_id) if texts else None
+    if text and mention.start > 0 and text[mention.start - 1] in "#@" and not mention.text.startswith(("#", "@")):
+        return text[mention.start - 1] + mention.text
+    return mention.text
+
+
+def entity_name(mention, texts: Mapping[str, str] | None = None) -> str:
+    """The normalised name a mention's entity gets (``normalize_name`` of its ``identity_surface``)."""
+    return normalize_name(identity_surface(mention, texts))
