@@ -43,8 +43,10 @@ def run(days: list[str] | None = None) -> int:
         print(
             f"dt={day}: posts read {report['posts_read']}, valid {report['posts_valid']}, "
             f"quarantined {report['posts_quarantined']}, bad images {report['images_bad']}, "
-            f"mentions {report['mentions']}, entities typed {report['entities_typed']}, "
-            f"relations {report['relations']}"
+            f"mentions {report['mentions']}, entities typed {report['entities_typed']} (abstained "
+            f"{report['mentions_abstained']}, unreadable script {report['mentions_unreadable_script']}), "
+            f"relations {report['relations']} (self-loops dropped "
+            f"{report['graph'].get('dropped_relations_self_loop', 0)})"
         )
         if report["quarantine"]:
             print(f"    quarantine reasons: {report['quarantine']}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from extraction import staging
 from mmkg.files import atomic_write_text
 from mmkg.ontology import load_ontology
-from mmkg.records import Mention, RelationMention, TypedMention
+from mmkg.records import OTHER_TYPE, Mention, RelationMention, TypedMention
 from mmkg.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -140,16 +140,39 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
     mentions = staging.read_mentions(staging.shard_file(shard, "mentions"))
     settings = PipelineSettings.from_env()
     extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
-    typed = extractor.type_mentions(posts, mentions, ontology)
+    readable = [m for m in mentions if readable_script(m.text)]
+    typed = extractor.type_mentions(posts, readable, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
-    staging.write_records(staging.shard_file(shard, "typed_mentions"), typed, TypedMention)
+    # Mentions in a script the encoders were not trained on are not guessed at: they abstain, counted.
+    unreadable = [TypedMention(m, OTHER_TYPE, 0.0, extractor.model_version, ontology.label_set_id)
+                  for m in mentions if not readable_script(m.text)]
+    staging.write_records(staging.shard_file(shard, "typed_mentions"), typed + unreadable, TypedMention)
     staging.write_records(staging.shard_file(shard, "relations"), relations, RelationMention)
     return {
         **shard,
-        "typed_mentions": len(typed),
+        "typed_mentions": sum(t.entity_type != OTHER_TYPE for t in typed),
+        "mentions_abstained": sum(t.entity_type == OTHER_TYPE for t in typed),
+        "mentions_unreadable_script": len(unreadable),
         "relations": len(relations),
         "model_version": extractor.model_version,
     }
+
+
+#: Scripts the packaged encoders read: all-MiniLM-L6-v2 was trained on English text (its vocabulary has
+#: no word pieces for Hangul, Kana or Han beyond single characters), so a mention written mostly in
+#: another script is not typed (Spanish or Portuguese names are Latin script and are typed).
+READABLE_SCRIPTS = ("LATIN",)
+
+
+def readable_script(text: str) -> bool:
+    """Whether at least half of a mention's letters are in ``READABLE_SCRIPTS`` (digits-only: readable)."""
+    import unicodedata
+
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return True
+    latin = sum(unicodedata.name(ch, "").startswith(READABLE_SCRIPTS) for ch in letters)
+    return 2 * latin >= len(letters)
 
 
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
@@ -178,6 +201,8 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         },
         "mentions": sum(load.get("mentions", 0) for load in loads),
         "entities_typed": sum(load.get("typed_mentions", 0) for load in loads),
+        "mentions_abstained": sum(load.get("mentions_abstained", 0) for load in loads),
+        "mentions_unreadable_script": sum(load.get("mentions_unreadable_script", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),
         "graph": dict(sorted(total.items())),
         "rejected_by_loader": rejected,

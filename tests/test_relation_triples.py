@@ -94,3 +94,11 @@ def test_one_surface_form_gets_one_type_from_all_its_mentions():
     assert agree_on_types(keys, raw, min_score=1.0) == [0, 0, 0, 2, 2, 1, 1, None]
     # without a clear margin every mention follows the consensus (Organization: mean 2.7 vs 2.575)
     assert agree_on_types(keys, raw, min_score=1.0, margin=10.0)[3:7] == [1, 1, 1, 1]
+
+
+def test_mentions_in_a_script_the_encoders_cannot_read_abstain():
+    from extraction.pipeline import readable_script
+
+    assert readable_script("Marta Silva") and readable_script("José Ñúñez") and readable_script("2026")
+    assert not readable_script("오늘") and not readable_script("東京タワー")
+    assert readable_script("K-pop 오") is True  # mostly Latin letters
