@@ -133,13 +133,15 @@ DETACH DELETE e
 """
 
 #: Same for relation evidence contributed by a post: remove the post from triples it no longer
-#: supports, and delete triples left with no evidence at all.
+#: supports, and delete triples left with no evidence at all. One row per triple (the posts that
+#: retract from it collected first): with a row per (post, triple), a triple losing two posts of one
+#: batch had its lists rewritten from stale indices (null entries, and the load failed).
 RETRACT_STALE_EVIDENCE = """
 UNWIND $posts AS post
 MATCH (p:Post {id: post.id})-[:MENTIONS]->(h:Entity)-[r]->(t:Entity)
 WHERE post.id IN r.post_ids AND NOT (h.id + '|' + type(r) + '|' + t.id) IN post.keep
-WITH DISTINCT post, r
-WITH r, [i IN range(0, size(r.post_ids) - 1) WHERE r.post_ids[i] <> post.id] AS kept
+WITH r, collect(DISTINCT post.id) AS gone
+WITH r, [i IN range(0, size(r.post_ids) - 1) WHERE NOT r.post_ids[i] IN gone] AS kept
 SET r.post_ids = [i IN kept | r.post_ids[i]], r.scores = [i IN kept | r.scores[i]]
 SET r.evidence_count = size(r.post_ids),
     r.max_score = reduce(m = 0.0, s IN r.scores | CASE WHEN s > m THEN s ELSE m END)

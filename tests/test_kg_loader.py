@@ -261,6 +261,28 @@ def test_retract_stale_replaces_a_posts_extraction(neo4j_driver):
     assert sorted(records[0]["ids"]) == ["p1", "p2"]
 
 
+def test_a_triple_losing_several_posts_in_one_retraction_keeps_the_rest_exactly(neo4j_driver):
+    """Three posts support one triple; two of them are re-run in one load without it (a new detector,
+    say): the triple keeps the third post's evidence and score, with no stale or null entries."""
+    writer = GraphWriter(neo4j_driver)
+    writer.ensure_schema()
+    posts = [_post(p) for p in ("p1", "p2", "p3")]
+    mentions = [_mention(p, name, etype, start) for p in ("p1", "p2", "p3")
+                for name, etype, start in (("Marta Silva", "Person", 0), ("Lisbon Falcons", "Organization", 20))]
+    relations = [_relation(p, ("Marta Silva", "Person"), "member_of", ("Lisbon Falcons", "Organization"), score)
+                 for p, score in (("p1", 0.5), ("p2", 0.6), ("p3", 0.7))]
+    _load(writer, posts, mentions, relations)
+    kept_mentions = [m for m in mentions if m.post_id in ("p1", "p3")]
+    writer.retract_stale(["p1", "p3"], kept_mentions, [])
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH ()-[r:MEMBER_OF]->() RETURN r.post_ids AS ids, r.scores AS scores, r.evidence_count AS n, "
+        "r.max_score AS best")
+    assert [r.data() for r in records] == [{"ids": ["p2"], "scores": [0.6], "n": 1, "best": 0.6}]
+    writer.retract_stale(["p2"], [m for m in mentions if m.post_id == "p2"], [])
+    records, _, _ = neo4j_driver.execute_query("MATCH ()-[r:MEMBER_OF]->() RETURN count(r) AS n")
+    assert records[0]["n"] == 0
+
+
 def test_server_stopped_mid_load_fails_loudly_and_rerun_completes_without_duplicates(neo4j_server):
     posts = [_post(f"p{i}") for i in range(3000)]
     mentions = [_mention(f"p{i}", f"Person {i % 700}", "Person", 0) for i in range(3000)]
