@@ -71,17 +71,24 @@ def save_checkpoint(path: str | Path, model: MGVMoE, marker_embeddings: torch.Te
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    path = Path(path)
-    if not (path / CARD).is_file() or not (path / WEIGHTS).is_file():
-        raise CheckpointError(f"{path}: expected {CARD} and {WEIGHTS}")
-    card = json.loads((path / CARD).read_text(encoding="utf-8"))
-    if card.get("format") != FORMAT:
+def read_verified_card(path: Path, card_name: str = CARD, weights_name: str = WEIGHTS, fmt: str = FORMAT) -> dict:
+    """The card of a checkpoint directory, after checking its format and that the weights file is the one
+    the card hashed (an altered or partial copy is refused). Shared by every checkpoint kind."""
+    if not (path / card_name).is_file() or not (path / weights_name).is_file():
+        raise CheckpointError(f"{path}: expected {card_name} and {weights_name}")
+    card = json.loads((path / card_name).read_text(encoding="utf-8"))
+    if card.get("format") != fmt:
         raise CheckpointError(f"{path}: unknown checkpoint format {card.get('format')!r}")
-    actual = sha256_file(path / WEIGHTS)
+    actual = sha256_file(path / weights_name)
     if actual != card.get("weights_sha256"):
         raise CheckpointError(f"{path}: weights hash {actual[:12]} does not match the card's "
                               f"{str(card.get('weights_sha256'))[:12]} (altered or partial copy)")
+    return card
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    card = read_verified_card(path)
     config = MGVMoEConfig.from_dict(card["config"])
     tensors = load_file(str(path / WEIGHTS))
     model = MGVMoE(config)

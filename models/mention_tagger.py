@@ -58,7 +58,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.checkpoint import SHIPPED, CheckpointError, sha256_file
+from models.checkpoint import SHIPPED, CheckpointError, read_verified_card, sha256_file
 from models.data import read_conll
 
 WEIGHTS, CARD = "tagger.safetensors", "checkpoint.json"
@@ -582,15 +582,7 @@ def load_tagger(path: str | Path, encoder_path: str = "", *, encoder=None, token
     packaged one) or the given ``encoder``/``tokenizer``. Refuses altered weights and an encoder other
     than the one the adapters were trained on. ``merge``: fold the adapters in (inference)."""
     path = Path(path)
-    if not tagger_checkpoint_exists(path):
-        raise CheckpointError(f"{path}: expected {CARD} and {WEIGHTS}")
-    card = json.loads((path / CARD).read_text(encoding="utf-8"))
-    if card.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {card.get('format')!r}")
-    actual = sha256_file(path / WEIGHTS)
-    if actual != card.get("weights_sha256"):
-        raise CheckpointError(f"{path}: weights hash {actual[:12]} does not match the card's "
-                              f"{str(card.get('weights_sha256'))[:12]} (altered or partial copy)")
+    card = read_verified_card(path, CARD, WEIGHTS, FORMAT)
     config = TaggerConfig.from_dict(card["config"])
     if encoder is None:
         tagger = MentionTagger.from_encoder_path(config, encoder_path)
