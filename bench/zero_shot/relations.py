@@ -35,6 +35,7 @@ from models.train import (
     PreparedSplit,
     calibrate_pair_threshold,
     decide_pairs,
+    f_beta,
     pair_metrics,
     pr_curve,
     predict,
@@ -89,9 +90,9 @@ def keep_all_metrics(forward: torch.Tensor, backward: torch.Tensor, samples, cla
         right += (g >= 0 and f == g) + (g >= 0 and b == g and g in sym)
     kept, positives = 2 * len(samples), sum(g >= 0 for g in gold)
     p, r = right / kept, right / positives
-    f = lambda beta: 100 * (1 + beta**2) * p * r / (beta**2 * p + r) if p + r else 0.0  # noqa: E731
     none = sum(g < 0 for g in gold)
-    return {"micro_p": 100 * p, "micro_r": 100 * r, "micro_f1": f(1.0), "micro_f05": f(0.5), "kept": kept,
+    return {"micro_p": 100 * p, "micro_r": 100 * r, "micro_f1": 100 * f_beta(p, r, 1.0),
+            "micro_f05": 100 * f_beta(p, r, 0.5), "kept": kept,
             "pairs": len(samples), "positives": positives, "none_pairs": none, "none_given_relation": none,
             "none_given_relation_pct": 100.0, "threshold": float("-inf"), "pairs_written_both_ways": len(samples)}
 
