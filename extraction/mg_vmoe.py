@@ -102,6 +102,7 @@ class MGVMoEExtractor:
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._images: dict[str, torch.Tensor | None] = {}  # image sha256 (or path) -> region tokens
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # post id -> (token states, offsets)
+        self._surfaces: dict[str, torch.Tensor] = {}  # entity surface -> its words encoded alone
         self.stats: Counter = Counter()
 
     # ------------------------------------------------------------------------------------ encoders
@@ -172,8 +173,23 @@ class MGVMoEExtractor:
                 self._texts[post.id] = (hidden[r, :n].float(), offsets[r, :n])
             self.stats["posts_encoded"] += len(chunk)
 
+    def _surface_embeddings(self, ckpt: Checkpoint, items: list[Item]) -> torch.Tensor | None:
+        """(N, num_spans, H) each span's surface encoded alone, when the checkpoint's argument prior reads
+        surfaces (``MGVMoEConfig.argument_input``); each distinct surface once per shard."""
+        if ckpt.config.task != "mre" or ckpt.config.argument_prior <= 0 or ckpt.config.argument_input == "span":
+            return None
+        texts = [[" ".join(post.text[s:e].split()) for s, e in spans] for post, spans in items]
+        todo = sorted({t for row in texts for t in row} - self._surfaces.keys())
+        for k in range(0, len(todo), HEAD_BATCH):
+            part = todo[k : k + HEAD_BATCH]
+            with self._autocast():
+                emb = self.text_encoder.embed_labels(part).float()
+            self._surfaces.update(zip(part, emb))
+            self.stats["surfaces_encoded"] += len(part)
+        return torch.stack([torch.stack([self._surfaces[t] for t in row]) for row in texts])
+
     def _head_scores(self, ckpt: Checkpoint, states: list[torch.Tensor], bounds: torch.Tensor, posts: list[Post],
-                     class_emb: torch.Tensor) -> torch.Tensor:
+                     class_emb: torch.Tensor, surfaces: torch.Tensor | None = None) -> torch.Tensor:
         """Raw class scores of one batch of mentions / pairs, from their posts' token states."""
         length = max(len(t) for t in states)
         tokens = torch.zeros(len(states), length, states[0].shape[-1], device=self.device)
@@ -187,7 +203,8 @@ class MGVMoEExtractor:
             image_tokens = torch.stack([im if im is not None else torch.zeros_like(ref) for im in imgs])
         else:
             image_tokens = torch.zeros(len(states), 0, ckpt.config.image_hidden, device=self.device)
-        batch = MGVMoEBatch(tokens, mask, bounds.to(self.device), image_tokens, has)
+        batch = MGVMoEBatch(tokens, mask, bounds.to(self.device), image_tokens, has,
+                            surfaces=surfaces.to(self.device) if surfaces is not None else None)
         with self._autocast():
             scores = ckpt.model(batch, class_emb.to(self.device)).scores
         return scores.float().cpu()
@@ -195,6 +212,7 @@ class MGVMoEExtractor:
     def _scores(self, ckpt: Checkpoint, items: list[Item], class_emb: torch.Tensor) -> torch.Tensor:
         """(N, C) raw scores of each mention / pair against each class, in input order."""
         self._encode_posts([post for post, _ in items])
+        surfaces = self._surface_embeddings(ckpt, items)
         scores = torch.zeros(len(items), len(class_emb))
         rows, overflow = [], []  # (item index, token bounds) read from the post; items past max_length
         for i, (post, spans) in enumerate(items):
@@ -207,8 +225,10 @@ class MGVMoEExtractor:
         for k in range(0, len(rows), HEAD_BATCH):
             part = rows[k : k + HEAD_BATCH]
             posts = [items[i][0] for i, _ in part]
-            scores[[i for i, _ in part]] = self._head_scores(
-                ckpt, [self._texts[p.id][0] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb)
+            idx = [i for i, _ in part]
+            scores[idx] = self._head_scores(
+                ckpt, [self._texts[p.id][0] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb,
+                surfaces[idx] if surfaces is not None else None)
         chars = CONTEXT_CHARS
         while overflow:
             # Spans beyond max_length word pieces of a long post: encode a window of text around them,
@@ -231,7 +251,8 @@ class MGVMoEExtractor:
                     idx = [overflow[j] for _, j, _ in read]
                     states = [hidden[r, : int(mask[r].sum())].float() for r, _, _ in read]
                     scores[idx] = self._head_scores(ckpt, states, torch.tensor([b for _, _, b in read]),
-                                                  [items[i][0] for i in idx], class_emb)
+                                                  [items[i][0] for i in idx], class_emb,
+                                                  surfaces[idx] if surfaces is not None else None)
                     self.stats["windowed_spans"] += len(read)
             overflow, chars = still, (chars // 2 if chars > 20 else 0)
         return scores
@@ -248,6 +269,7 @@ class MGVMoEExtractor:
         # shard, then go: memory stays flat however many shards one task process scores.
         self._images.clear()
         self._texts.clear()
+        self._surfaces.clear()
         if not mentions:
             return []
         names = [e.name for e in ontology.entity_types]

@@ -43,6 +43,9 @@ class MGVMoEConfig:
     #                          tokens) or "entities" (mean of the entity spans; needs text_input="spans")
     argument_prior: float = 0.0  # MRE, > 0 adds prior * (cos(head span, head type) + cos(tail span, tail type)),
     #                              the relation's argument types from the label set (not in the reference)
+    argument_input: str = "span"  # what the argument prior reads of each entity: "span" (its span in the post),
+    #                               "surface" (its words encoded alone: what type of thing it names, without
+    #                               the post's context) or "both" (the mean of the two)
     fusion: str = "attention"  # "attention" (MG-VMoE), "concat" (mean image + h_e baseline), "none" (text-only)
     # --- ablation switches -----------------------------------------------------------------------------
     use_vmoe: bool = True  # False = "w/o VMoE": a plain linear projection of tokens instead of the experts
@@ -100,6 +103,8 @@ class MGVMoEConfig:
             raise ValueError("selection='pair_f0.5' scores relation pairs: it needs task='mre'")
         if self.label_text not in ("name", "description"):
             raise ValueError(f"label_text must be name|description, got {self.label_text!r}")
+        if self.argument_input not in ("span", "surface", "both"):
+            raise ValueError(f"argument_input must be span|surface|both, got {self.argument_input!r}")
 
     @property
     def num_spans(self) -> int:

@@ -41,6 +41,8 @@ class FeatureStore:
     image_index: torch.Tensor  # (N,) row in ``images`` or -1 when the post has no image
     images: torch.Tensor  # (M, R, image_hidden) float16
     stats: dict  # truncated entity spans, images used/failed: nothing is lost silently
+    surfaces: torch.Tensor | None = None  # (N, num_spans, text_hidden) float16: each entity's words encoded
+    #                                        alone (``surface_embeddings``); cached in a file of its own
 
     def __post_init__(self) -> None:
         self.row = {u: i for i, u in enumerate(self.uids)}
@@ -68,9 +70,11 @@ class FeatureStore:
             where = {c: k for k, c in enumerate(classes)}
             labels = torch.tensor([-1 if s.label in NO_CLASS else where[s.label] for s in samples])
         bounds = self.span_bounds[idx]
+        surfaces = self.surfaces[idx] if self.surfaces is not None else None
         if swap:
             bounds = bounds.flip(1)
-        return MGVMoEBatch(tokens, mask, bounds, image_tokens, has, labels)
+            surfaces = surfaces.flip(1) if surfaces is not None else None
+        return MGVMoEBatch(tokens, mask, bounds, image_tokens, has, labels, surfaces)
 
 
 def cache_dir() -> Path:
@@ -133,6 +137,20 @@ def encode_samples(
     return FeatureStore([s.uid for s in samples], text, span_bounds, image_index, stacked, stats)
 
 
+def surface_embeddings(samples: list[Sample], text_encoder: TextTokenEncoder, batch_size: int = 256) -> torch.Tensor:
+    """(N, num_spans, H) float16: the words of each entity span encoded alone (``embed_labels``), each
+    distinct surface once. What the argument prior reads with ``argument_input="surface"``."""
+    surfaces = [[" ".join(s.tokens[a:b]) for a, b, *_ in s.spans] for s in samples]
+    distinct = sorted({t for row in surfaces for t in row})
+    rows = {}
+    for k in range(0, len(distinct), batch_size):
+        part = distinct[k : k + batch_size]
+        with torch.no_grad():
+            emb = text_encoder.embed_labels(part).to(torch.float16).cpu()
+        rows.update(zip(part, emb))
+    return torch.stack([torch.stack([rows[t] for t in row]) for row in surfaces])
+
+
 #: Bumped whenever what a FeatureStore holds changes, so older caches are never read.
 FEATURES_FORMAT = 2
 
@@ -169,8 +187,25 @@ class FeatureCache:
 
     def features(self, samples: list[Sample], task: str, name: str, text_input: str = "markers") -> FeatureStore:
         path = cache_dir() / f"{name}-{task}-{text_input}-{self.key()}-{samples_fingerprint(samples)}.pt"
+        store = None
         if self.use_disk and path.is_file():
-            return FeatureStore(**torch.load(path, weights_only=True))
+            store = FeatureStore(**torch.load(path, weights_only=True))
+        if store is None:
+            store = self._encode(samples, task, text_input, path)
+        if task == "mre":
+            store.surfaces = self.surfaces(samples, name)
+        return store
+
+    def surfaces(self, samples: list[Sample], name: str) -> torch.Tensor:
+        path = cache_dir() / f"{name}-surfaces-{self.key()}-{samples_fingerprint(samples)}.pt"
+        if self.use_disk and path.is_file():
+            return torch.load(path, weights_only=True)
+        emb = surface_embeddings(samples, self.text_encoder)
+        if self.use_disk:
+            torch.save(emb, path)
+        return emb
+
+    def _encode(self, samples: list[Sample], task: str, text_input: str, path: Path) -> FeatureStore:
         needs_images = any(s.image for s in samples)
         store = encode_samples(samples, task, text_input, self.text_encoder,
                                self.image_encoder if needs_images else None)

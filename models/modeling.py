@@ -364,6 +364,8 @@ class MGVMoEBatch:
     has_image: torch.Tensor  # (B,) bool
     labels: torch.Tensor | None = None  # (B,) index into the class list being scored; -1 = no class at all
     #                                      (an MNRE ``None`` pair, a pair read in the wrong direction)
+    surfaces: torch.Tensor | None = None  # (B, num_spans, text_hidden) each entity's surface encoded alone
+    #                                        (``TextTokenEncoder.embed_labels``), for ``argument_input``
 
 
 def concat_batches(batches: list[MGVMoEBatch]) -> MGVMoEBatch:
@@ -380,10 +382,11 @@ def concat_batches(batches: list[MGVMoEBatch]) -> MGVMoEBatch:
     images = [pad(b.image_tokens, regions) if b.image_tokens.shape[1] else
               ref.new_zeros(len(b.has_image), *ref.shape[1:]) for b in batches]
     labels = None if any(b.labels is None for b in batches) else torch.cat([b.labels for b in batches])
+    surfaces = None if any(b.surfaces is None for b in batches) else torch.cat([b.surfaces for b in batches])
     return MGVMoEBatch(torch.cat([pad(b.text_tokens, length) for b in batches]),
                        torch.cat([pad(b.text_mask, length) for b in batches]),
                        torch.cat([b.span_bounds for b in batches]), torch.cat(images),
-                       torch.cat([b.has_image for b in batches]), labels)
+                       torch.cat([b.has_image for b in batches]), labels, surfaces)
 
 
 @dataclass
@@ -511,8 +514,20 @@ class MGVMoE(nn.Module):
             # Argument-type compatibility, zero-shot from the label set: does the head span read like the
             # relation's head type and the tail span like its tail type. Order-sensitive: it tells direction.
             arg = F.normalize(arguments.float(), dim=-1)
-            head, tail = (F.normalize(e, dim=-1) for e in entities[:2])
-            scores = scores + c.argument_prior * (head @ arg[:, 0].t() + tail @ arg[:, 1].t())
+
+            def fits(head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+                head, tail = F.normalize(head.float(), dim=-1), F.normalize(tail.float(), dim=-1)
+                return head @ arg[:, 0].t() + tail @ arg[:, 1].t()
+
+            readings = []
+            if c.argument_input in ("span", "both"):
+                readings.append(fits(*entities[:2]))
+            if c.argument_input in ("surface", "both"):
+                if batch.surfaces is None:
+                    raise ValueError(f"argument_input={c.argument_input!r} needs batch.surfaces (each entity's "
+                                     "surface encoded alone)")
+                readings.append(fits(batch.surfaces[:, 0], batch.surfaces[:, 1]))
+            scores = scores + c.argument_prior * torch.stack(readings).mean(0)
         losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
         loss = None
         if batch.labels is not None:

@@ -122,6 +122,26 @@ def test_the_relation_threshold_does_not_move_when_similar_labels_are_added(post
         assert [r.relation for r in rels] == ["place_of_residence"]
 
 
+def test_a_relation_checkpoint_reading_surfaces_encodes_each_surface_once(posts, tiny_text_encoder, tiny_image_encoder):
+    torch.manual_seed(0)
+    config = MGVMoEConfig.tiny("mre", label_text="description", text_input="spans", similarity_prior=1.0,
+                               argument_prior=2.0, argument_input="surface")
+    card = {"name": "mre-surface", "weights_sha256": "0" * 64, "thresholds": {"min_score": -float("inf")}}
+    surface = Checkpoint(config, MGVMoE(config).eval(), torch.zeros(6, 32), card)
+    span_model = MGVMoE(config.replace(argument_input="span")).eval()
+    span_model.load_state_dict(surface.model.state_dict())
+    span = Checkpoint(span_model.config, span_model, torch.zeros(6, 32), dict(card))
+    pair = [(posts["p2"], [(0, 4), (23, 27)]), (posts["p2"], [(23, 27), (0, 4)])]
+    raw = {}
+    for name, ckpt in (("surface", surface), ("span", span)):
+        ex = MGVMoEExtractor(_checkpoint("met", 0.0, "met-tiny"), ckpt, text_encoder=tiny_text_encoder,
+                             image_encoder=tiny_image_encoder)
+        with torch.inference_mode():
+            raw[name] = ex._scores(ex.mre, pair, ex._label_embeddings(ONTOLOGY, "relation", ex.mre))
+        assert ex.stats["surfaces_encoded"] == (2 if name == "surface" else 0)  # "star", "city": once each
+    assert not torch.allclose(raw["surface"], raw["span"])
+
+
 def test_refuses_checkpoints_trained_with_entity_markers(tiny_text_encoder, tiny_image_encoder):
     with pytest.raises(ValueError, match="text_input='spans'"):
         MGVMoEExtractor(_checkpoint("met", 0.0, "met-markers", text_input="markers"), _checkpoint("mre", 0.0, "mre"),

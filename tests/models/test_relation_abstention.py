@@ -151,3 +151,35 @@ def test_training_on_none_pairs_teaches_the_raw_score_to_abstain():
         pos, neg = d.best[~d.none], d.best[d.none]
         aucs[name] = float((pos[:, None] > neg[None, :]).float().mean())
     assert aucs["with None pairs"] > 0.9 and aucs["with None pairs"] > aucs["ranking only"] + 0.1, aucs
+
+
+def test_the_argument_prior_reads_surfaces_encoded_alone_when_asked_and_swaps_them_with_the_spans():
+    config = MGVMoEConfig.tiny("mre", similarity_prior=1.0, argument_prior=2.0, argument_input="surface")
+    batch, labels = random_batch(config, b=4, classes=3)
+    g = torch.Generator().manual_seed(3)
+    heads, tails = torch.randn(3, config.text_hidden, generator=g), torch.randn(3, config.text_hidden, generator=g)
+    class_emb = torch.stack([labels, heads, tails], 1)
+    model = MGVMoE(config).eval()
+    with pytest.raises(ValueError, match="surfaces"):
+        model(batch, class_emb)
+    # A surface that is exactly class 0's head type, and a tail that is its tail type: class 0 gains 2 x (1 + 1)
+    # over the prior of the post alone, whatever the spans in the post say.
+    batch.surfaces = torch.stack([heads[0].expand(4, -1), tails[0].expand(4, -1)], 1)
+    with_surfaces = model(batch, class_emb).scores
+    span_only = MGVMoE(config.replace(argument_input="span")).eval()
+    span_only.load_state_dict(model.state_dict())
+    assert not torch.allclose(with_surfaces, span_only(batch, class_emb).scores)
+    assert (with_surfaces.argmax(1) == 0).all()
+    both = MGVMoE(config.replace(argument_input="both")).eval()
+    both.load_state_dict(model.state_dict())
+    mean = (with_surfaces + span_only(batch, class_emb).scores) / 2
+    assert torch.allclose(both(batch, class_emb).scores, mean, atol=1e-5)
+    with pytest.raises(ValueError, match="argument_input"):
+        MGVMoEConfig.tiny("mre", argument_input="words")
+
+
+def test_a_swapped_batch_swaps_the_surfaces_too():
+    store, samples = _store(2)
+    store.surfaces = torch.arange(2 * 2 * 3, dtype=torch.float16).reshape(2, 2, 3)
+    plain, swapped = store.batch(samples, ["r0"]), store.batch(samples, ["r0"], swap=True)
+    assert torch.equal(plain.surfaces[:, 0], swapped.surfaces[:, 1])
