@@ -37,6 +37,7 @@ from mmkg.images import load_image_rgb
 from mmkg.ontology import Ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, Checkpoint, load_checkpoint
+from models.features import embed_surfaces
 from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, relation_label_embeddings, token_span
 
 log = logging.getLogger(__name__)
@@ -179,14 +180,10 @@ class MGVMoEExtractor:
         if ckpt.config.task != "mre" or ckpt.config.argument_prior <= 0 or ckpt.config.argument_input == "span":
             return None
         texts = [[" ".join(post.text[s:e].split()) for s, e in spans] for post, spans in items]
-        todo = sorted({t for row in texts for t in row} - self._surfaces.keys())
-        for k in range(0, len(todo), HEAD_BATCH):
-            part = todo[k : k + HEAD_BATCH]
-            with self._autocast():
-                emb = self.text_encoder.embed_labels(part).float()
-            self._surfaces.update(zip(part, emb))
-            self.stats["surfaces_encoded"] += len(part)
-        return torch.stack([torch.stack([self._surfaces[t] for t in row]) for row in texts])
+        with self._autocast():
+            emb, encoded = embed_surfaces(texts, self.text_encoder, self._surfaces, HEAD_BATCH)
+        self.stats["surfaces_encoded"] += encoded
+        return emb.float()
 
     def _head_scores(self, ckpt: Checkpoint, states: list[torch.Tensor], bounds: torch.Tensor, posts: list[Post],
                      class_emb: torch.Tensor, surfaces: torch.Tensor | None = None) -> torch.Tensor:

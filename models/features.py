@@ -137,18 +137,23 @@ def encode_samples(
     return FeatureStore([s.uid for s in samples], text, span_bounds, image_index, stacked, stats)
 
 
-def surface_embeddings(samples: list[Sample], text_encoder: TextTokenEncoder, batch_size: int = 256) -> torch.Tensor:
-    """(N, num_spans, H) float16: the words of each entity span encoded alone (``embed_labels``), each
-    distinct surface once. What the argument prior reads with ``argument_input="surface"``."""
-    surfaces = [[" ".join(s.tokens[a:b]) for a, b, *_ in s.spans] for s in samples]
-    distinct = sorted({t for row in surfaces for t in row})
-    rows = {}
-    for k in range(0, len(distinct), batch_size):
-        part = distinct[k : k + batch_size]
+def embed_surfaces(surfaces: list[list[str]], text_encoder: TextTokenEncoder, known: dict[str, torch.Tensor],
+                   batch_size: int = 256) -> tuple[torch.Tensor, int]:
+    """(N, num_spans, H) each surface encoded alone (``embed_labels``): what the argument prior reads with
+    ``argument_input`` "surface" or "both". Each distinct surface not in ``known`` is encoded once and added
+    to it; returns the stacked rows and how many surfaces were encoded."""
+    todo = sorted({t for row in surfaces for t in row} - known.keys())
+    for k in range(0, len(todo), batch_size):
+        part = todo[k : k + batch_size]
         with torch.no_grad():
-            emb = text_encoder.embed_labels(part).to(torch.float16).cpu()
-        rows.update(zip(part, emb))
-    return torch.stack([torch.stack([rows[t] for t in row]) for row in surfaces])
+            known.update(zip(part, text_encoder.embed_labels(part)))
+    return torch.stack([torch.stack([known[t] for t in row]) for row in surfaces]), len(todo)
+
+
+def surface_embeddings(samples: list[Sample], text_encoder: TextTokenEncoder) -> torch.Tensor:
+    """(N, num_spans, H) float16: the words of each entity span of ``samples`` encoded alone."""
+    emb, _ = embed_surfaces([[" ".join(s.tokens[a:b]) for a, b, *_ in s.spans] for s in samples], text_encoder, {})
+    return emb.to(torch.float16).cpu()
 
 
 #: Bumped whenever what a FeatureStore holds changes, so older caches are never read.
