@@ -32,10 +32,17 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------- metrics
 def zero_shot_metrics(gold: list[str], pred: list[str], classes: list[str]) -> dict:
-    """Macro precision / recall / F1 over ``classes`` and accuracy (= micro-F1, one label per sample)."""
+    """Macro precision / recall / F1 over ``classes``, accuracy (= micro-F1, one label per sample), and each
+    class's F1 and gold count (a class with 9 samples moves macro-F1 as much as one with 500)."""
+    if not gold:
+        return {"macro_p": 0.0, "macro_r": 0.0, "macro_f1": 0.0, "accuracy": 0.0, "n": 0,
+                "per_class_f1": {c: 0.0 for c in classes}, "support": {c: 0 for c in classes}}
     p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=classes, average="macro", zero_division=0)
+    _, _, per_f, support = precision_recall_fscore_support(gold, pred, labels=classes, average=None, zero_division=0)
     acc = float(np.mean([g == q for g, q in zip(gold, pred)])) if gold else 0.0
-    return {"macro_p": 100 * p, "macro_r": 100 * r, "macro_f1": 100 * f, "accuracy": 100 * acc, "n": len(gold)}
+    return {"macro_p": 100 * p, "macro_r": 100 * r, "macro_f1": 100 * f, "accuracy": 100 * acc, "n": len(gold),
+            "per_class_f1": {c: 100 * float(x) for c, x in zip(classes, per_f)},
+            "support": {c: int(n) for c, n in zip(classes, support)}}
 
 
 @torch.inference_mode()

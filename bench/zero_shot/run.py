@@ -1,11 +1,22 @@
-"""Zero-shot benchmark: MNRE (relations, seed-0 class split) and WNUT-16 (entity types, 3 folds).
+"""Zero-shot benchmark: MNRE (relations, 5 class-split seeds) and WNUT-16 (entity types, 3 folds).
 
-    python -m bench.zero_shot                 # the full benchmark (3 seeds), writes results.md/json + plots
-    python -m bench.zero_shot --dry-run       # one batch per run, one seed: a smoke test of the harness
+    python -m bench.zero_shot                       # everything: results.md/json + plots (time in results.md)
+    python -m bench.zero_shot --splits mnre-seed0 mnre-seed1 --out /tmp/a   # a part, in its own folder ...
+    python -m bench.zero_shot --combine /tmp/a /tmp/b                        # ... and the parts put together
+    python -m bench.zero_shot --dry-run             # one batch per run, one seed: a smoke test of the harness
 
-Every system runs in this one harness on the same splits and the same cached frozen-encoder features.
-Model selection (early stopping) sees validation classes only; test classes are scored once per run.
-Reports macro-P/R/F1 and accuracy on the unseen test classes, mean +- std over training seeds.
+The protocol never looks at a test class to choose anything (nested selection). Each protocol instance -
+an MNRE class-split seed or a WNUT-16 fold - has its own train, validation and test classes. Within one
+instance and one training seed, every candidate setting of a system (its ``grid``: label text, prior pooling,
+learning rate ...) is trained on the train classes and early-stopped on the validation classes; the candidate
+with the best validation score is the system's run, and only its test score is reported. The label-similarity
+baseline chooses its input (names or descriptions, marked post or spans) the same way. Ablations take the
+shipped preset's chosen candidate of the same instance and seed and remove one part.
+
+Why nested: instances share classes. WNUT fold k validates on G(k+1), which is fold k+2's test group; an MNRE
+seed's validation relations are test relations of other seeds. A setting chosen once on "validation classes"
+of one instance and reported on all of them was chosen on some of their test classes (the old harness did
+that). Here every instance makes its own choices from its own validation classes.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import logging
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,41 +39,63 @@ from models.features import FeatureCache
 from models.train import PreparedSplit, prepare, train, zero_shot_metrics
 
 HERE = Path(__file__).resolve().parent
-SPLITS = ("mnre", "wnut16-fold1", "wnut16-fold2", "wnut16-fold3")
-TEXT_ONLY = dict(fusion="none", use_vmoe=False, use_vat=False, use_infonce=False, use_image=False)
-#: Trained systems: name -> config changes. All share the harness, data, encoder features and seeds.
-SYSTEMS: dict[str, dict] = {
-    "text-only prototype (names)": TEXT_ONLY,
-    "text-only prototype (descriptions)": TEXT_ONLY | dict(label_text="description"),
-    "concat multimodal (names)": dict(fusion="concat", use_vmoe=False, use_vat=False, use_infonce=False),
-    "MG-VMoE (names)": {},
-    "MG-VMoE (descriptions)": dict(label_text="description"),
-    "MG-VMoE w/o VMoE": dict(use_vmoe=False),
-    "MG-VMoE w/o MG-VAT": dict(use_vat=False),
-    "MG-VMoE w/o InfoNCE": dict(use_infonce=False),
-    # Not in the reference: start from label similarity (prior 10, chosen on validation classes of MNRE and
-    # WNUT fold 1 among {10, 30}) and learn a correction; the prototype variant separates prior from model.
-    "MG-VMoE + similarity prior (descriptions)": dict(label_text="description", similarity_prior=10.0),
-    "text-only prototype + similarity prior (descriptions)": TEXT_ONLY | dict(label_text="description",
-                                                                              similarity_prior=10.0),
-    # What the pipeline ships (MGVMoEConfig.for_pipeline): each post encoded once, entities as span means,
-    # the prior over the mention span (types) / the plain post (relations), lr 1e-4; and its text-only twin.
-    "MG-VMoE pipeline (encode once, span prior)": dict(pipeline=True),
-    "text-only prototype, pipeline settings": TEXT_ONLY | dict(pipeline=True),
-}
-BASELINES = ("label similarity (names)", "label similarity (descriptions)", "text-only prototype (names)",
-             "text-only prototype (descriptions)", "concat multimodal (names)",
-             "text-only prototype + similarity prior (descriptions)", "label similarity (descriptions, spans)",
-             "text-only prototype, pipeline settings")
-
-
-def system_config(system: str, task: str, seed: int) -> MGVMoEConfig:
-    changes = dict(SYSTEMS[system])
-    if changes.pop("pipeline", False):
-        return MGVMoEConfig.for_pipeline(task, seed=seed, **changes)
-    return MGVMoEConfig(task=task, seed=seed, **changes)
-
 log = logging.getLogger("bench.zero_shot")
+
+MNRE_SPLITS = tuple(f"mnre-seed{k}" for k in range(5))
+WNUT_SPLITS = ("wnut16-fold1", "wnut16-fold2", "wnut16-fold3")
+SPLITS = MNRE_SPLITS + WNUT_SPLITS
+#: The text-only reference baseline (ZS-BERT style): same encoder and ranking loss; no image, VMoE, MG-VAT.
+TEXT_ONLY = dict(fusion="none", use_vmoe=False, use_vat=False, use_infonce=False, use_image=False)
+LABEL_TEXTS = ({"label_text": "name"}, {"label_text": "description"})
+#: What nested selection chooses among for the pipeline preset (``MGVMoEConfig.for_pipeline``) and its twin, per
+#: task: the settings an earlier harness fixed once from other folds' validation classes (docs/model.md).
+PRESET_GRID = {
+    "met": tuple({"prior_pool": pool, "lr": lr} for pool in ("entities", "text") for lr in (1e-4, 1e-3)),
+    "mre": tuple({"argument_input": arg, "lr": lr} for arg in ("both", "span") for lr in (1e-4, 1e-3)),
+}
+
+
+@dataclass(frozen=True)
+class System:
+    """A system of the benchmark: a base configuration and the candidates nested selection chooses among
+    (``grid``; the same for every instance), or an ablation of another system's chosen candidate."""
+
+    name: str
+    role: str  # "shipped" (the claim), "mg-vmoe" (other MG-VMoE variants), "baseline", "ablation"
+    base: dict = field(default_factory=dict)
+    grid: tuple | dict = ({},)  # candidates (dicts of config changes), or task -> candidates
+    pipeline: bool = False  # base on MGVMoEConfig.for_pipeline (what the ingestion pipeline ships)
+    ablation_of: str = ""  # take this system's chosen candidate of the same instance and seed, then apply base
+
+    def candidates(self, task: str) -> tuple[dict, ...]:
+        return self.grid[task] if isinstance(self.grid, dict) else self.grid
+
+    def config(self, task: str, seed: int, candidate: dict) -> MGVMoEConfig:
+        changes = self.base | candidate
+        if self.pipeline:
+            return MGVMoEConfig.for_pipeline(task, seed=seed, **changes)
+        return MGVMoEConfig(task=task, seed=seed, **changes)
+
+
+SHIPPED = "MG-VMoE, shipped preset"
+TWIN = "text-only twin of the shipped preset (- image, - VMoE)"
+LABEL_SIMILARITY = "label similarity (no training)"
+SYSTEMS: tuple[System, ...] = (
+    System(SHIPPED, "shipped", pipeline=True, grid=PRESET_GRID),
+    System(TWIN, "baseline", dict(use_image=False, use_vmoe=False), pipeline=True, grid=PRESET_GRID),
+    System("MG-VMoE as specified (reference)", "mg-vmoe", grid=LABEL_TEXTS),
+    System("text-only prototype (ZS-BERT style)", "baseline", TEXT_ONLY, grid=LABEL_TEXTS),
+    System("concat multimodal", "baseline", dict(fusion="concat", use_vmoe=False, use_vat=False, use_infonce=False),
+           grid=LABEL_TEXTS),
+    System("shipped - VMoE", "ablation", dict(use_vmoe=False), pipeline=True, ablation_of=SHIPPED),
+    System("shipped - MG-VAT", "ablation", dict(use_vat=False), pipeline=True, ablation_of=SHIPPED),
+    System("shipped - fusion (no attention pooling, so no MG-VAT/InfoNCE)", "ablation", dict(fusion="none"),
+           pipeline=True, ablation_of=SHIPPED),
+    System("shipped - image", "ablation", dict(use_image=False), pipeline=True, ablation_of=SHIPPED),
+)
+BY_NAME = {s.name: s for s in SYSTEMS}
+#: Label similarity's inputs: (label text, what is compared with it). Chosen per instance on validation.
+SIMILARITY_VARIANTS = (("name", "marked"), ("description", "marked"), ("description", "spans"))
 
 
 def label_similarity(data: PreparedSplit, mode: str, part: str = "test", pool: str = "marked") -> tuple[dict, list[str]]:
@@ -89,6 +123,61 @@ def label_similarity(data: PreparedSplit, mode: str, part: str = "test", pool: s
     return zero_shot_metrics([s.label for s in samples], pred, classes), pred
 
 
+def choose(candidates: list[dict]) -> int:
+    """Index of the candidate with the best validation score (the first one on a tie). Only ``val_selection``
+    is read: a candidate's test score plays no part, whatever it is."""
+    best = max(c["val_selection"] for c in candidates)
+    return next(i for i, c in enumerate(candidates) if c["val_selection"] == best)
+
+
+def run_label_similarity(data: PreparedSplit) -> dict:
+    candidates = []
+    for mode, pool in SIMILARITY_VARIANTS:
+        val, _ = label_similarity(data, mode, "val", pool=pool)
+        test, _ = label_similarity(data, mode, "test", pool=pool)
+        candidates.append({"changes": {"label_text": mode, "input": pool}, "val_selection": val["macro_f1"],
+                           "val": val, "test": test})
+    k = choose(candidates)
+    return {"seed": None, "chosen": candidates[k]["changes"], "val": candidates[k]["val"],
+            "test": candidates[k]["test"], "seconds": 0.0,
+            "candidates": [{"changes": c["changes"], "val_selection": c["val_selection"],
+                            "test_macro_f1": c["test"]["macro_f1"]} for c in candidates]}
+
+
+def train_candidate(system: System, data: PreparedSplit, seed: int, candidate: dict, dry_run: bool) -> dict:
+    config = system.config(data.split.task, seed, candidate)
+    result = train(config, data, progress=False, dry_run=dry_run)
+    if dry_run:
+        result.test = zero_shot_metrics([], [], data.split.test_classes)
+    pred = ([data.split.test_classes[i] for i in result.test_scores.argmax(1).tolist()]
+            if result.test_scores is not None else [])
+    return {"changes": candidate, "val_selection": result.history[result.best_epoch]["val_selection"],
+            "selection_metric": config.selection, "best_epoch": result.best_epoch, "val": result.val,
+            "test": result.test, "history": result.history, "seconds": round(result.seconds, 1),
+            "inference_mode_check": result.inference_mode_check, "test_pred": pred}
+
+
+def run_system(system: System, data: PreparedSplit, seed: int, chosen: dict, dry_run: bool) -> dict:
+    """One system on one instance and training seed: every candidate trained, the validation-best kept."""
+    if system.ablation_of:
+        candidates = [train_candidate(system, data, seed, chosen[system.ablation_of], dry_run)]
+    else:
+        candidates = [train_candidate(system, data, seed, c, dry_run)
+                      for c in system.candidates(data.split.task)]
+    k = choose(candidates)
+    best = candidates[k]
+    chosen[system.name] = best["changes"]
+    return {"seed": seed, "chosen": best["changes"], "best_epoch": best["best_epoch"],
+            "selection_metric": best["selection_metric"], "val_selection": best["val_selection"],
+            "val": best["val"], "test": best["test"], "history": best["history"],
+            "inference_mode_check": best["inference_mode_check"],
+            "test_pred": best["test_pred"] if system.role == "shipped" else None,
+            "seconds": round(sum(c["seconds"] for c in candidates), 1),
+            "candidates": [{"changes": c["changes"], "val_selection": c["val_selection"],
+                            "best_epoch": c["best_epoch"], "test_macro_f1": c["test"].get("macro_f1")}
+                           for c in candidates]}
+
+
 def machine() -> dict:
     import os
 
@@ -102,90 +191,141 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else (0.0, 0.0)
 
 
+METRICS = ("macro_p", "macro_r", "macro_f1", "accuracy")
+#: Aggregates: the mean over a benchmark's instances, per training seed; the spread is over training seeds.
+AGGREGATES = {"mnre (5 split seeds)": MNRE_SPLITS, "wnut16 (3 folds)": WNUT_SPLITS}
+
+
 def summarise(results: dict) -> dict:
-    """system -> split -> metric -> (mean, std) over seeds; plus 'wnut16-mean' over folds (per seed)."""
+    """system -> split or aggregate -> metric -> (mean, std over training seeds)."""
     table: dict = {}
     for system, by_split in results["runs"].items():
-        table[system] = {}
-        for split, runs in by_split.items():
-            table[system][split] = {m: mean_std([r["test"][m] for r in runs])
-                                    for m in ("macro_p", "macro_r", "macro_f1", "accuracy")}
-        folds = [s for s in by_split if s.startswith("wnut16-fold")]
-        if folds:
-            n = min(len(by_split[f]) for f in folds)
-            table[system]["wnut16-mean"] = {
-                m: mean_std([statistics.mean(by_split[f][i]["test"][m] for f in folds) for i in range(n)])
-                for m in ("macro_p", "macro_r", "macro_f1", "accuracy")}
+        table[system] = {split: {m: mean_std([r["test"][m] for r in runs]) for m in METRICS}
+                         for split, runs in by_split.items()}
+        for agg, members in AGGREGATES.items():
+            if not all(s in by_split for s in members):
+                continue
+            n = min(len(by_split[s]) for s in members)
+            table[system][agg] = {m: mean_std([statistics.mean(by_split[s][i]["test"][m] for s in members)
+                                               for i in range(n)]) for m in METRICS}
     return table
+
+
+def role(system: str) -> str:
+    return BY_NAME[system].role if system in BY_NAME else "baseline"
 
 
 def write_markdown(results: dict, path: Path) -> None:
     table = summarise(results)
-    splits = [s for s in ("mnre", "wnut16-fold1", "wnut16-fold2", "wnut16-fold3", "wnut16-mean")
-              if any(s in v for v in table.values())]
+    instances = [s for s in SPLITS if any(s in v for v in table.values())]
+    aggs = [a for a in AGGREGATES if any(a in v for v in table.values())]
     fmt = lambda ms: f"{ms[0]:.1f} ± {ms[1]:.1f}"  # noqa: E731
-    lines = ["# Zero-shot benchmark: MG-VMoE vs baselines", "",
-             f"Generated by `python -m bench.zero_shot` ({results['finished']}); "
-             f"seeds {results['seeds']}; total wall time **{results['seconds'] / 60:.1f} min** on "
-             f"{results['machine']['cpu']} ({results['machine']['logical_cpus']} logical CPUs, shared; "
-             f"torch threads {results['machine']['torch_threads']}).", "",
-             *([f"This run re-ran {len(results['runs']) - len(results['kept_from']['systems'])} systems with `--merge`; "
-                f"the runs of {', '.join(results['kept_from']['systems'])} are kept from the run finished "
-                f"{results['kept_from']['finished']} ({results['kept_from']['seconds'] / 60:.1f} min), same harness, "
-                "splits, seeds and features.", ""] if results.get("kept_from") else []),
-             "Test classes are unseen in training and in model selection (early stopping on validation classes). "
-             "Label similarity has no training, so it has no seed spread. MNRE: seed-0 relation split "
-             "(8 train / 7 val / 7 test relations); WNUT-16: 3 folds of 3 types each; `wnut16-mean` = mean over "
-             "folds, spread over seeds.", "",
-             "## Macro-F1 on unseen test classes (mean ± std over seeds)", "",
-             "| system | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for system, row in table.items():
-        lines.append(f"| {system} | " + " | ".join(fmt(row[s]["macro_f1"]) if s in row else "–" for s in splits) + " |")
-    lines += ["", "## All metrics (macro-P / macro-R / macro-F1 / accuracy)", ""]
-    for s in splits:
-        lines += [f"### {s}", "", "| system | macro-P | macro-R | macro-F1 | accuracy |", "|---|---|---|---|---|"]
-        for system, row in table.items():
-            if s in row:
-                r = row[s]
-                lines.append(f"| {system} | {fmt(r['macro_p'])} | {fmt(r['macro_r'])} | {fmt(r['macro_f1'])} | "
-                             f"{fmt(r['accuracy'])} |")
+    f1 = lambda system, col: fmt(table[system][col]["macro_f1"]) if col in table[system] else "–"  # noqa: E731
+    order = [s.name for s in SYSTEMS if s.name in table and s.role != "ablation"] + [LABEL_SIMILARITY]
+    order = [s for s in order if s in table]
+    parts = results.get("parts", [])
+    lines = ["# Zero-shot benchmark: MG-VMoE vs baselines, nested selection", "",
+             f"Generated by `python -m bench.zero_shot` (finished {results['finished']}); training seeds "
+             f"{results['seeds']}; wall time **{results['seconds'] / 60:.1f} min** of runs on {results['machine']['cpu']} "
+             f"({results['machine']['logical_cpus']} logical CPUs, shared; torch threads "
+             f"{results['machine']['torch_threads']} per process).", ""]
+    if parts:
+        lines += ["Run as parts in parallel processes and put together with `--combine`:", ""]
+        lines += [f"- {', '.join(p['splits'])}: {p['seconds'] / 60:.1f} min (finished {p['finished']})" for p in parts]
         lines.append("")
-    lines += ["## Does MG-VMoE beat the best baseline by 5 macro-F1?", ""]
-    for s in splits:
-        if "MG-VMoE (names)" not in table or s not in table["MG-VMoE (names)"]:
+    lines += [
+        "**Protocol.** Every choice is made per instance (an MNRE class-split seed, a WNUT-16 fold) on that instance's "
+        "validation classes only: early stopping, the abstention threshold, and which candidate setting of a system "
+        "is kept (label text, prior pooling, argument input, learning rate: the `grid` of each system in "
+        "`bench/zero_shot/run.py`). Only the kept candidate's test score is reported. Label similarity chooses its "
+        "input (names or descriptions; marked post or spans) on validation the same way. Ablations remove one part "
+        "from the shipped preset's kept candidate of the same instance and seed. Test classes are unseen in training "
+        "and in every choice. MNRE: relations shuffled with the split seed, 8 train / 7 val / 7 test "
+        "(`models.data.mnre_relation_split`); WNUT-16: fold k trains on G_k, validates on G_(k+1), tests on "
+        "G_(k+2). Aggregates are the mean over instances; ± is the std over training seeds of that mean.", "",
+        "## Macro-F1 on unseen test classes", "",
+        "| system | " + " | ".join(aggs + instances) + " |", "|---" * (len(aggs) + len(instances) + 1) + "|"]
+    for system in order:
+        lines.append(f"| {system} | " + " | ".join(f1(system, c) for c in aggs + instances) + " |")
+    lines += ["", "## Does the shipped MG-VMoE beat the best baseline by 5 macro-F1?", "",
+              "The best baseline per aggregate is the highest test mean among the baselines (twin and label "
+              "similarity included): picked on test, which can only favour the baselines.", ""]
+    for agg in aggs:
+        if SHIPPED not in table or agg not in table[SHIPPED]:
             continue
-        best_mg = max((sy for sy in ("MG-VMoE (names)", "MG-VMoE (descriptions)",
-                                     "MG-VMoE + similarity prior (descriptions)",
-                                     "MG-VMoE pipeline (encode once, span prior)") if s in table.get(sy, {})),
-                      key=lambda sy: table[sy][s]["macro_f1"][0])
-        bases = [b for b in BASELINES if s in table.get(b, {})]
+        bases = [s for s in order if role(s) == "baseline" and agg in table[s]]
         if not bases:
             continue
-        best_base = max(bases, key=lambda b: table[b][s]["macro_f1"][0])
-        gap = table[best_mg][s]["macro_f1"][0] - table[best_base][s]["macro_f1"][0]
-        verdict = "yes" if gap >= 5 else "**no**"
-        lines.append(f"- {s}: best MG-VMoE = {best_mg} {table[best_mg][s]['macro_f1'][0]:.1f}; best baseline = "
-                     f"{best_base} {table[best_base][s]['macro_f1'][0]:.1f}; gap {gap:+.1f} -> {verdict}")
-    checks = [r.get("inference_mode_check") for runs in results["runs"].get("MG-VMoE (names)", {}).values()
-              for r in runs if r.get("inference_mode_check")]
-    if checks:
-        mu = statistics.mean(c["val_macro_f1_mu"] for c in checks)
-        sampled = statistics.mean(c["val_macro_f1_sampled"] for c in checks)
-        lines += ["", "## Inference with the mean μ or a sample (validation classes, MG-VMoE names, all runs)", "",
-                  f"mean val macro-F1 with μ: {mu:.2f}; with one sampled z: {sampled:.2f} "
-                  f"({len(checks)} runs). The shipped model uses {'μ' if mu >= sampled else 'sampling'}."]
-    if results.get("skipped"):
-        lines += ["", "## Skipped runs", ""]
-    for note in results.get("skipped", []):
-        lines.append(f"- {note}")
-    lines += ["", "## Run times (seconds per training run, mean over seeds and splits)", "",
-              "| system | s/run |", "|---|---|"]
+        best = max(bases, key=lambda b: table[b][agg]["macro_f1"][0])
+        gap = table[SHIPPED][agg]["macro_f1"][0] - table[best][agg]["macro_f1"][0]
+        lines.append(f"- {agg}: shipped MG-VMoE {table[SHIPPED][agg]['macro_f1'][0]:.1f}; best baseline {best} "
+                     f"{table[best][agg]['macro_f1'][0]:.1f}; gap {gap:+.1f} -> "
+                     f"{'yes' if gap >= 5 else f'**no**, short by {5 - gap:.1f}'}")
+    ablations = [s.name for s in SYSTEMS if s.role == "ablation" and s.name in table]
+    if ablations and SHIPPED in table:
+        lines += ["", "## Ablations of the shipped preset (macro-F1; difference to the shipped preset)", "",
+                  "| system | " + " | ".join(aggs + instances) + " |", "|---" * (len(aggs) + len(instances) + 1) + "|"]
+        lines.append(f"| {SHIPPED} | " + " | ".join(f1(SHIPPED, c) for c in aggs + instances) + " |")
+        for a in ablations:
+            cells = []
+            for c in aggs + instances:
+                if c in table[a] and c in table[SHIPPED]:
+                    d = table[a][c]["macro_f1"][0] - table[SHIPPED][c]["macro_f1"][0]
+                    cells.append(f"{fmt(table[a][c]['macro_f1'])} ({d:+.1f})")
+                else:
+                    cells.append("–")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", "## What nested selection kept (candidate: how many instance x seed runs kept it)", ""]
     for system, by_split in results["runs"].items():
-        secs = [r["seconds"] for runs in by_split.values() for r in runs if "seconds" in r]
-        if secs:
-            lines.append(f"| {system} | {statistics.mean(secs):.1f} |")
-    lines += ["", "Plots: `curves.png` (validation macro-F1 and training loss per epoch, MG-VMoE names, seed 0), "
-              "`confusion_mnre.png`, `confusion_wnut16-fold1.png` (MG-VMoE names, seed 0, test classes).", ""]
+        counts: dict[str, int] = {}
+        for runs in by_split.values():
+            for r in runs:
+                key = json.dumps(r["chosen"], sort_keys=True)
+                counts[key] = counts.get(key, 0) + 1
+        epochs = [r.get("best_epoch") for runs in by_split.values() for r in runs if r.get("best_epoch") is not None]
+        kept0 = f"; best epoch 0 (untrained heads) in {sum(e == 0 for e in epochs)} of {len(epochs)} runs" if epochs else ""
+        lines.append(f"- {system}: " + ", ".join(f"`{k}` {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+                     + kept0)
+    shipped_runs = [r for runs in results["runs"].get(SHIPPED, {}).values() for r in runs]
+    terms = [h for r in shipped_runs for h in r["history"] if h.get("epoch") == 1 and "train_loss" in h]
+    if terms:
+        keys = sorted({k for h in terms for k in h if k.startswith("train_")})
+        lines += ["", "## Loss terms of the shipped preset (epoch 1, mean over all its runs)", "",
+                  "| " + " | ".join(k.removeprefix("train_") for k in keys) + " |", "|---" * len(keys) + "|",
+                  "| " + " | ".join(f"{statistics.mean(h.get(k, 0.0) for h in terms):.4g}" for k in keys) + " |"]
+    checks = [r["inference_mode_check"] for r in shipped_runs if r.get("inference_mode_check")]
+    if checks:
+        mu = statistics.mean(c["val_macro_f1_mu"] for c in checks if c["val_macro_f1_mu"] is not None)
+        sampled = statistics.mean(c["val_macro_f1_sampled"] for c in checks)
+        lines += ["", "## Inference with the mean μ or a sample (validation classes, shipped preset, all runs)", "",
+                  f"mean val macro-F1 with μ {mu:.2f}, with one sampled z {sampled:.2f} ({len(checks)} runs)."]
+    lines += ["", "## All metrics per instance (macro-P / macro-R / macro-F1 / accuracy)", ""]
+    for s in aggs + instances:
+        lines += [f"### {s}", "", "| system | macro-P | macro-R | macro-F1 | accuracy |", "|---|---|---|---|---|"]
+        for system in table:
+            if s in table[system]:
+                r = table[system][s]
+                lines.append(f"| {system} | " + " | ".join(fmt(r[m]) for m in METRICS) + " |")
+        lines.append("")
+    if shipped_runs:
+        lines += ["## Per-class test F1 of the shipped preset (mean over training seeds; test samples)", ""]
+        for split in instances:
+            runs = results["runs"][SHIPPED].get(split, [])
+            if not runs or "per_class_f1" not in runs[0]["test"]:
+                continue
+            classes = list(runs[0]["test"]["per_class_f1"])
+            lines.append(f"- {split}: " + ", ".join(
+                f"{c} {statistics.mean(r['test']['per_class_f1'][c] for r in runs):.1f} "
+                f"(n={runs[0]['test']['support'][c]})" for c in classes))
+        lines.append("")
+    lines += ["## Run times (seconds per instance and training seed, all candidates, mean)", "",
+              "| system | s |", "|---|---|"]
+    for system, by_split in results["runs"].items():
+        secs = [r["seconds"] for runs in by_split.values() for r in runs]
+        lines.append(f"| {system} | {statistics.mean(secs):.1f} |")
+    lines += ["", "Plots: `curves.png` (validation selection score per epoch, shipped preset, kept candidate, seed "
+              f"{results['seeds'][0]}), `confusion_<instance>.png` (shipped preset, seed {results['seeds'][0]}, "
+              "test classes).", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -196,13 +336,14 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for split, runs in results["runs"].get("MG-VMoE (names)", {}).items():
-        hist = [h for h in runs[0]["history"] if "train_loss" in h]
-        a.plot([h["epoch"] for h in hist], [h["val_macro_f1"] for h in hist], marker="o", label=split)
-        b.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], marker="o", label=split)
-    a.set(title="MG-VMoE validation-class macro-F1", xlabel="epoch", ylabel="macro-F1")
-    b.set(title="MG-VMoE training loss (total)", xlabel="epoch", ylabel="loss")
-    a.legend(), b.legend()
+    for split, runs in results["runs"].get(SHIPPED, {}).items():
+        hist = runs[0]["history"]
+        a.plot([h["epoch"] for h in hist], [h["val_selection"] for h in hist], marker="o", label=split)
+        train_rows = [h for h in hist if "train_loss" in h]
+        b.plot([h["epoch"] for h in train_rows], [h["train_loss"] for h in train_rows], marker="o", label=split)
+    a.set(title="shipped preset: validation selection score", xlabel="epoch", ylabel="val macro-F1 / pair F0.5")
+    b.set(title="shipped preset: training loss (total)", xlabel="epoch", ylabel="loss")
+    a.legend(fontsize=7), b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -229,67 +370,83 @@ def plot_confusion(gold: list[str], pred: list[str], classes: list[str], title: 
     plt.close(fig)
 
 
+def write_outputs(results: dict, out: Path) -> None:
+    """results.json, results.md, the curves and, for each instance, the shipped preset's confusion matrix."""
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_markdown(results, out / "results.md")
+    plot_curves(results, out / "curves.png")
+    for split, runs in results["runs"].get(SHIPPED, {}).items():
+        info = results["splits"].get(split)
+        if runs and runs[0].get("test_pred") and info:
+            gold = info["test_gold"]
+            plot_confusion(gold, runs[0]["test_pred"], info["test_classes"],
+                           f"{SHIPPED}, {split}, seed {runs[0]['seed']}", out / f"confusion_{split}.png")
+
+
+def combine(folders: list[str], out: Path) -> dict:
+    """Put together the results.json of parts run in parallel (disjoint instances, same seeds and harness)."""
+    parts = [json.loads((Path(f) / "results.json").read_text(encoding="utf-8")) for f in folders]
+    if len({tuple(p["seeds"]) for p in parts}) != 1:
+        raise SystemExit("parts were run with different training seeds")
+    results = {"seeds": parts[0]["seeds"], "machine": parts[0]["machine"], "splits": {}, "runs": {},
+               "parts": [{"splits": list(p["splits"]), "seconds": p["seconds"], "finished": p["finished"]}
+                         for p in parts],
+               "seconds": max(p["seconds"] for p in parts), "finished": max(p["finished"] for p in parts)}
+    for p in parts:
+        overlap = set(results["splits"]) & set(p["splits"])
+        if overlap:
+            raise SystemExit(f"instances in two parts: {sorted(overlap)}")
+        results["splits"] |= p["splits"]
+        for system, by_split in p["runs"].items():
+            results["runs"].setdefault(system, {}).update(by_split)
+    write_outputs(results, out)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.zero_shot", description=__doc__.split("\n")[0])
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), help="subset of the trained systems")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), help=f"instances (default: {' '.join(SPLITS)})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds")
+    parser.add_argument("--systems", nargs="+", default=[s.name for s in SYSTEMS],
+                        help="trained systems to run (label similarity always runs; an ablation needs its system)")
     parser.add_argument("--out", default=str(HERE), help="where results.md/json and plots go")
+    parser.add_argument("--combine", nargs="+", metavar="DIR", help="no runs: put together the parts in these folders")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true", help="one batch per run, first seed only, no files")
-    parser.add_argument("--merge", action="store_true",
-                        help="re-run only --systems (and the untrained baselines); keep every other system's runs "
-                             "from the existing results.json, noted as such in results.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        combine(args.combine, out)
+        print((out / "results.md").read_text())
+        return 0
+    unknown = set(args.systems) - set(BY_NAME)
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}")
+    systems = [s for s in SYSTEMS if s.name in args.systems]
+    for s in systems:
+        if s.ablation_of and s.ablation_of not in args.systems:
+            parser.error(f"{s.name!r} ablates {s.ablation_of!r}: run that too")
+    torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.dry_run else args.seeds
     started = time.perf_counter()
-    results = {"seeds": seeds, "machine": machine(), "splits": {}, "runs": {}, "config_defaults": MGVMoEConfig().to_dict()}
-    if args.merge and (out / "results.json").is_file():
-        previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        kept = {k: v for k, v in previous["runs"].items()
-                if k not in args.systems and not k.startswith("label similarity")}
-        results["runs"] = kept
-        results["kept_from"] = {"finished": previous.get("finished"), "seconds": previous.get("seconds"),
-                                "systems": list(kept)}
+    results = {"seeds": seeds, "machine": machine(), "splits": {}, "runs": {},
+               "config_defaults": MGVMoEConfig().to_dict(),
+               "grids": {s.name: s.grid for s in SYSTEMS if not s.ablation_of}}
     cache = FeatureCache()
-    confusions = {}
     for split_name in args.splits:
         split = load_split(split_name)
         data = prepare(split, cache)
-        for mode, pool, key in (("name", "marked", "label similarity (names)"),
-                                ("description", "marked", "label similarity (descriptions)"),
-                                ("description", "spans", "label similarity (descriptions, spans)")):
-            metrics, _ = label_similarity(data, mode, pool=pool)
-            val, _ = label_similarity(data, mode, "val", pool=pool)
-            results["runs"].setdefault(key, {})[split_name] = [{"test": metrics, "val": val, "seconds": 0.0}]
-        results["splits"][split_name] = split.describe() | {
-            "feature_stats": {name: store.stats for name, store in data.stores.items()}}
-        for system in args.systems:
-            train_images = sum(s.image is not None for s in split.train)
-            if system == "MG-VMoE w/o InfoNCE" and train_images < 2:
-                # InfoNCE needs >= 2 posts with images in a batch; with fewer in the whole training set it is
-                # exactly 0 at every step, and the runs would repeat MG-VMoE (names) bit for bit.
-                results.setdefault("skipped", []).append(
-                    f"{system} on {split_name}: {train_images} training posts with an image, InfoNCE never "
-                    "fires; identical to MG-VMoE (names)")
-                continue
-            for seed in seeds:
-                config = system_config(system, split.task, seed)
-                result = train(config, data, progress=False, dry_run=args.dry_run)
-                if args.dry_run:
-                    result.test = {"macro_p": 0.0, "macro_r": 0.0, "macro_f1": 0.0, "accuracy": 0.0, "n": 0}
-                run = {"seed": seed, "test": result.test, "val": result.val, "best_epoch": result.best_epoch,
-                       "history": result.history, "seconds": round(result.seconds, 1),
-                       "inference_mode_check": result.inference_mode_check}
-                results["runs"].setdefault(system, {}).setdefault(split_name, []).append(run)
-                log.info("%-36s %-14s seed %d  val F1 %.1f  test F1 %.1f  (%.0fs)", system, split_name, seed,
-                         result.val.get("macro_f1", 0), result.test.get("macro_f1", 0), result.seconds)
-                if system == "MG-VMoE (names)" and seed == seeds[0] and result.test_scores is not None:
-                    pred = [split.test_classes[i] for i in result.test_scores.argmax(1).tolist()]
-                    confusions[split_name] = ([s.label for s in split.test], pred, split.test_classes)
+        results["runs"].setdefault(LABEL_SIMILARITY, {})[split_name] = [run_label_similarity(data)]
+        results["splits"][split_name] = split.describe() | {"test_gold": [s.label for s in split.test]}
+        for seed in seeds:
+            chosen: dict[str, dict] = {}
+            for system in systems:
+                run = run_system(system, data, seed, chosen, args.dry_run)
+                results["runs"].setdefault(system.name, {}).setdefault(split_name, []).append(run)
+                log.info("%-50s %-13s seed %d  kept %s  val %.1f  test F1 %.1f  (%.0fs)", system.name, split_name,
+                         seed, run["chosen"], run["val_selection"], run["test"].get("macro_f1", 0), run["seconds"])
         if not args.dry_run:  # partial results survive an interrupted run
             (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     results["seconds"] = time.perf_counter() - started
@@ -297,11 +454,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"dry run OK in {results['seconds']:.0f}s")
         return 0
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    write_markdown(results, out / "results.md")
-    plot_curves(results, out / "curves.png")
-    for split_name, (gold, pred, classes) in confusions.items():
-        plot_confusion(gold, pred, classes, f"MG-VMoE (names), {split_name}, seed {seeds[0]}",
-                       out / f"confusion_{split_name}.png")
+    write_outputs(results, out)
     print((out / "results.md").read_text())
     return 0

@@ -48,6 +48,6 @@ def test_extractor_on_a_real_post():
 def test_benchmark_harness_dry_run(tmp_path, capsys):
     from bench.zero_shot.run import main
 
-    assert main(["--dry-run", "--splits", "wnut16-fold1", "--systems", "MG-VMoE (names)", "text-only prototype (names)",
+    assert main(["--dry-run", "--splits", "wnut16-fold1", "--systems", "MG-VMoE, shipped preset", "shipped - VMoE",
                  "--out", str(tmp_path)]) == 0
     assert "dry run OK" in capsys.readouterr().out

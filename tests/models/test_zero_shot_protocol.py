@@ -1,0 +1,65 @@
+"""The zero-shot benchmark's nested selection: a choice reads validation scores only, per instance and seed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from bench.zero_shot import run as bench
+
+
+def _candidate(changes: dict, val: float, test: float) -> dict:
+    return {"changes": changes, "val_selection": val, "selection_metric": "macro_f1", "best_epoch": 1,
+            "val": {"macro_f1": val}, "test": {"macro_f1": test}, "history": [], "seconds": 1.0,
+            "inference_mode_check": {}, "test_pred": []}
+
+
+def test_the_kept_candidate_is_the_validation_best_whatever_its_test_score(monkeypatch):
+    # Candidate lr=1e-3 is best on test, lr=1e-4 on validation: the harness must keep 1e-4.
+    scores = {1e-4: (60.0, 40.0), 1e-3: (50.0, 70.0)}
+    monkeypatch.setattr(bench, "train_candidate",
+                        lambda system, data, seed, c, dry: _candidate(c, *scores[c["lr"]]))
+    system = bench.System("s", "shipped", grid=({"lr": 1e-3}, {"lr": 1e-4}))
+    chosen: dict = {}
+    run = bench.run_system(system, data=SimpleNamespace(split=SimpleNamespace(task="met")), seed=0, chosen=chosen, dry_run=False)
+    assert run["chosen"] == {"lr": 1e-4} and run["test"]["macro_f1"] == 40.0
+    assert chosen == {"s": {"lr": 1e-4}}
+    assert [c["test_macro_f1"] for c in run["candidates"]] == [70.0, 40.0]  # reported beside, never used
+
+
+def test_a_tie_on_validation_keeps_the_first_candidate_in_grid_order():
+    assert bench.choose([{"val_selection": 5.0}, {"val_selection": 5.0}, {"val_selection": 4.0}]) == 0
+    assert bench.choose([{"val_selection": 1.0}, {"val_selection": 5.0}]) == 1
+
+
+def test_an_ablation_takes_the_shipped_presets_choice_of_the_same_instance_and_seed(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "train_candidate",
+                        lambda system, data, seed, c, dry: seen.append((system.name, c)) or _candidate(c, 1.0, 1.0))
+    ablation = bench.BY_NAME["shipped - VMoE"]
+    run = bench.run_system(ablation, None, 0, {bench.SHIPPED: {"lr": 1e-3, "argument_input": "span"}}, False)
+    assert seen == [("shipped - VMoE", {"lr": 1e-3, "argument_input": "span"})]
+    assert ablation.config("mre", 0, run["chosen"]).use_vmoe is False
+    assert ablation.config("mre", 0, run["chosen"]).argument_input == "span"
+
+
+def test_the_twin_is_the_shipped_preset_minus_image_and_vmoe_only():
+    shipped, twin = bench.BY_NAME[bench.SHIPPED], bench.BY_NAME[bench.TWIN]
+    for task in ("met", "mre"):
+        assert shipped.candidates(task) == twin.candidates(task)
+        for c in shipped.candidates(task):
+            a, b = shipped.config(task, 0, c).to_dict(), twin.config(task, 0, c).to_dict()
+            assert {k for k in a if a[k] != b[k]} == {"use_image", "use_vmoe"}
+
+
+def test_an_aggregate_is_the_mean_over_its_instances_per_training_seed_with_the_spread_over_seeds():
+    def runs(f1s):
+        return [{"test": {"macro_p": 0.0, "macro_r": 0.0, "macro_f1": f, "accuracy": 0.0}} for f in f1s]
+
+    results = {"runs": {"s": {"wnut16-fold1": runs([10.0, 20.0]), "wnut16-fold2": runs([30.0, 40.0]),
+                              "wnut16-fold3": runs([50.0, 60.0]), "mnre-seed0": runs([1.0, 2.0])}}}
+    table = bench.summarise(results)
+    mean, std = table["s"]["wnut16 (3 folds)"]["macro_f1"]
+    assert mean == pytest.approx(35.0) and std == pytest.approx(7.0710678)  # seed means 30 and 40
+    assert "mnre (5 split seeds)" not in table["s"]  # an aggregate needs every one of its instances
