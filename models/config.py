@@ -146,6 +146,13 @@ class MGVMoEConfig:
         return cls(**(base | changes))
 
     @classmethod
+    def pipeline_candidates(cls, task: str, **changes) -> list["MGVMoEConfig"]:
+        """The pipeline preset's candidate settings (``PIPELINE_CANDIDATES``), the preset's own first: what
+        nested selection chooses among on a split's validation classes (``bench.zero_shot``, ``models.train
+        --select``)."""
+        return [cls.for_pipeline(task, **(candidate | changes)) for candidate in PIPELINE_CANDIDATES[task]]
+
+    @classmethod
     def tiny(cls, task: str = "mre", **changes) -> "MGVMoEConfig":
         """A config for tests: tiny widths so a forward/backward runs in milliseconds on a CPU."""
         base = dict(
@@ -154,3 +161,12 @@ class MGVMoEConfig:
         )
         base.update(changes)
         return cls(**base)
+
+
+#: What nested selection chooses among for the pipeline preset, per task, on each split's own validation classes:
+#: the settings an earlier harness fixed once from other folds' validation classes (docs/model.md). The first is
+#: ``for_pipeline``'s own default; ties keep it.
+PIPELINE_CANDIDATES: dict[str, tuple[dict, ...]] = {
+    "met": tuple({"prior_pool": pool, "lr": lr} for pool in ("entities", "text") for lr in (1e-4, 1e-3)),
+    "mre": tuple({"argument_input": arg, "lr": lr} for arg in ("both", "span") for lr in (1e-4, 1e-3)),
+}

@@ -22,7 +22,7 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
-from models.config import MGVMoEConfig
+from models.config import PIPELINE_CANDIDATES, MGVMoEConfig
 from models.data import ClassSplit, Sample, load_split, samples_fingerprint
 from models.features import FeatureCache, FeatureStore
 from models.modeling import MGVMoE, concat_batches, seed_everything, training_step
@@ -390,6 +390,29 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     return result
 
 
+def select(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True,
+           dry_run: bool = False) -> tuple[TrainResult, dict]:
+    """Nested selection for a checkpoint: train the pipeline preset's candidate settings (``config`` with each of
+    ``PIPELINE_CANDIDATES`` applied) and keep the one whose validation selection score is best (the first on a tie).
+    Returns the kept run and what was compared, for the checkpoint card. Test classes play no part."""
+    runs, rows = [], []
+    for candidate in PIPELINE_CANDIDATES[config.task]:
+        result = train(config.replace(**candidate), data, progress=progress, dry_run=dry_run)
+        score = result.history[result.best_epoch]["val_selection"]
+        runs.append(result)
+        rows.append({"changes": candidate, "val_selection": score, "best_epoch": result.best_epoch})
+        log.info("candidate %s: validation %s %.2f (epoch %d)", candidate, config.selection, score, result.best_epoch)
+    k = choose(rows)
+    return runs[k], {"metric": f"validation {config.selection}", "kept": rows[k]["changes"], "candidates": rows}
+
+
+def choose(candidates: list[dict]) -> int:
+    """Index of the candidate with the best validation score (the first one on a tie). Only ``val_selection``
+    is read: a candidate's test score plays no part, whatever it is."""
+    best = max(c["val_selection"] for c in candidates)
+    return next(i for i, c in enumerate(candidates) if c["val_selection"] == best)
+
+
 def checkpoint_card(name: str, result: TrainResult, data: PreparedSplit) -> dict:
     split = data.split
     return {
@@ -442,20 +465,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="stop after one training batch")
     parser.add_argument("--preset", choices=["reference", "pipeline"], default="reference",
                         help="reference: MG-VMoE as specified; pipeline: MGVMoEConfig.for_pipeline (shipped checkpoints)")
+    parser.add_argument("--select", action="store_true",
+                        help="with --preset pipeline: train every candidate setting (models.config.PIPELINE_CANDIDATES) "
+                             "and keep the one best on the split's validation classes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the dev box has 2 shared cores)")
     parser.add_argument("--no-progress", action="store_true")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
+    if args.select and args.preset != "pipeline":
+        parser.error("--select chooses among the pipeline preset's candidates: add --preset pipeline")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     split = load_split(args.split)
     config = config_from_args(args, split.task, args.preset)
     config.extra = {"split": split.name}
     data = prepare(split, FeatureCache(config.text_encoder, config.image_encoder, config.max_length))
-    result = train(config, data, progress=not args.no_progress, dry_run=args.dry_run)
+    selection = None
+    if args.select:
+        result, selection = select(config, data, progress=not args.no_progress, dry_run=args.dry_run)
+    else:
+        result = train(config, data, progress=not args.no_progress, dry_run=args.dry_run)
     summary = {"split": split.name, "best_epoch": result.best_epoch, "val": result.val, "test": result.test,
                "thresholds": result.thresholds, "inference_mode_check": result.inference_mode_check,
-               "seconds": round(result.seconds, 1)}
+               "seconds": round(result.seconds, 1), **({"selection": selection} if selection else {})}
     print(json.dumps(summary, indent=2))
     if args.out and not args.dry_run:
         from pathlib import Path
@@ -463,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         from models.checkpoint import save_checkpoint
 
         name = args.name or Path(args.out).name
-        save_checkpoint(args.out, result.model, data.marker_embeddings, checkpoint_card(name, result, data))
+        card = checkpoint_card(name, result, data) | ({"selection": selection} if selection else {})
+        save_checkpoint(args.out, result.model, data.marker_embeddings, card)
         print(f"checkpoint written to {args.out}")
     return 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.zero_shot.run import choose, machine
+from bench.zero_shot.run import machine
 from models.config import MGVMoEConfig
 from models.data import load_split
 from models.features import FeatureCache
@@ -36,6 +36,7 @@ from models.train import (
     PairDecisions,
     PreparedSplit,
     calibrate_pair_threshold,
+    choose,
     decide_pairs,
     f_beta,
     pair_metrics,

@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.config import MGVMoEConfig
+from models.config import PIPELINE_CANDIDATES, MGVMoEConfig
 from models.data import load_split
 from models.features import FeatureCache
-from models.train import PreparedSplit, prepare, train, zero_shot_metrics
+from models.train import PreparedSplit, choose, prepare, train, zero_shot_metrics
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("bench.zero_shot")
@@ -47,14 +47,6 @@ SPLITS = MNRE_SPLITS + WNUT_SPLITS
 #: The text-only reference baseline (ZS-BERT style): same encoder and ranking loss; no image, VMoE, MG-VAT.
 TEXT_ONLY = dict(fusion="none", use_vmoe=False, use_vat=False, use_infonce=False, use_image=False)
 LABEL_TEXTS = ({"label_text": "name"}, {"label_text": "description"})
-#: What nested selection chooses among for the pipeline preset (``MGVMoEConfig.for_pipeline``) and its twin, per
-#: task: the settings an earlier harness fixed once from other folds' validation classes (docs/model.md).
-PRESET_GRID = {
-    "met": tuple({"prior_pool": pool, "lr": lr} for pool in ("entities", "text") for lr in (1e-4, 1e-3)),
-    "mre": tuple({"argument_input": arg, "lr": lr} for arg in ("both", "span") for lr in (1e-4, 1e-3)),
-}
-
-
 @dataclass(frozen=True)
 class System:
     """A system of the benchmark: a base configuration and the candidates nested selection chooses among
@@ -81,8 +73,8 @@ SHIPPED = "MG-VMoE, shipped preset"
 TWIN = "text-only twin of the shipped preset (- image, - VMoE)"
 LABEL_SIMILARITY = "label similarity (no training)"
 SYSTEMS: tuple[System, ...] = (
-    System(SHIPPED, "shipped", pipeline=True, grid=PRESET_GRID),
-    System(TWIN, "baseline", dict(use_image=False, use_vmoe=False), pipeline=True, grid=PRESET_GRID),
+    System(SHIPPED, "shipped", pipeline=True, grid=PIPELINE_CANDIDATES),
+    System(TWIN, "baseline", dict(use_image=False, use_vmoe=False), pipeline=True, grid=PIPELINE_CANDIDATES),
     System("MG-VMoE as specified (reference)", "mg-vmoe", grid=LABEL_TEXTS),
     System("text-only prototype (ZS-BERT style)", "baseline", TEXT_ONLY, grid=LABEL_TEXTS),
     System("concat multimodal", "baseline", dict(fusion="concat", use_vmoe=False, use_vat=False, use_infonce=False),
@@ -121,13 +113,6 @@ def label_similarity(data: PreparedSplit, mode: str, part: str = "test", pool: s
     sims = F.normalize(ctx, dim=-1) @ F.normalize(labels, dim=-1).t()
     pred = [classes[i] for i in sims.argmax(1).tolist()]
     return zero_shot_metrics([s.label for s in samples], pred, classes), pred
-
-
-def choose(candidates: list[dict]) -> int:
-    """Index of the candidate with the best validation score (the first one on a tie). Only ``val_selection``
-    is read: a candidate's test score plays no part, whatever it is."""
-    best = max(c["val_selection"] for c in candidates)
-    return next(i for i, c in enumerate(candidates) if c["val_selection"] == best)
 
 
 def run_label_similarity(data: PreparedSplit) -> dict:

@@ -63,3 +63,23 @@ def test_an_aggregate_is_the_mean_over_its_instances_per_training_seed_with_the_
     mean, std = table["s"]["wnut16 (3 folds)"]["macro_f1"]
     assert mean == pytest.approx(35.0) and std == pytest.approx(7.0710678)  # seed means 30 and 40
     assert "mnre (5 split seeds)" not in table["s"]  # an aggregate needs every one of its instances
+
+
+def test_a_shipped_checkpoint_is_the_validation_best_of_the_pipeline_candidates(monkeypatch):
+    from models import train as training
+    from models.config import PIPELINE_CANDIDATES, MGVMoEConfig
+
+    val = {1e-4: 50.0, 1e-3: 61.0}  # entities/text pooling tie; lr 1e-3 wins on validation
+    trained = []
+
+    def fake_train(config, data, progress=True, dry_run=False):
+        trained.append((config.prior_pool, config.lr))
+        return SimpleNamespace(best_epoch=1, history=[{"val_selection": 0.0}, {"val_selection": val[config.lr]}],
+                               config=config)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    result, selection = training.select(MGVMoEConfig.for_pipeline("met"), data=None, progress=False)
+    assert len(trained) == len(PIPELINE_CANDIDATES["met"])
+    assert (result.config.prior_pool, result.config.lr) == ("entities", 1e-3)  # first of the tied best
+    assert selection["kept"] == {"prior_pool": "entities", "lr": 1e-3}
+    assert [c["val_selection"] for c in selection["candidates"]] == [50.0, 61.0, 50.0, 61.0]
