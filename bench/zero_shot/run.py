@@ -177,22 +177,21 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 METRICS = ("macro_p", "macro_r", "macro_f1", "accuracy")
-#: Aggregates: the mean over a benchmark's instances, per training seed; the spread is over training seeds.
+#: Aggregates: the mean over a benchmark's instances (each the mean over its training seeds); the spread is the std
+#: over instances (class splits differ far more than training seeds do).
 AGGREGATES = {"mnre (5 split seeds)": MNRE_SPLITS, "wnut16 (3 folds)": WNUT_SPLITS}
 
 
 def summarise(results: dict) -> dict:
-    """system -> split or aggregate -> metric -> (mean, std over training seeds)."""
+    """system -> instance -> metric -> (mean, std over training seeds); and system -> aggregate -> metric ->
+    (mean, std over the aggregate's instances)."""
     table: dict = {}
     for system, by_split in results["runs"].items():
         table[system] = {split: {m: mean_std([r["test"][m] for r in runs]) for m in METRICS}
                          for split, runs in by_split.items()}
         for agg, members in AGGREGATES.items():
-            if not all(s in by_split for s in members):
-                continue
-            n = min(len(by_split[s]) for s in members)
-            table[system][agg] = {m: mean_std([statistics.mean(by_split[s][i]["test"][m] for s in members)
-                                               for i in range(n)]) for m in METRICS}
+            if all(s in by_split for s in members):
+                table[system][agg] = {m: mean_std([table[system][s][m][0] for s in members]) for m in METRICS}
     return table
 
 
@@ -228,7 +227,7 @@ def write_markdown(results: dict, path: Path) -> None:
         "from the shipped preset's kept candidate of the same instance and seed. Test classes are unseen in training "
         "and in every choice. MNRE: relations shuffled with the split seed, 8 train / 7 val / 7 test "
         "(`models.data.mnre_relation_split`); WNUT-16: fold k trains on G_k, validates on G_(k+1), tests on "
-        "G_(k+2). Aggregates are the mean over instances; ± is the std over training seeds of that mean.", "",
+        "G_(k+2). Per instance: mean ± std over training seeds; aggregates: mean ± std over their instances.", "",
         "## Macro-F1 on unseen test classes", "",
         "| system | " + " | ".join(aggs + instances) + " |", "|---" * (len(aggs) + len(instances) + 1) + "|"]
     for system in order:
@@ -373,6 +372,11 @@ def combine(folders: list[str], out: Path) -> dict:
     """Put together the results.json of parts run in parallel (disjoint instances, same harness; each part
     may have its own training seeds, named in results.md)."""
     parts = [json.loads((Path(f) / "results.json").read_text(encoding="utf-8")) for f in folders]
+    for p in parts:
+        if "seconds" not in p:  # stopped early by a harness that wrote them only at the end: its runs' own time
+            p["seconds"] = sum(r["seconds"] for by_split in p["runs"].values() for runs in by_split.values()
+                               for r in runs)
+            p["finished"] = "stopped after its last complete instance; time = its runs' training time"
     results = {"seeds": sorted({s for p in parts for s in p["seeds"]}), "machine": parts[0]["machine"],
                "splits": {}, "runs": {},
                "parts": [{"splits": list(p["splits"]), "seeds": p["seeds"], "seconds": p["seconds"],
@@ -433,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"].setdefault(system.name, {}).setdefault(split_name, []).append(run)
                 log.info("%-50s %-13s seed %d  kept %s  val %.1f  test F1 %.1f  (%.0fs)", system.name, split_name,
                          seed, run["chosen"], run["val_selection"], run["test"].get("macro_f1", 0), run["seconds"])
-        if not args.dry_run:  # partial results survive an interrupted run
+        results["seconds"] = time.perf_counter() - started
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if not args.dry_run:  # partial results survive an interrupted run, complete instances only
             (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    results["seconds"] = time.perf_counter() - started
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.dry_run:
         print(f"dry run OK in {results['seconds']:.0f}s")
         return 0

@@ -53,15 +53,16 @@ def test_the_twin_is_the_shipped_preset_minus_image_and_vmoe_only():
             assert {k for k in a if a[k] != b[k]} == {"use_image", "use_vmoe"}
 
 
-def test_an_aggregate_is_the_mean_over_its_instances_per_training_seed_with_the_spread_over_seeds():
+def test_an_aggregate_is_the_mean_over_its_instances_with_the_spread_over_instances():
     def runs(f1s):
         return [{"test": {"macro_p": 0.0, "macro_r": 0.0, "macro_f1": f, "accuracy": 0.0}} for f in f1s]
 
     results = {"runs": {"s": {"wnut16-fold1": runs([10.0, 20.0]), "wnut16-fold2": runs([30.0, 40.0]),
                               "wnut16-fold3": runs([50.0, 60.0]), "mnre-seed0": runs([1.0, 2.0])}}}
     table = bench.summarise(results)
+    assert table["s"]["wnut16-fold1"]["macro_f1"] == pytest.approx((15.0, 7.0710678))  # over training seeds
     mean, std = table["s"]["wnut16 (3 folds)"]["macro_f1"]
-    assert mean == pytest.approx(35.0) and std == pytest.approx(7.0710678)  # seed means 30 and 40
+    assert mean == pytest.approx(35.0) and std == pytest.approx(20.0)  # instance means 15, 35, 55
     assert "mnre (5 split seeds)" not in table["s"]  # an aggregate needs every one of its instances
 
 
