@@ -30,7 +30,8 @@ How the spaCy detector processes a batch of posts:
    train.txt; the ablation is in ``bench/results/entity_detection.md``):
 
    ``handles``       every ``@handle`` is a mention of the handle name, detector ``"handle"``
-                     (handles name people and organisations in most posts);
+                     (handles name people and organisations in most posts); a handle without a
+                     letter or digit (``@__``) or over ``MAX_HANDLE_CHARS`` is none;
    ``proper_nouns``  a run of capitalised proper-noun tokens (tagger NNP/NNPS) that spaCy's NER
                      left out is a mention, detector ``"propn"``, except in posts written in
                      Title Case (headline style), where capitals carry no signal;
@@ -48,7 +49,8 @@ How the spaCy detector processes a batch of posts:
    deterministic: post order, then (start, end).
 
 With the tagger, URLs and emoji are never part of a mention either: its spans are cut there, as
-spaCy's are.
+spaCy's are. No detector's span over ``MAX_MENTION_CHARS`` (or normalising to a name over
+``MAX_NAME_BYTES``) is kept: entity names are Neo4j index keys.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmkg.identity import normalize_name
 from mmkg.records import Mention, Post
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,15 @@ TWEET_RULES: tuple[str, ...] = ("handles", "split_sigils", "trim")
 DEFAULT_TAGGER_RULES: frozenset[str] = frozenset()
 #: ``mention_checkpoint`` values that turn the tagger off (spaCy + rules only).
 NO_TAGGER = frozenset({"none", "off"})
+
+#: Longest ``@handle`` body taken as a mention, in characters (platforms allow 15-30); a longer one
+#: is no handle anyone has, and is not a mention.
+MAX_HANDLE_CHARS = 64
+#: Longest mention of any detector, in characters, and longest UTF-8 name it may normalise to
+#: (``mmkg.identity``): entity names are index keys in Neo4j, whose keys are limited to ~8 KB. Longer
+#: spans are dropped.
+MAX_MENTION_CHARS = 200
+MAX_NAME_BYTES = 2048
 
 #: Posts whose alphabetic tokens are more than this share Capitalised are headline style: the
 #: proper-noun rule is off there (measured: 0.4-0.6 all help on dev data, 1.0 does not).
@@ -274,12 +286,18 @@ class EntityDetector:
                     if trimmed is None:
                         continue
                     a, b = trimmed
-                if any(c.isalnum() for c in text[a:b]):
+                if any(c.isalnum() for c in text[a:b]) and _fits_index(text[a:b]):
                     candidates.append(DetectedSpan(a, b, detector, label))
 
         if "handles" in rules:
             for m in _HANDLE.finditer(text):
-                if m.start() not in masked:  # "@" inside a URL is no handle
+                body = m.group(1)
+                if (
+                    m.start() not in masked  # "@" inside a URL is no handle
+                    and any(c.isalnum() for c in body)  # "@__" names nothing
+                    and len(body) <= MAX_HANDLE_CHARS
+                    and _fits_index(body)
+                ):
                     candidates.append(DetectedSpan(m.start(1), m.end(1), "handle", None))
         for a, b in tagged or ():
             add(a, b, "tagger")
@@ -291,6 +309,14 @@ class EntityDetector:
             for a, b in _proper_noun_runs(doc, text):
                 add(a, b, "propn")
         return _resolve(candidates)
+
+
+def _fits_index(span: str) -> bool:
+    """A span short enough to be a mention, whose entity name stays far under Neo4j's index key limit
+    (NFKC can expand a character many times; a ``#``/``@`` sign in front splits CamelCase)."""
+    if len(span) > MAX_MENTION_CHARS:
+        return False
+    return all(len(normalize_name(s).encode("utf-8")) <= MAX_NAME_BYTES for s in (span, "#" + span))
 
 
 def spacy_view(text: str) -> str:

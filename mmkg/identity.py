@@ -5,12 +5,18 @@ An entity is (normalised name, entity type). The id is a hash of both, so the sa
 mentioned in any post, in any run or backfill, lands on the same node; surface forms are kept
 as aliases. Normalisation (documented in the README):
 
-1. Unicode NFKC (full-width letters, ligatures and compatibility forms fold together);
+1. invisible characters are removed (soft hyphen, zero-width space, ZWNJ, ZWJ, word joiner, BOM,
+   and the bidirectional marks and controls: LRM, RLM, ALM, embeddings, overrides, isolates), so
+   ``Mar\u200bta`` and ``Marta`` are one entity; then Unicode NFKC (full-width letters, ligatures
+   and compatibility forms fold together);
 2. a leading ``#`` (hashtag) or ``@`` (handle) is dropped, and a CamelCase tag is split into words
    (``#LisbonFalcons`` -> ``Lisbon Falcons``, ``#NBAAwards`` -> ``NBA Awards``), so a hashtag and
    the plain name land on the same entity;
 3. surrounding punctuation, quotes and whitespace are stripped; inner whitespace runs become one space;
 4. case-folded (``casefold``, stronger than ``lower`` for non-English text).
+
+A surface that strips to nothing (``@__``, ``"..."``) keeps its casefolded NFKC form instead
+(``@__``), so no entity is ever nameless; detection does not take such spans as mentions anyway.
 
 Other spelling differences ("Aurora Fest" vs "Aurora Festival") stay different entities: merging
 them would need entity linking, which this function must never guess at.
@@ -28,11 +34,18 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’…-–—_*~|/\\"
 
 
+#: Characters that change nothing a reader sees in a name (removed before NFKC, which keeps them).
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def normalize_name(surface: str) -> str:
-    name = unicodedata.normalize("NFKC", surface).strip()
+    visible = unicodedata.normalize("NFKC", _INVISIBLE.sub("", surface)).strip()
+    name = visible
     if name[:1] in ("#", "@"):
         name = _CAMEL.sub(" ", name[1:])
     name = _WS.sub(" ", name).strip().strip(_EDGE_PUNCT).strip()
+    if not name:  # only signs and punctuation: keep them rather than give a nameless entity
+        name = _WS.sub(" ", visible)
     return name.casefold()
 
 

@@ -30,10 +30,15 @@ import yaml
 
 from mmkg.records import OTHER_TYPE
 
-ENTITY_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
-RELATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Whole-string patterns, used with ``fullmatch`` (``$`` would accept a trailing newline).
+ENTITY_TYPE_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+RELATION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: Labels the graph schema uses itself; an entity type may not take them.
 RESERVED_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun", "LabelSet", OTHER_TYPE})
+#: Relationship types the loader writes itself (``kg_loader.cypher``: ``(:Post)-[:MENTIONS]->(:Entity)``,
+#: ``(:Post)-[:HAS_IMAGE]->(:Image)``); a relation named so would be mixed up with them (its type is
+#: the upper-cased name) and retracted with them.
+RESERVED_RELATIONS = frozenset({"mentions", "has_image"})
 
 
 class OntologyError(ValueError):
@@ -110,7 +115,7 @@ class Ontology:
             raise OntologyError(f"{where}: 'entity_types' must be a non-empty list")
         for i, item in enumerate(raw_entities):
             name, description = _name_and_description(item, f"{where}: entity_types[{i}]")
-            if not ENTITY_TYPE_NAME.match(name):
+            if not ENTITY_TYPE_NAME.fullmatch(name):
                 raise OntologyError(
                     f"{where}: entity_types[{i}] name {name!r} must match {ENTITY_TYPE_NAME.pattern} "
                     "(PascalCase letters and digits: it becomes a Neo4j label)"
@@ -128,10 +133,15 @@ class Ontology:
         for i, item in enumerate(raw_relations):
             here = f"{where}: relation_types[{i}]"
             name, description = _name_and_description(item, here)
-            if not RELATION_NAME.match(name):
+            if not RELATION_NAME.fullmatch(name):
                 raise OntologyError(
                     f"{here} name {name!r} must match {RELATION_NAME.pattern} "
                     "(snake_case: it becomes a Neo4j relationship type)"
+                )
+            if name in RESERVED_RELATIONS:
+                raise OntologyError(
+                    f"{here} name {name!r} is reserved by the graph schema (the loader writes "
+                    f"{name.upper()} relationships itself); choose another name"
                 )
             allowed_raw = item.get("allowed")
             if not isinstance(allowed_raw, list) or not allowed_raw:

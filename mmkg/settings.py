@@ -7,14 +7,29 @@ imports heavy libraries.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: Documented local default for the embedded Neo4j. Override with MMKG_NEO4J_PASSWORD.
-DEFAULT_NEO4J_PASSWORD = "mmkg-local-dev"
+#: The embedded Neo4j's password file, under ``Neo4jSettings.home``: a random password that
+#: ``neo4j_server`` generates at the first start (mode 0600) and every later reader takes from here.
+NEO4J_PASSWORD_FILE = "password"
+
+
+def neo4j_password_file(home: Path) -> Path:
+    """Where the embedded server under ``home`` keeps its generated password."""
+    return Path(home).expanduser() / NEO4J_PASSWORD_FILE
+
+
+def read_neo4j_password(home: Path) -> str:
+    """The generated password of the embedded server under ``home``; "" before its first start."""
+    try:
+        return neo4j_password_file(home).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _env(name: str, default: str) -> str:
@@ -41,15 +56,25 @@ class Neo4jSettings:
 
     @classmethod
     def from_env(cls) -> "Neo4jSettings":
+        """The password is ``MMKG_NEO4J_PASSWORD`` when set; else, when the URI is the embedded
+        server's, the one it generated (:func:`read_neo4j_password`; "" before its first start,
+        when ``neo4j_server`` generates it); else "" (your own Neo4j: set MMKG_NEO4J_PASSWORD).
+        The local password file is never sent to another server."""
         bolt_port = int(_env("MMKG_NEO4J_BOLT_PORT", "7687"))
+        local_uri = f"bolt://127.0.0.1:{bolt_port}"
+        uri = _env("MMKG_NEO4J_URI", local_uri)
+        home = Path(_env("MMKG_NEO4J_HOME", str(mmkg_home() / "neo4j"))).expanduser()
+        password = _env("MMKG_NEO4J_PASSWORD", "")
+        if not password and uri == local_uri:
+            password = read_neo4j_password(home)
         return cls(
-            uri=_env("MMKG_NEO4J_URI", f"bolt://127.0.0.1:{bolt_port}"),
+            uri=uri,
             user=_env("MMKG_NEO4J_USER", "neo4j"),
-            password=_env("MMKG_NEO4J_PASSWORD", DEFAULT_NEO4J_PASSWORD),
+            password=password,
             database=_env("MMKG_NEO4J_DATABASE", "neo4j"),
             bolt_port=bolt_port,
             http_port=int(_env("MMKG_NEO4J_HTTP_PORT", "7474")),
-            home=Path(_env("MMKG_NEO4J_HOME", str(mmkg_home() / "neo4j"))).expanduser(),
+            home=home,
         )
 
 
@@ -91,6 +116,70 @@ class PipelineSettings:
             relation_checkpoint=_env("MMKG_RELATION_CHECKPOINT", ""),
             mention_checkpoint=_env("MMKG_MENTION_CHECKPOINT", ""),
         )
+
+
+
+# --- image fetching and image limits (extraction.images, extraction.posts, mmkg.images) ---------
+
+#: Largest image accepted, in bytes (a local file's size or a downloaded body).
+DEFAULT_IMAGE_MAX_BYTES = 10 * 1024 * 1024
+#: Largest image accepted, in pixels (width x height), checked from the header before decoding. The
+#: model sees 224 x 224; 25 Mpx (5000 x 5000) covers phone photos while a decoded RGBA image stays
+#: under ~100 MB. Pillow's own decompression-bomb guard (~89 Mpx) is far above this.
+DEFAULT_IMAGE_MAX_PIXELS = 25_000_000
+#: Wall-clock limit for one download (DNS, connect, TLS, headers, body and redirects together), in s.
+DEFAULT_IMAGE_FETCH_TIMEOUT_S = 5.0
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How images are read and fetched. Remote images reach only public (globally routable)
+    addresses unless a network or host is allow-listed here for an internal image store."""
+
+    #: networks whose addresses may be fetched from although they are not public, e.g.
+    #: ``10.20.0.0/16`` or ``127.0.0.1/32`` (MMKG_IMAGE_ALLOWED_NETWORKS, comma-separated)
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: host names (as written in the URL, case-insensitive) fetched from whatever they resolve to
+    #: (MMKG_IMAGE_ALLOWED_HOSTS, comma-separated)
+    allowed_hosts: frozenset[str] = frozenset()
+    max_bytes: int = DEFAULT_IMAGE_MAX_BYTES
+    max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
+    fetch_timeout_s: float = DEFAULT_IMAGE_FETCH_TIMEOUT_S
+    #: redirects followed per download, each re-checked like the first URL; 0 = follow none
+    max_redirects: int = 3
+    #: images checked per post; the rest are dropped and quarantined (``too_many_images``)
+    max_images_per_post: int = 16
+    #: concurrent image checks (downloads) while one partition is read
+    fetch_workers: int = 4
+
+    @classmethod
+    def from_env(cls) -> "ImageSettings":
+        networks = []
+        for item in _csv(_env("MMKG_IMAGE_ALLOWED_NETWORKS", "")):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"MMKG_IMAGE_ALLOWED_NETWORKS: {item!r} is not a network ({exc})") from None
+        settings = cls(
+            allowed_networks=tuple(networks),
+            allowed_hosts=frozenset(h.lower().rstrip(".") for h in _csv(_env("MMKG_IMAGE_ALLOWED_HOSTS", ""))),
+            max_bytes=int(_env("MMKG_IMAGE_MAX_BYTES", str(DEFAULT_IMAGE_MAX_BYTES))),
+            max_pixels=int(_env("MMKG_IMAGE_MAX_PIXELS", str(DEFAULT_IMAGE_MAX_PIXELS))),
+            fetch_timeout_s=float(_env("MMKG_IMAGE_FETCH_TIMEOUT_S", str(DEFAULT_IMAGE_FETCH_TIMEOUT_S))),
+            max_redirects=int(_env("MMKG_IMAGE_MAX_REDIRECTS", str(cls.max_redirects))),
+            max_images_per_post=int(_env("MMKG_MAX_IMAGES_PER_POST", str(cls.max_images_per_post))),
+            fetch_workers=int(_env("MMKG_IMAGE_FETCH_WORKERS", str(cls.fetch_workers))),
+        )
+        for name in ("max_bytes", "max_pixels", "max_images_per_post", "fetch_workers"):
+            if getattr(settings, name) < 1:
+                raise ValueError(f"image setting {name} must be at least 1, got {getattr(settings, name)}")
+        if settings.max_redirects < 0 or not settings.fetch_timeout_s > 0:
+            raise ValueError("MMKG_IMAGE_MAX_REDIRECTS must be >= 0 and MMKG_IMAGE_FETCH_TIMEOUT_S > 0")
+        return settings
 
 
 def research_data_dir() -> Path | None:

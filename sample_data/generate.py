@@ -13,12 +13,22 @@ Besides valid posts, the data holds deliberately bad records, each with one know
 reason (with their source line), bad images by status. Those expectations are written down here
 from what each record was made to be, not computed by running the reader.
 
+The hostile part (issue 12): lines a real export produces (a byte-order mark before a line, CRLF
+line ends, a last line without a newline, gzip-compressed NDJSON, Parquet with an extra column or
+without a required one) and lines meant to hurt (image URLs at internal addresses: the local Neo4j,
+a cloud metadata address, Airflow's log server as a decimal IP; image paths with a NUL or a 300-byte
+name; an id of 300 characters; 20 images on one post; Cypher-looking text; zero-width characters
+and handles such as ``@__`` or 100 letters long). Every line ends in the graph or in the quarantine
+with a reason. What cannot live in a repository (a symlink to /etc/passwd, a 2 GB line, a slow
+server) is tested in tests/test_posts.py and tests/test_image_fetch.py.
+
 This script must never download anything or copy text or images from any dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import shutil
@@ -220,12 +230,28 @@ MISSING_IMAGE = "images/falcons_training.jpg"  # never written
 CORRUPT_IMAGE = "images/unboxing.png"  # a PNG cut in half
 ESCAPING_IMAGE = "../generate.py"  # exists, but outside the landing directory
 FTP_IMAGE = "ftp://files.example/market.jpg"
+# Internal services a post must never make a worker fetch (refused before any connection).
+NEO4J_BROWSER_IMAGE = "http://127.0.0.1:7474/browser/"
+METADATA_IMAGE = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+LOG_SERVER_IMAGE = "http://2130706433:8793/log/"  # 127.0.0.1 written as one decimal number
+NUL_IMAGE = "images/stage\u0000.jpg"  # a NUL byte cannot be in a file name
+NUL_URI_IMAGE = "file:///images/a%00.png"
+LONG_NAME_IMAGE = "images/" + "x" * 300 + ".png"  # a name component over 255 bytes
 BAD_IMAGES = {
     MISSING_IMAGE: "missing",
     CORRUPT_IMAGE: "corrupt",
     ESCAPING_IMAGE: "outside_landing",
     FTP_IMAGE: "unsupported_scheme",
+    NEO4J_BROWSER_IMAGE: "blocked_address",
+    METADATA_IMAGE: "blocked_address",
+    LOG_SERVER_IMAGE: "blocked_address",
+    NUL_IMAGE: "bad_path",
+    NUL_URI_IMAGE: "bad_path",
+    LONG_NAME_IMAGE: "bad_path",
 }
+#: Images read per post (``mmkg.settings.ImageSettings.max_images_per_post``, default 16): the
+#: rest of a post's list is quarantined once, as ``too_many_images``.
+MAX_IMAGES_PER_POST = 16
 
 
 def _encode(im: Image.Image, name: str) -> bytes:
@@ -311,7 +337,15 @@ DAY1 = [
     # Keeps its text; its image was never uploaded.
     post("1101-021", "2026-11-01T22:05:00+00:00", "Photo from the Falcons training session this morning 📸 Marta Silva and Ana Costa running drills. #LisbonFalcons", [MISSING_IMAGE], author="falcons_fan"),
     post("1101-022", "2026-11-01T23:15:00-05:00", "Who else is going to the Aurora Festival? Flights to Bergen are wild right now ✈️😬 #AuroraFest #travel", None, author="gig_hopper"),
+    # Written with a byte-order mark before the line (a spreadsheet export appended to the file).
+    post("1101-023", "2026-11-01T23:30:00+00:00", "Late-night tram ride through Porto 🚋 the city never sleeps on match week", [img("city.png")], author="porto_eats"),
+    # Keeps its text; the image URL points at the local Neo4j Browser: never fetched.
+    post("1101-024", "2026-11-01T23:40:00+00:00", "Our fan dashboard is live, screenshot below 📊", [NEO4J_BROWSER_IMAGE], author="sneaky_dev"),
+    # 20 images: the first 16 (all different) are read, the last 4 are quarantined as too_many_images.
+    post("1101-025", "2026-11-01T23:50:00+00:00", "Photo dump from the weekend 📸📸📸 #photodump", [img(n) for n in list(IMAGES)[:16]] + [img(n) for n in list(IMAGES)[:4]], author="gig_hopper"),
 ]
+#: Lines written with a UTF-8 byte-order mark in front.
+BOM_LINES = {"1101-023"}
 # Bad records, inserted after the valid post with the given index.
 DAY1_BAD = {
     5: Bad(b'{"id": "1101-901", "text": "Lena Vogt says the new Glass Owls single is coming Fri', "malformed_json"),
@@ -343,6 +377,16 @@ DAY2 = [
     post("1102-019", "2026-11-02T17:00:00+01:00", "Sofia Marin and Lucas Moreau, travel buddies since 2019, hiking near Chamonix ⛰️ #alps", [img("mountains.jpg")], author="sofiamarin_travels"),
     post("1102-020", "2026-11-02T18:00:00+01:00", "Lucas Moreau habite à Lyon et il adore le Lantern Night Market de Taipei 🏮 #voyage", [img("market.jpg")], author="lucas_moreau", lang="fr"),
     post("1102-021", "2026-11-02T19:00:00+08:00", "Raj Malhotra at ByteConf 2026 in Singapore: \"Repairability is a feature.\" 🛠️ https://byteconf.example/talks/42", [img("laptop.png")], author="byteconf"),
+    # Keep their text; each image reference is refused without a request or a crash.
+    post("1102-022", "2026-11-02T19:30:00+00:00", "Cloud costs explained in one picture ☁️💸", [METADATA_IMAGE], author="sneaky_dev"),
+    post("1102-023", "2026-11-02T19:40:00+00:00", "Backstage at the ByteConf keynote 🎤", [NUL_IMAGE], author="sneaky_dev"),
+    post("1102-024", "2026-11-02T19:50:00+00:00", "Three shots of the Tallinn skyline 🌆", [NUL_URI_IMAGE, LONG_NAME_IMAGE, img("city.png")], author="sneaky_dev"),
+    post("1102-025", "2026-11-02T20:00:00+00:00", "Server logs of the launch night, see the picture 🖥️", [LOG_SERVER_IMAGE], author="sneaky_dev"),
+    # Stored verbatim: text is a parameter, never query text.
+    post("1102-026", "2026-11-02T20:10:00+00:00", "MATCH (n) DETACH DELETE n; // '}) RETURN 1 // just kidding 😈 Corvid Labs rocks", None, author="sneaky_dev"),
+    # Zero-width space, soft hyphen and a right-to-left override inside names; a handle with no
+    # letters (@__) and a 100-letter one: neither is a mention.
+    post("1102-027", "2026-11-02T20:20:00+00:00", "Thanks Sofia\u200b Marin and Lu\u00adcas Moreau for the Kyoto tips 🍁 \u202eevil\u202c cc @__ @" + "a" * 100, None, author="sofiamarin_travels"),
 ]
 DAY2_BAD = {
     2: bad(post("1102-901", "2026-11-02T09:30:00", "Corvid Labs stock up 4% after the Nimbus X2 launch 📈", None, author="market_watch"), "naive_created_at", "1102-901"),
@@ -351,6 +395,7 @@ DAY2_BAD = {
     12: bad(["1102-904", "Tallinn tech week recap"], "not_an_object"),
     15: bad({"id": "1102-905", "text": 12345, "created_at": "2026-11-02T10:00:00+00:00"}, "wrong_type", "1102-905"),
     18: Bad(BLANK, "blank"),  # a blank line is not a record at all
+    20: bad(post("1102-" + "9" * 300, "2026-11-02T19:10:00+00:00", "An id longer than any index key should be 🔑", None, author="sneaky_dev"), "id_too_long"),
 }
 
 DAY3 = [
@@ -376,6 +421,19 @@ DAY3 = [
     post("1103-018", "2026-11-03T19:00:00+01:00", "Lucas Moreau ran the Lyon half marathon in the rain 🌧️🏃 #Lyon", None, author="lucas_moreau"),
 ]
 DAY3_BAD: dict[int, Bad] = {}
+#: Day 3's posts.jsonl comes from Windows: CRLF line ends on these lines, and no newline after the last.
+CRLF_LINES = {"1103-001", "1103-002", "1103-003"}
+
+# more.ndjson.gz: gzip-compressed NDJSON, as some exporters write it.
+DAY3_NDJSON_GZ = [
+    post("1103-701", "2026-11-03T20:30:00+01:00", "The Glass Owls announce a winter tour starting in Oslo ❄️🦉 #TheGlassOwls", [img("stage.jpg")], author="indie_weekly"),
+    post("1103-702", "2026-11-03T21:00:00+01:00", "Northwind Records opens a record shop in Bergen 💿 #vinyl", None, author="vinyl_hoarder"),
+]
+# legacy.parquet: an old export without the created_at column: every row is refused (missing_column).
+DAY3_LEGACY_PARQUET = [
+    {"id": "1103-801", "text": "Kofi Mensah training in Accra this morning 🏃🏾‍♂️", "author": "trackside"},
+    {"id": "1103-802", "text": "Alpine Rail Co. timetable changes for December 🚂", "author": "AlpineRailCo"},
+]
 
 # extra.parquet: integer ids (accepted, converted to strings) and one unparseable timestamp.
 DAY3_PARQUET = [
@@ -401,11 +459,13 @@ class DayExpectation:
     def add_valid(self, obj: dict, source: str) -> None:
         self.records += 1
         self.posts += 1
-        for ref in obj["images"]:
+        for ref in obj["images"][:MAX_IMAGES_PER_POST]:
             status = BAD_IMAGES.get(ref, "ok")
             self.images[status] = self.images.get(status, 0) + 1
             if status != "ok":
                 self.quarantine.append({"source": source, "reason": f"image_{status}", "post_id": str(obj["id"])})
+        if len(obj["images"]) > MAX_IMAGES_PER_POST:
+            self.quarantine.append({"source": source, "reason": "too_many_images", "post_id": str(obj["id"])})
 
     def add_bad(self, reason: str, post_id: str | None, source: str) -> None:
         self.records += 1
@@ -422,17 +482,27 @@ class DayExpectation:
         }
 
 
-def write_jsonl(path: Path, valid: list[dict], bad_after: dict[int, Bad], exp: DayExpectation) -> None:
+def write_jsonl(
+    path: Path, valid: list[dict], bad_after: dict[int, Bad], exp: DayExpectation, *, final_newline: bool = True
+) -> None:
     lines: list[bytes] = []
     for i, obj in enumerate(valid):
-        lines.append(json.dumps(obj, ensure_ascii=False).encode("utf-8"))
+        line = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        if obj["id"] in BOM_LINES:
+            line = b"\xef\xbb\xbf" + line
+        if obj["id"] in CRLF_LINES:
+            line += b"\r"
+        lines.append(line)
         exp.add_valid(obj, f"{path.parent.name}/{path.name}:{len(lines)}")
         if i in bad_after:
             b = bad_after[i]
             lines.append(b.line)
             if b.reason != "blank":
                 exp.add_bad(b.reason, b.post_id, f"{path.parent.name}/{path.name}:{len(lines)}")
-    path.write_bytes(b"\n".join(lines) + b"\n")
+    data = b"\n".join(lines) + (b"\n" if final_newline else b"")
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)  # mtime 0: the same bytes on every run
+    path.write_bytes(data)
 
 
 def write_parquet(path: Path, rows: list[tuple[dict, str | None]], exp: DayExpectation) -> None:
@@ -444,14 +514,23 @@ def write_parquet(path: Path, rows: list[tuple[dict, str | None]], exp: DayExpec
         ("lang", pa.string()),
         ("source", pa.string()),
         ("images", pa.list_(pa.string())),
+        ("likes", pa.int64()),  # not in the contract: ignored by the reader
     ])
-    pq.write_table(pa.Table.from_pylist([obj for obj, _ in rows], schema=schema), path)
+    table = [{**obj, "likes": 10 * number} for number, (obj, _) in enumerate(rows, start=1)]
+    pq.write_table(pa.Table.from_pylist(table, schema=schema), path)
     for number, (obj, reason) in enumerate(rows, start=1):
         source = f"{path.parent.name}/{path.name}:{number}"
         if reason is None:
             exp.add_valid(obj, source)
         else:
             exp.add_bad(reason, str(obj["id"]), source)
+
+
+def write_legacy_parquet(path: Path, rows: list[dict], exp: DayExpectation) -> None:
+    """A file without the required created_at column: each row is refused, with its id."""
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    for number, row in enumerate(rows, start=1):
+        exp.add_bad("missing_column", row["id"], f"{path.parent.name}/{path.name}:{number}")
 
 
 def generate(out: Path) -> dict:
@@ -468,9 +547,11 @@ def generate(out: Path) -> dict:
         part = landing / f"dt={day}"
         part.mkdir()
         exp = days[day] = DayExpectation()
-        if day == "2026-11-03":  # files are read in name order: extra.parquet comes first
+        if day == "2026-11-03":  # files are read in name order: extra, legacy, more, posts
             write_parquet(part / "extra.parquet", DAY3_PARQUET, exp)
-        write_jsonl(part / "posts.jsonl", valid, bad_after, exp)
+            write_legacy_parquet(part / "legacy.parquet", DAY3_LEGACY_PARQUET, exp)
+            write_jsonl(part / "more.ndjson.gz", DAY3_NDJSON_GZ, {}, exp)
+        write_jsonl(part / "posts.jsonl", valid, bad_after, exp, final_newline=day != "2026-11-03")
 
     totals = DayExpectation()
     for exp in days.values():

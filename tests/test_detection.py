@@ -183,3 +183,46 @@ def test_rules_are_configurable(detector):
     p = post("thanks @someuser for the photo")
     assert [m for m in bare.detect([p]) if m.detector == "handle"] == []
     assert set(RULES) == {"handles", "proper_nouns", "split_sigils", "trim"}
+
+
+# --- index-key caps and names that are not names (issue 12) -------------------------------------
+
+
+def test_nameless_and_over_long_handles_are_not_mentions(detector):
+    from extraction.detection import MAX_HANDLE_CHARS
+
+    long_handle = "a" * (MAX_HANDLE_CHARS + 1)
+    p = post(f"cc @__ @_ and @{long_handle} and @{'b' * MAX_HANDLE_CHARS} and @ok_name")
+    mentions = detector.detect([p])
+    assert_well_formed([p], mentions)
+    assert texts_of([m for m in mentions if m.detector == "handle"]) == ["b" * MAX_HANDLE_CHARS, "ok_name"]
+
+
+def test_spans_too_long_for_an_index_key_are_dropped():
+    from extraction.detection import MAX_MENTION_CHARS
+
+    bare = EntityDetector(tagger=object(), rules=set())  # the tagger's spans as given, no spaCy
+    text = "x" * (MAX_MENTION_CHARS + 50)
+    assert bare.spans_for_tagged(text, [(0, MAX_MENTION_CHARS + 1)]) == []
+    assert [(s.start, s.end) for s in bare.spans_for_tagged(text, [(0, MAX_MENTION_CHARS)])] == [(0, MAX_MENTION_CHARS)]
+    # 150 characters, but NFKC turns each of these ligatures into 18 (33 bytes): the name would be ~5 KB.
+    ligatures = "\ufdfa" * 150
+    assert bare.spans_for_tagged(ligatures, [(0, 150)]) == []
+
+
+def test_invisible_characters_do_not_split_an_entity():
+    from mmkg.identity import entity_id, normalize_name
+
+    for variant in ("Mar\u200bta Silva", "Mar\u00adta Silva", "\ufeffMarta Silva", "Marta\u200d Silva",
+                    "Mar\u200cta Silva", "\u200fMarta Silva\u200e", "Marta \u2066Silva\u2069"):
+        assert normalize_name(variant) == "marta silva", repr(variant)
+        assert entity_id(variant, "Person") == entity_id("Marta Silva", "Person")
+    assert normalize_name("#Lisbon\u200bFalcons") == "lisbon falcons"
+
+
+def test_a_surface_of_signs_never_gives_a_nameless_entity():
+    from mmkg.identity import normalize_name
+
+    for surface in ("@__", "#_", "@", "...", "\u200b@__"):
+        assert normalize_name(surface), repr(surface)
+    assert normalize_name("@__") == "@__"

@@ -73,3 +73,35 @@ def test_unreadable_and_non_yaml_files(tmp_path):
     bad.write_text("entity_types: [unclosed")
     with pytest.raises(OntologyError, match="not valid YAML"):
         load_ontology(bad)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        # ``$`` matched before a trailing newline; a label must be the whole string.
+        (lambda d: d["entity_types"].append({"name": "Food\n", "description": "x"}), "Neo4j label"),
+        (lambda d: d["relation_types"].append({"name": "likes\n", "description": "x", "allowed": [["Person", "Person"]]}),
+         "relationship type"),
+        # The loader's own relationship types.
+        (lambda d: d["relation_types"].append({"name": "mentions", "description": "x", "allowed": [["Person", "Person"]]}),
+         "reserved by the graph schema .*MENTIONS"),
+        (lambda d: d["relation_types"].append({"name": "has_image", "description": "x", "allowed": [["Person", "Person"]]}),
+         "reserved by the graph schema .*HAS_IMAGE"),
+    ],
+)
+def test_names_that_would_clash_in_the_graph_are_refused(mutate, message):
+    data = _data()
+    mutate(data)
+    with pytest.raises(OntologyError, match=message):
+        Ontology.from_dict(data)
+
+
+def test_reserved_relations_cover_what_the_loader_writes():
+    import re
+
+    from kg_loader import cypher
+    from mmkg.ontology import RESERVED_RELATIONS
+
+    source = Path(cypher.__file__).read_text()
+    used = set(re.findall(r"\[(?:\w+)?:([A-Z_]+)", source))
+    assert used and {r.upper() for r in RESERVED_RELATIONS} >= used

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-import http.server
 import io
 import json
-import socket
+import os
 import subprocess
 import sys
-import threading
+import tracemalloc
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from extraction import images as img
-from extraction.posts import MAX_TEXT_CHARS, read_partition
+from extraction.posts import MAX_ID_CHARS, MAX_PAYLOAD_CHARS, MAX_TEXT_CHARS, read_partition
 from mmkg.images import ImageTooLarge, load_image_rgb
 from mmkg.records import Post
+from mmkg.settings import ImageSettings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
@@ -134,8 +134,10 @@ def test_sample_generator_is_deterministic(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(SAMPLE / "generate.py"), "--out", str(tmp_path)], check=True, capture_output=True)
     assert json.loads((tmp_path / "expected.json").read_text()) == EXPECTED
     for day in EXPECTED["days"]:
-        rel = f"landing/dt={day}/posts.jsonl"
-        assert (tmp_path / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
+        for path in sorted((SAMPLE / "landing" / f"dt={day}").iterdir()):
+            if path.suffix != ".parquet":  # Parquet files carry the writer's version
+                rel = path.relative_to(SAMPLE)
+                assert (tmp_path / rel).read_bytes() == path.read_bytes(), rel
     total = sum(f.stat().st_size for f in (SAMPLE / "landing").rglob("*") if f.is_file())
     assert total < 1_000_000
 
@@ -187,6 +189,8 @@ def test_zulu_and_bom_and_blank_lines(landing: Path) -> None:
         (post(created_at="2026-11-01T08:00:00"), "naive_created_at", "p1"),
         (post(created_at="2026-11-01"), "naive_created_at", "p1"),
         (post(text="x" * (MAX_TEXT_CHARS + 1)), "text_too_long", "p1"),
+        (post(pid="x" * (MAX_ID_CHARS + 1)), "id_too_long", None),
+        (post(pid=10**300), "id_too_long", None),
         ('{"id": "p1", "text": "lone \\ud800 surrogate", "created_at": "2026-11-01T08:00:00Z"}', "bad_encoding", "p1"),
     ],
 )
@@ -240,13 +244,18 @@ def test_missing_partition_is_empty_not_an_error(tmp_path: Path) -> None:
     assert result.counts["partition_missing"] == 1 and result.counts["records"] == 0
 
 
-def test_hidden_and_other_files_are_skipped(landing: Path) -> None:
+def test_hidden_and_other_files_are_skipped_and_counted(landing: Path) -> None:
     write_lines(landing, post("a"))
     write_lines(landing, "not json at all", name=".posts.jsonl.tmp")
     write_lines(landing, "not json at all", name="_SUCCESS")
     write_lines(landing, "not json at all", name="notes.txt")
+    write_lines(landing, "not json at all", name="posts.json")
+    (landing / f"dt={DAY.isoformat()}" / "sub.jsonl").mkdir()
     result = read(landing)
     assert [p.id for p in result.posts] == ["a"] and result.counts["files"] == 1
+    c = result.counts
+    assert (c["files_skipped"], c["files_skipped_hidden"], c["files_skipped_unknown_type"], c["files_skipped_directory"]) == (5, 2, 2, 1)
+    assert result.quarantined == []
 
 
 # --- Parquet ------------------------------------------------------------------------------------
@@ -394,69 +403,257 @@ def test_load_image_rgb_flattens_alpha(tmp_path: Path) -> None:
     assert load_image_rgb(path).getpixel((0, 0)) == (255, 255, 255)
 
 
-# --- http(s) images, served from this machine ----------------------------------------------------
+# --- real-world file quirks ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    files = {"/a.png": png_bytes((5, 3)), "/junk.png": b"not an image", "/big.png": png_bytes((200, 200), "green", "BMP")}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", files
-    httpd.shutdown()
-    httpd.server_close()
+def test_id_at_limit_is_fine(landing: Path) -> None:
+    write_lines(landing, post(pid="é" * MAX_ID_CHARS))
+    assert [len(p.id) for p in read(landing).posts] == [MAX_ID_CHARS]
 
 
-def test_http_image_is_cached_by_content(landing: Path, tmp_path: Path, server) -> None:
-    base, files = server
-    staging = tmp_path / "staging"
-    result, ref = image_of(landing, f"{base}/a.png", staging_dir=staging)
-    sha = hashlib.sha256(files["/a.png"]).hexdigest()
-    assert ref.ok and ref.sha256 == sha and (ref.width, ref.height) == (5, 3)
-    assert Path(ref.path) == staging / "images" / f"{sha}.png"
-    assert Path(ref.path).read_bytes() == files["/a.png"]
-    assert [p.name for p in (staging / "images").iterdir()] == [f"{sha}.png"]  # no temp files left
+def test_bom_before_any_line_crlf_and_last_line_without_newline(landing: Path) -> None:
+    path = landing / f"dt={DAY.isoformat()}" / "posts.jsonl"
+    lines = [json.dumps(post(pid)).encode() for pid in ("a", "b", "c", "d")]
+    # A BOM before line 1 and line 3 (files appended to each other), CRLF ends, no final newline.
+    path.write_bytes(b"\xef\xbb\xbf" + lines[0] + b"\r\n" + lines[1] + b"\r\n\xef\xbb\xbf" + lines[2] + b"\r\n" + lines[3])
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a", "b", "c", "d"]
+    assert result.quarantined == [] and result.counts["records"] == 4
+
+
+def test_a_bad_line_keeps_its_payload_without_the_line_end(landing: Path) -> None:
+    path = landing / f"dt={DAY.isoformat()}" / "posts.jsonl"
+    path.write_bytes(b'{"id": "a", "text": \r\n')
+    (q,) = read(landing).quarantined
+    assert (q.reason, q.payload, q.source) == ("malformed_json", '{"id": "a", "text": ', f"dt={DAY.isoformat()}/posts.jsonl:1")
+
+
+@pytest.mark.parametrize("name", ["posts.ndjson", "POSTS.JSONL", "posts.Jsonl", "export.NDJSON"])
+def test_other_jsonl_names_are_read(landing: Path, name: str) -> None:
+    write_lines(landing, post("a"), name=name)
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a"] and result.counts["files_skipped"] == 0
+
+
+@pytest.mark.parametrize("name", ["posts.jsonl.gz", "posts.ndjson.gz", "POSTS.JSONL.GZ"])
+def test_gzip_compressed_jsonl_is_read(landing: Path, name: str) -> None:
+    data = b"\n".join(json.dumps(post(pid)).encode() for pid in ("a", "b")) + b"\n"
+    (landing / f"dt={DAY.isoformat()}" / name).write_bytes(gzip.compress(data))
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a", "b"]
+    assert result.posts[0].source is None and result.counts["files"] == 1
+
+
+def test_damaged_gzip_keeps_lines_before_the_damage(landing: Path) -> None:
+    lines = [json.dumps(post(f"p{i}", text=f"post number {i} " * 20)).encode() for i in range(2000)]
+    packed = gzip.compress(b"\n".join(lines) + b"\n")
+    (landing / f"dt={DAY.isoformat()}" / "a.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (landing / f"dt={DAY.isoformat()}" / "b.jsonl.gz").write_bytes(b"not gzip at all")
+    result = read(landing)
+    assert 0 < len(result.posts) < 2000
+    assert [(q.reason, q.source) for q in result.quarantined] == [
+        ("unreadable_file", f"dt={DAY.isoformat()}/a.jsonl.gz"),
+        ("unreadable_file", f"dt={DAY.isoformat()}/b.jsonl.gz"),
+    ]
+    assert result.quarantined[0].details["lines_read"] == len(result.posts)
+    c = result.counts
+    assert c["files_unreadable"] == 2 and c["records"] == c["posts"] == len(result.posts)
+
+
+def test_a_gzip_bomb_is_cut_after_its_inflate_limit(landing: Path, monkeypatch) -> None:
+    import time
+
+    from extraction import posts as posts_module
+
+    monkeypatch.setattr(posts_module, "MIN_GZIP_LIMIT", 4 * 1024 * 1024)  # the limit small, so the test is quick
+    bomb = gzip.compress(json.dumps(post("first")).encode() + b"\n" + b"0" * (512 * 1024 * 1024), 9)
+    assert len(bomb) < 1024 * 1024  # ~1000x: a 512 MB line in well under 1 MB
+    (landing / f"dt={DAY.isoformat()}" / "bomb.jsonl.gz").write_bytes(bomb)
+    started = time.monotonic()
+    result = read(landing)
+    assert time.monotonic() - started < 10  # 4 MB inflated, not 512 MB
+    assert [p.id for p in result.posts] == ["first"]
+    (q,) = result.quarantined
+    assert (q.reason, q.source) == ("unreadable_file", f"dt={DAY.isoformat()}/bomb.jsonl.gz")
+    assert "gzip bomb" in q.details["message"] and q.details["lines_read"] == 2
+
+
+def test_over_long_line_is_quarantined_cut_and_never_held_whole(landing: Path) -> None:
+    path = landing / f"dt={DAY.isoformat()}" / "posts.jsonl"
+    huge = 48 * 1024 * 1024  # no newline in 48 MB: only a bounded read keeps memory small
+    with open(path, "wb") as f:
+        f.write(json.dumps(post("before")).encode() + b"\n")
+        f.write(b'{"id": "huge", "text": "')
+        block = b"x" * (1024 * 1024)
+        for _ in range(huge // len(block)):
+            f.write(block)
+        f.write(b'", "created_at": "2026-11-01T08:00:00Z"}\n')
+        f.write(json.dumps(post("after")).encode())
+    tracemalloc.start()
+    try:
+        result = read(landing)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [p.id for p in result.posts] == ["before", "after"]
+    (q,) = result.quarantined
+    assert (q.reason, q.source) == ("line_too_long", f"dt={DAY.isoformat()}/posts.jsonl:2")
+    assert len(q.payload) == MAX_PAYLOAD_CHARS and q.payload.startswith('{"id": "huge"')
+    assert q.details["line_bytes"] > huge and q.details["message"]
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes: the long line was read whole"
+
+
+def test_line_at_the_limit_is_fine(landing: Path) -> None:
+    line = json.dumps(post("a", text="y" * 900)).encode()
+    write_lines(landing, line, post("b"))
+    result = read(landing, max_line_bytes=len(line))
+    assert [p.id for p in result.posts] == ["a", "b"]
+    result = read(landing, max_line_bytes=len(line) - 1)
+    assert [p.id for p in result.posts] == ["b"] and result.quarantined[0].reason == "line_too_long"
+
+
+def test_symlinked_input_file_is_refused_without_its_content(landing: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "environ"
+    secret.write_text('{"id": "s", "text": "AWS_SECRET=hunter2", "created_at": "2026-11-01T08:00:00Z"}\n')
+    part = landing / f"dt={DAY.isoformat()}"
+    write_lines(landing, post("a"))
+    (part / "env.jsonl").symlink_to(secret)
+    (part / "passwd.jsonl").symlink_to("/etc/passwd")
+    (part / "proc.ndjson").symlink_to("/proc/self/environ")
+    (part / "inside.parquet").symlink_to(part / "posts.jsonl")  # even pointing inside: not followed
+    (part / "notes.txt").symlink_to(secret)  # not a post file name: skipped, counted
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a"]
+    refused = [(q.source, q.reason, q.payload) for q in result.quarantined]
+    assert refused == [
+        (f"dt={DAY.isoformat()}/env.jsonl", "symlinked_file", ""),
+        (f"dt={DAY.isoformat()}/inside.parquet", "symlinked_file", ""),
+        (f"dt={DAY.isoformat()}/passwd.jsonl", "symlinked_file", ""),
+        (f"dt={DAY.isoformat()}/proc.ndjson", "symlinked_file", ""),
+    ]
+    assert result.quarantined[2].details["target"] == "/etc/passwd"
+    assert "hunter2" not in json.dumps([(q.payload, q.details) for q in result.quarantined])
+    c = result.counts
+    assert (c["files"], c["files_refused"], c["files_skipped_symlink"], c["records"]) == (1, 4, 1, 1)
+    assert c["quarantined"] == c["rejected"] + c["files_unreadable"] + c["files_refused"]
+
+
+def test_fifo_in_the_partition_does_not_block(landing: Path) -> None:
+    os.mkfifo(landing / f"dt={DAY.isoformat()}" / "pipe.jsonl")
+    write_lines(landing, post("a"))
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a"]
+    (q,) = result.quarantined
+    assert (q.reason, q.source) == ("unreadable_file", f"dt={DAY.isoformat()}/pipe.jsonl")
+
+
+# --- Parquet whose schema differs from the contract --------------------------------------------
+
+
+def test_parquet_extra_columns_are_ignored(landing: Path) -> None:
+    part = landing / f"dt={DAY.isoformat()}"
+    pq.write_table(pa.table({
+        "id": ["a"], "text": ["Jon Park 🏀"], "created_at": [TS],
+        "likes": [12], "blob": [b"\x00" * 1000], "nested": [{"k": [1, 2]}],
+    }), part / "a.parquet")
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a"] and result.quarantined == []
+
+
+def test_parquet_without_a_required_column_refuses_every_row(landing: Path) -> None:
+    part = landing / f"dt={DAY.isoformat()}"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"], "likes": [1, 2, 3]}), part / "a.parquet")
+    pq.write_table(pa.table({"likes": [1, 2]}), part / "b.parquet")  # no contract column at all
+    write_lines(landing, post("d"))
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["d"]
+    got = [(q.reason, q.source, q.post_id) for q in result.quarantined]
+    assert got == [
+        ("missing_column", f"dt={DAY.isoformat()}/a.parquet:1", "a"),
+        ("missing_column", f"dt={DAY.isoformat()}/a.parquet:2", "b"),
+        ("missing_column", f"dt={DAY.isoformat()}/a.parquet:3", "c"),
+        ("missing_column", f"dt={DAY.isoformat()}/b.parquet:1", None),
+        ("missing_column", f"dt={DAY.isoformat()}/b.parquet:2", None),
+    ]
+    assert result.quarantined[0].details["missing"] == ["created_at"]
+    assert result.quarantined[3].details["missing"] == ["id", "text", "created_at"]
+    assert json.loads(result.quarantined[0].payload) == {"id": "a", "text": "x"}  # contract columns only
+    c = result.counts
+    assert (c["records"], c["posts"], c["rejected"], c["rejected_missing_column"]) == (6, 1, 5, 5)
+
+
+# --- bad image paths never escape ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("path", "kwargs", "status"),
+    ("ref", "status"),
     [
-        ("/missing.png", {}, "fetch_failed"),
-        ("/junk.png", {}, "corrupt"),
-        ("/big.png", {"max_image_bytes": 1000}, "oversized"),
+        ("images/a\u0000.png", "bad_path"),
+        ("file:///a%00", "bad_path"),
+        ("file:///images/ok.png%00.png", "bad_path"),
+        ("images/" + "x" * 300 + ".png", "bad_path"),  # a name component over 255 bytes
+        ("images/" + "/".join(["abcdefgh"] * 600) + ".png", "bad_path"),  # over PATH_MAX
+        ("images/ok.png/inner.png", "missing"),  # ENOTDIR
+        ("images/loop.png", "missing"),  # a symlink loop
     ],
 )
-def test_http_image_failures(landing: Path, tmp_path: Path, server, path: str, kwargs: dict, status: str) -> None:
-    base, _ = server
-    staging = tmp_path / "staging"
-    _, ref = image_of(landing, base + path, staging_dir=staging, **kwargs)
-    assert ref.status == status
-    assert not (staging / "images").exists() or not any((staging / "images").iterdir())
+def test_a_path_the_filesystem_refuses_costs_only_that_image(landing: Path, ref: str, status: str) -> None:
+    (landing / "images" / "loop.png").symlink_to(landing / "images" / "loop.png")
+    write_lines(landing, post("a", images=[ref, "images/ok.png"]), post("b"))
+    result = read(landing)
+    assert [p.id for p in result.posts] == ["a", "b"]
+    assert [i.status for i in result.posts[0].images] == [status, "ok"]
+    (q,) = result.quarantined
+    assert (q.reason, q.post_id) == (f"image_{status}", "a") and q.details["message"]
 
 
-def test_http_connection_refused_is_fetch_failed(landing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, ref = image_of(landing, f"http://127.0.0.1:{port}/a.png", staging_dir=tmp_path, fetch_timeout_s=2)
-    assert ref.status == "fetch_failed"
+def test_images_per_post_are_bounded_and_the_rest_quarantined(landing: Path) -> None:
+    for i in range(6):
+        (landing / "images" / f"{i}.png").write_bytes(png_bytes((4 + i, 4)))
+    uris = [f"images/{i}.png" for i in range(6)] + ["images/nope.png"] * 3
+    write_lines(landing, post("a", images=uris), post("b", images=["images/0.png"]))
+    settings = ImageSettings(max_images_per_post=4)
+    result = read(landing, image_settings=settings)
+    a, b = result.posts
+    assert [i.uri for i in a.images] == uris[:4] and all(i.ok for i in a.images)
+    assert b.images[0].ok
+    (q,) = result.quarantined
+    assert (q.reason, q.post_id, json.loads(q.payload)) == ("too_many_images", "a", uris[4:])
+    assert (q.details["limit"], q.details["images"], q.details["dropped"]) == (4, 9, 5)
+    c = result.counts
+    assert (c["images"], c["images_ok"], c["dropped_images"], c["quarantined_too_many_images"]) == (5, 5, 5, 1)
+    assert c["quarantined"] == c["rejected"] + c["files_unreadable"] + (c["images"] - c["images_ok"]) + 1
+    # The default bound is 16.
+    write_lines(landing, post("c", images=["images/0.png"] * 500))
+    result = read(landing, image_settings=ImageSettings())
+    assert len(result.posts[0].images) == 16 and result.counts["dropped_images"] == 484
+
+
+def test_image_checks_are_deterministic_whatever_the_thread_count(landing: Path) -> None:
+    for i in range(12):
+        (landing / "images" / f"{i}.png").write_bytes(png_bytes((3 + i, 5)))
+    posts = [post(f"p{n}", images=[f"images/{(n * 5 + k) % 14}.png" for k in range(4)]) for n in range(10)]
+    write_lines(landing, *posts)
+    runs = [read(landing, image_settings=ImageSettings(fetch_workers=w)) for w in (1, 3, 8)]
+    for other in runs[1:]:
+        assert other.posts == runs[0].posts
+        assert other.quarantined == runs[0].quarantined
+        assert other.counts == runs[0].counts
+    assert runs[0].counts["images_missing"] > 0 and runs[0].counts["images_ok"] > 0
+
+
+# --- pixel limit ----------------------------------------------------------------------------------
+
+
+def test_small_png_declaring_many_pixels_is_refused_without_decoding(landing: Path) -> None:
+    # 6000 x 6000 = 36 Mpx: under Pillow's own guard (~89 Mpx), over the 25 Mpx default limit.
+    buf = io.BytesIO()
+    Image.new("1", (6000, 6000)).save(buf, "PNG")
+    assert len(buf.getvalue()) < 100_000
+    (landing / "images" / "bomb.png").write_bytes(buf.getvalue())
+    result, ref = image_of(landing, "images/bomb.png", image_settings=ImageSettings())
+    assert ref.status == "too_many_pixels"
+    assert "25000000" in result.quarantined[0].details["message"]
+    with pytest.raises(ImageTooLarge):
+        load_image_rgb(landing / "images" / "bomb.png")
+    assert ImageSettings().max_pixels < Image.MAX_IMAGE_PIXELS
