@@ -1,9 +1,10 @@
 """The stages of one ingestion run over a data interval, as plain functions over staged files.
 
 The Airflow DAG ``mmkg_ingest`` is wiring around these; ``mmkg ingest`` runs them without
-Airflow. Stages hand each other small JSON-able dicts of *paths* (never data), and every file
-name is deterministic per data interval and shard, so a re-run or backfill of an interval
-overwrites exactly its own files and the graph load stays idempotent.
+Airflow. Stages hand each other small JSON-able dicts of *paths* (never data). Every file name is
+deterministic per data interval, run and shard (``extraction.staging``): a retried task overwrites
+exactly its own files, two runs of one interval at once never touch each other's, and the graph
+load stays idempotent.
 
     plan_interval -> stage_posts -> [detect_shard -> type_shard -> kg_loader.load.load_shard] per shard
                                                                               -> run_report
@@ -22,7 +23,7 @@ from pathlib import Path
 from extraction import staging
 from mmkg.files import atomic_write_text
 from mmkg.ontology import load_ontology
-from mmkg.records import OTHER_TYPE, Mention, RelationMention, TypedMention
+from mmkg.records import OTHER_TYPE, Mention, QuarantinedRecord, RelationMention, TypedMention
 from mmkg.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ class IntervalPlan:
     @property
     def interval_dir(self) -> Path:
         return staging.interval_dir(self.staging_dir, self.interval_key)
+
+    @property
+    def run_dir(self) -> Path:
+        """This run's own staging folder (``staging.run_dir``)."""
+        return staging.run_dir(self.staging_dir, self.interval_key, self.run_id)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "days": list(self.days)}
@@ -92,38 +98,85 @@ def plan_interval(
 def stage_posts(plan: IntervalPlan, settings: PipelineSettings | None = None) -> tuple[list[dict], dict]:
     """Read and validate the interval's partitions; write quarantine and post shards as Parquet.
 
-    Returns (shards, counts): one small dict of paths per shard, and the read counts.
+    Returns (shards, counts): one small dict of paths per shard, and the read counts. Streams one
+    partition (day) at a time: a day is read, sorted by id, cut into shards of at most
+    ``shard_size`` and written before the next is read, so memory holds one day, never the interval.
+    Shards never mix days; each carries its ``partition``, the ``id_range`` it covers within it, and
+    whether its load may retract the partition's posts it no longer holds (``retract_vanished``:
+    not for a partition with an unreadable file). A day whose folder exists but holds no valid post
+    still gets one (empty) shard, so its re-run retracts what the graph has of it; a missing
+    partition folder gets none and retracts nothing.
+
+    Everything goes to the run's own folder (``plan.run_dir``), under its lock: a second attempt of
+    the same run waits, then finds what a killed attempt left (temporary files, shards beyond the
+    new count, extraction files of the old shards) and removes it. The quarantine and read counts
+    are then published beside ``runs/`` (atomic copies, byte-identical for the same input).
     """
     from extraction.posts import read_partition
 
     settings = settings or PipelineSettings.from_env()
-    out = plan.interval_dir
-    out.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    posts, quarantined, counts = [], [], Counter()
-    for day in plan.days:
-        part = read_partition(
-            settings.landing_dir, date.fromisoformat(day), run_seen_ids=seen, staging_dir=plan.staging_dir
-        )
-        posts.extend(part.posts)
-        quarantined.extend(part.quarantined)
-        counts.update(part.counts)
-    staging.write_quarantine(staging.stage_path(plan.staging_dir, plan.interval_key, staging.QUARANTINE), quarantined)
-    written = staging.write_post_shards(plan.staging_dir, plan.interval_key, posts, settings.shard_size)
-    shards = [
-        {"staging_dir": plan.staging_dir, "interval_key": plan.interval_key, "shard": i, "posts": len(batch)}
-        for i, batch in enumerate(staging.shard_posts(posts, settings.shard_size))
-    ]
-    assert len(shards) == len(written)
-    counts_dict = {k: int(v) for k, v in sorted(counts.items())}
-    _write_json(out / "read_counts.json", counts_dict)
+    run = plan.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    with staging.locked(run / ".stage.lock"):
+        staging.remove_temporary_files(run)
+        staging.record_attempt(run, "stage")
+        staging.remove_stale_runs(plan.staging_dir, plan.interval_key, keep=run)
+        for kind in ("mentions", "typed_mentions", "relations"):  # derived from the shards restaged now
+            for old in staging.shard_paths_in(run, kind):
+                old.unlink(missing_ok=True)
+        shards: list[dict] = []
+        counts: Counter = Counter()
+        with staging.RecordWriter(staging.file_in(run, staging.QUARANTINE), QuarantinedRecord) as quarantine:
+            for day in plan.days:
+                part = read_partition(settings.landing_dir, date.fromisoformat(day), staging_dir=plan.staging_dir)
+                quarantine.write(part.quarantined)
+                counts.update(part.counts)
+                shards.extend(_stage_day(plan, day, part, len(shards), settings.shard_size))
+                del part
+        for stale in staging.shard_paths_in(run, "posts")[len(shards) :]:  # an earlier attempt had more
+            stale.unlink(missing_ok=True)
+        counts_dict = {k: int(v) for k, v in sorted(counts.items())}
+        _write_json(run / "read_counts.json", counts_dict)
+        with staging.locked(plan.interval_dir / ".publish.lock"):
+            staging.remove_temporary_files(plan.interval_dir)  # a publisher killed mid-copy
+            staging.publish_copy(staging.file_in(run, staging.QUARANTINE),
+                                 staging.stage_path(plan.staging_dir, plan.interval_key, staging.QUARANTINE))
+            staging.publish_copy(run / "read_counts.json", plan.interval_dir / "read_counts.json")
+            for kind in staging.SHARDED_KINDS:  # shards of the layout before run folders
+                for legacy in staging.shard_paths(plan.staging_dir, plan.interval_key, kind):
+                    legacy.unlink(missing_ok=True)
     return shards, counts_dict
+
+
+def _stage_day(plan: IntervalPlan, day: str, part, first: int, shard_size: int) -> list[dict]:
+    """Write one partition's shards (numbered from ``first``) into the run folder; their dicts."""
+    if part.counts.get("partition_missing"):
+        return []
+    chunks = staging.shard_posts(part.posts, shard_size) or [[]]
+    retract = not part.counts.get("files_unreadable")
+    shards = []
+    for j, chunk in enumerate(chunks):
+        number = first + j
+        staging.write_posts(staging.file_in(plan.run_dir, "posts", number), chunk)
+        lo = chunk[0].id if j > 0 else ""
+        hi = chunks[j + 1][0].id if j + 1 < len(chunks) else None
+        shards.append({
+            "staging_dir": plan.staging_dir, "interval_key": plan.interval_key, "run_dir": str(plan.run_dir),
+            "shard": number, "posts": len(chunk), "partition": day, "id_range": [lo, hi],
+            "retract_vanished": retract,
+        })  # fmt: skip
+    return shards
+
+
+def read_counts(plan: IntervalPlan) -> dict:
+    """The read counts this run's ``stage_posts`` wrote (its own, not the interval's published copy)."""
+    return json.loads((plan.run_dir / "read_counts.json").read_text())
 
 
 def detect_shard(shard: dict) -> dict:
     """Entity mentions of a shard's posts -> ``mentions.parquet``."""
     posts = staging.read_posts(staging.shard_file(shard, "posts"))
-    mentions = _detector().detect(posts)
+    mentions = _detector().detect(posts) if posts else []  # an empty shard loads no model
     staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
     return {**shard, "mentions": len(mentions)}
 
@@ -138,6 +191,11 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
         )
     posts = {p.id: p for p in staging.read_posts(staging.shard_file(shard, "posts"))}
     mentions = staging.read_mentions(staging.shard_file(shard, "mentions"))
+    if not posts:  # an empty shard (a partition with no valid post) loads no model
+        staging.write_records(staging.shard_file(shard, "typed_mentions"), [], TypedMention)
+        staging.write_records(staging.shard_file(shard, "relations"), [], RelationMention)
+        return {**shard, "typed_mentions": 0, "mentions_abstained": 0, "mentions_unreadable_script": 0,
+                "relations": 0, "model_version": None}
     settings = PipelineSettings.from_env()
     extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
     readable = [m for m in mentions if readable_script(m.text)]
@@ -175,14 +233,26 @@ def readable_script(text: str) -> bool:
     return 2 * latin >= len(letters)
 
 
+#: Graph counters of the shard loads summed into the run report's ``graph``.
+_GRAPH_COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "relationships_deleted",
+                   "properties_set", "deadlock_retries", "transaction_retries", "posts_superseded",
+                   "posts_retracted")
+
+
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
-    """The run's summary, written beside the staged files and returned to the caller."""
+    """The run's summary, written to the run's folder and published beside it, and returned.
+
+    ``costs`` says what faults cost the run: attempts of ``stage_posts`` (more than 1: re-run after
+    a failure or a killed process), shard loads re-run after a failed attempt, whole shard
+    transactions re-run after a transient failure (a lost connection, a server restart, a
+    deadlock), and batches re-run as deadlock victims.
+    """
     total = Counter()
     rejected: list = []
     for load in loads:
         for k, v in load.get("rows", {}).items():
             total[f"rows_{k}"] += v
-        for k in ("nodes_created", "relationships_created", "relationships_deleted", "properties_set", "deadlock_retries"):
+        for k in _GRAPH_COUNTERS:
             total[k] += load.get(k, 0)
         for k, v in load.get("dropped", {}).items():
             total[f"dropped_{k}"] += v
@@ -206,8 +276,19 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "relations": sum(load.get("relations", 0) for load in loads),
         "graph": dict(sorted(total.items())),
         "rejected_by_loader": rejected,
+        "costs": {
+            "stage_attempts": staging.attempts(plan.run_dir, "stage"),
+            "load_reruns": sum(max(load.get("load_attempt", 1) - 1, 0) for load in loads),
+            "transaction_retries": total["transaction_retries"],
+            "deadlock_retries": total["deadlock_retries"],
+        },
+        "partitions_not_retracted": sorted(
+            {load["partition"] for load in loads if load.get("partition") and not load.get("retract_vanished")}
+        ),
     }
-    _write_json(plan.interval_dir / "run_report.json", report)
+    _write_json(plan.run_dir / "run_report.json", report)
+    with staging.locked(plan.interval_dir / ".publish.lock"):
+        staging.publish_copy(plan.run_dir / "run_report.json", plan.interval_dir / "run_report.json")
     return report
 
 
@@ -256,4 +337,4 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-__all__ = ["IntervalPlan", "plan_interval", "stage_posts", "detect_shard", "type_shard", "run_report"]
+__all__ = ["IntervalPlan", "plan_interval", "stage_posts", "read_counts", "detect_shard", "type_shard", "run_report"]

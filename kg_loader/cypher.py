@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-_LABEL = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
-_REL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Whole-string patterns, used with ``fullmatch`` (``$`` would accept a trailing newline).
+_LABEL = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+_REL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 SCHEMA_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun"})
 
 
@@ -21,14 +22,14 @@ class InvalidIdentifier(ValueError):
 
 def label(name: str) -> str:
     """An entity-type label, validated and quoted: ``Person`` -> ``\\`Person\\```."""
-    if not isinstance(name, str) or not _LABEL.match(name) or name in SCHEMA_LABELS:
+    if not isinstance(name, str) or not _LABEL.fullmatch(name) or name in SCHEMA_LABELS:
         raise InvalidIdentifier(f"invalid entity type label {name!r}: must match {_LABEL.pattern}")
     return f"`{name}`"
 
 
 def relationship_type(relation: str) -> str:
     """A relation name from the label set -> quoted relationship type: ``member_of`` -> ``\\`MEMBER_OF\\```."""
-    if not isinstance(relation, str) or not _REL_NAME.match(relation):
+    if not isinstance(relation, str) or not _REL_NAME.fullmatch(relation):
         raise InvalidIdentifier(f"invalid relation name {relation!r}: must match {_REL_NAME.pattern}")
     return f"`{relation.upper()}`"
 
@@ -41,21 +42,84 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
     "CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name)",
     "CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type)",
     "CREATE INDEX post_created_at IF NOT EXISTS FOR (p:Post) ON (p.created_at)",
+    # A shard's load finds the posts of its partition and id range that a re-run no longer has.
+    "CREATE INDEX post_partition_id IF NOT EXISTS FOR (p:Post) ON (p.partition, p.id)",
 )
 
+#: One version of a post per id. A row replaces the stored post when both come from the same
+#: landing partition (a re-run of a partition is the truth about it: a corrected post replaces the
+#: old one whatever its ``created_at``), or else when it is not older, comparing ``(created_at,
+#: digest)`` (``records.post_digest``: a hash of the post's content); so whichever order two days
+#: holding one id are loaded in, the later ``created_at`` wins, and a tie goes to the larger digest.
+#: The ``SET``/``REMOVE`` of a dummy property takes the post's write lock before its version is
+#: read: two loads of one post at once (overlapping runs) are decided one after the other, never
+#: both against the same old version. Returns one row per input row: ``wins`` false means the graph
+#: keeps a version from another partition, and nothing else of this row's post is written.
 UPSERT_POSTS = """
 UNWIND $rows AS row
 MERGE (p:Post {id: row.id})
-SET p.text = row.text, p.created_at = datetime(row.created_at), p.author = row.author,
-    p.lang = row.lang, p.source = row.source, p.run_id = row.run_id
+SET p.mmkg_lock = true
+REMOVE p.mmkg_lock
+WITH p, row, datetime(row.created_at) AS at
+WITH p, row, at, (p.created_at IS NULL OR coalesce(p.partition, '') = coalesce(row.partition, '')
+                  OR at > p.created_at
+                  OR (at = p.created_at AND row.digest >= coalesce(p.digest, ''))) AS wins
+FOREACH (_ IN CASE WHEN wins THEN [1] ELSE [] END |
+  SET p.text = row.text, p.created_at = at, p.author = row.author, p.lang = row.lang, p.source = row.source,
+      p.run_id = row.run_id, p.digest = row.digest, p.partition = row.partition)
+RETURN row.id AS id, wins
 """
 
+#: ``HAS_IMAGE`` carries the reference the post used (``uri``); ``Image.uri`` is the smallest of
+#: its posts' references, whatever order they were loaded in (``UNLINK_STALE_IMAGES`` recomputes it).
+#: Rows are unique per (post, image): ``GraphWriter.upsert_images`` keeps a post's smallest reference.
 UPSERT_IMAGES = """
 UNWIND $rows AS row
 MATCH (p:Post {id: row.post_id})
 MERGE (i:Image {sha256: row.sha256})
-SET i.uri = coalesce(i.uri, row.uri), i.width = row.width, i.height = row.height
-MERGE (p)-[:HAS_IMAGE]->(i)
+SET i.width = row.width, i.height = row.height,
+    i.uri = CASE WHEN i.uri IS NULL OR row.uri < i.uri THEN row.uri ELSE i.uri END
+MERGE (p)-[h:HAS_IMAGE]->(i)
+SET h.uri = row.uri
+RETURN count(*) AS written
+"""
+
+#: Before a post's images are written: drop its ``HAS_IMAGE`` links that the new version no longer
+#: has (``keep``: ``sha256|uri``), then an image linked by no post goes, and the others' ``uri`` is
+#: recomputed from the links left.
+UNLINK_STALE_IMAGES = """
+UNWIND $posts AS post
+MATCH (p:Post {id: post.id})-[h:HAS_IMAGE]->(i:Image)
+WHERE NOT (i.sha256 + '|' + coalesce(h.uri, '')) IN post.keep
+DELETE h
+WITH DISTINCT i
+CALL (i) {
+  OPTIONAL MATCH (i)<-[h:HAS_IMAGE]-()
+  RETURN count(h) AS links, min(h.uri) AS uri
+}
+CALL (i, links) { WITH i, links WHERE links = 0 DETACH DELETE i }
+CALL (i, links, uri) { WITH i, links, uri WHERE links > 0 SET i.uri = coalesce(uri, i.uri) }
+"""
+
+#: Posts of one landing partition, in one shard's id range, that the shard no longer holds: the
+#: re-run of a corrected partition retracts them. ``IS :: STRING`` keeps the planner on the
+#: ``(partition, id)`` index when there is no upper bound.
+FIND_VANISHED_POSTS = """
+MATCH (p:Post)
+WHERE p.partition = $partition AND p.id >= $lo AND p.id IS :: STRING AND NOT p.id IN $keep
+RETURN p.id AS id ORDER BY id
+"""
+FIND_VANISHED_POSTS_BELOW = """
+MATCH (p:Post)
+WHERE p.partition = $partition AND p.id >= $lo AND p.id < $hi AND NOT p.id IN $keep
+RETURN p.id AS id ORDER BY id
+"""
+
+#: After their mentions, evidence and image links were retracted.
+DELETE_POSTS = """
+UNWIND $ids AS id
+MATCH (p:Post {id: id})
+DETACH DELETE p
 """
 
 
@@ -67,6 +131,9 @@ def upsert_mentions(entity_type: str) -> str:
     values shared by a batch are parameters: ``$entity_type, $model_version, $label_set_id,
     $run_id``. Every SET names its properties and the aliases edit happens only ON MATCH, so the
     plan has no Eager: rows stream, and a later row of the batch sees an earlier row's entity.
+    ``aliases`` stay sorted (a new surface form is inserted in place), so they do not depend on
+    the order posts were loaded in. Returns ``written``: rows whose post was there (the others
+    are counted as missing by the writer).
     """
     return f"""
 UNWIND $rows AS row
@@ -75,21 +142,25 @@ MERGE (e:Entity {{id: row.entity_id}})
   ON CREATE SET e:{label(entity_type)},
                 e += {{name: row.name, type: $entity_type, aliases: [row.surface], first_run_id: $run_id}}
   ON MATCH SET e:{label(entity_type)},
-               e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases ELSE e.aliases + row.surface END
+               e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases
+                 ELSE [a IN e.aliases WHERE a < row.surface] + row.surface + [a IN e.aliases WHERE a > row.surface] END
 MERGE (p)-[m:MENTIONS {{start: row.start, end: row.end}}]->(e)
 SET m += {{text: row.surface, score: row.score, model_version: $model_version,
           label_set_id: $label_set_id, run_id: $run_id}}
+RETURN count(*) AS written
 """
 
 
 def upsert_relations(relation: str) -> str:
     """Triples of one relation: one relationship per (head, type, tail); evidence per post.
 
-    ``post_ids`` and ``scores`` are parallel lists: a post already present has its score
-    replaced (re-runs are idempotent), a new post is appended (evidence accumulates). Rows must
-    be unique per (head, relation, tail, post): ``GraphWriter.upsert_relations`` ensures it.
-    Rows carry ``head_id, tail_id, post_id, score``; ``$relation, $model_version, $label_set_id,
-    $run_id`` are shared by the batch.
+    ``post_ids`` and ``scores`` are parallel lists, sorted by post id: a post already present has
+    its score replaced (re-runs are idempotent), a new post is inserted in its place (evidence
+    accumulates, and the lists do not depend on the order shards were loaded in). Rows must be
+    unique per (head, relation, tail, post): ``GraphWriter.upsert_relations`` ensures it. Rows
+    carry ``head_id, tail_id, post_id, score``; ``$relation, $model_version, $label_set_id,
+    $run_id`` are shared by the batch. Returns ``written``: rows whose head and tail entities were
+    there; a row whose ``MATCH`` finds no head or tail writes nothing and is not counted.
 
     A new relationship gets its final properties in one ON CREATE map. ON MATCH names each
     property it sets (no map of unknown keys, so the planner needs no Eager and rows stream), in
@@ -112,24 +183,42 @@ MERGE (h)-[r:{relationship_type(relation)}]->(t)
     r.scores = CASE WHEN row.post_id IN r.post_ids
       THEN [i IN range(0, size(r.post_ids) - 1) |
             CASE WHEN r.post_ids[i] = row.post_id THEN row.score ELSE r.scores[i] END]
-      ELSE r.scores + row.score END,
+      ELSE [i IN range(0, size(r.post_ids) - 1) WHERE r.post_ids[i] < row.post_id | r.scores[i]] + row.score
+           + [i IN range(0, size(r.post_ids) - 1) WHERE r.post_ids[i] > row.post_id | r.scores[i]] END,
     r.evidence_count = CASE WHEN row.post_id IN r.post_ids THEN r.evidence_count ELSE size(r.post_ids) + 1 END,
-    r.post_ids = CASE WHEN row.post_id IN r.post_ids THEN r.post_ids ELSE r.post_ids + row.post_id END,
+    r.post_ids = CASE WHEN row.post_id IN r.post_ids THEN r.post_ids
+      ELSE [x IN r.post_ids WHERE x < row.post_id] + row.post_id + [x IN r.post_ids WHERE x > row.post_id] END,
     r.model_version = $model_version, r.label_set_id = $label_set_id, r.run_id = $run_id
+RETURN count(*) AS written
+"""
+
+#: Which of ``$ids`` are not entities in the graph (names the endpoints a relation batch missed).
+MISSING_ENTITIES = """
+UNWIND $ids AS id
+OPTIONAL MATCH (e:Entity {id: id})
+WITH id, e WHERE e IS NULL
+RETURN collect(id) AS missing
 """
 
 
 #: Before a post's new extraction is written: drop its MENTIONS that the new extraction no longer
-#: has (label set or model changed), so a re-run replaces rather than adds; an entity left with no
-#: mention at all goes too (its triples' evidence was retracted just before, by RETRACT_STALE_EVIDENCE).
+#: has (label set or model changed, the text was corrected: ``keep`` is ``entity|start|end|surface``),
+#: so a re-run replaces rather than adds; an entity left with no mention at all goes too (its
+#: triples' evidence was retracted just before, by RETRACT_STALE_EVIDENCE), and one that keeps some
+#: gets its ``aliases`` recomputed (sorted) from the mentions left.
 RETRACT_STALE_MENTIONS = """
 UNWIND $posts AS post
 MATCH (p:Post {id: post.id})-[m:MENTIONS]->(e:Entity)
-WHERE NOT (e.id + '|' + toString(m.start) + '|' + toString(m.end)) IN post.keep
+WHERE NOT (e.id + '|' + toString(m.start) + '|' + toString(m.end) + '|' + coalesce(m.text, '')) IN post.keep
 DELETE m
 WITH DISTINCT e
-WHERE NOT EXISTS { (e)<-[:MENTIONS]-() }
-DETACH DELETE e
+CALL (e) {
+  OPTIONAL MATCH (e)<-[m:MENTIONS]-()
+  WITH DISTINCT m.text AS surface ORDER BY surface
+  RETURN collect(surface) AS aliases
+}
+CALL (e, aliases) { WITH e, aliases WHERE size(aliases) = 0 DETACH DELETE e }
+CALL (e, aliases) { WITH e, aliases WHERE size(aliases) > 0 SET e.aliases = aliases }
 """
 
 #: Same for relation evidence contributed by a post: remove the post from triples it no longer

@@ -6,6 +6,8 @@ deterministic entity ids; nothing else in the project decides an entity's identi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +18,9 @@ from mmkg.records import OTHER_TYPE, Post, RelationMention, TypedMention
 
 @dataclass(frozen=True, slots=True)
 class PostRow:
+    """(:Post); ``(created_at, digest)`` is its version (``cypher.UPSERT_POSTS``), ``partition`` the
+    landing day it was read from (a re-run of that day retracts the posts it no longer has)."""
+
     id: str
     text: str
     created_at: str
@@ -23,6 +28,8 @@ class PostRow:
     lang: str | None = None
     source: str | None = None
     run_id: str | None = None
+    digest: str = ""
+    partition: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +72,30 @@ class RelationRow:
     run_id: str
 
 
-def post_rows(posts: Iterable[Post], run_id: str) -> list[PostRow]:
-    return [PostRow(p.id, p.text, p.created_at, p.author, p.lang, p.source, run_id) for p in posts]
+def post_digest(post: Post) -> str:
+    """SHA-256 over what the post says (text, author, lang, source, image references as written):
+    breaks a tie between two versions of one id with the same ``created_at``, deterministically."""
+    content = [post.text, post.author, post.lang, post.source, [im.uri for im in post.images]]
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def post_rows(posts: Iterable[Post], run_id: str, partition: str | None = None) -> list[PostRow]:
+    return [PostRow(p.id, p.text, p.created_at, p.author, p.lang, p.source, run_id, post_digest(p), partition)
+            for p in posts]
 
 
 def image_rows(posts: Iterable[Post]) -> list[ImageRow]:
-    return [
-        ImageRow(im.sha256, p.id, im.uri, im.width, im.height)
-        for p in posts
-        for im in p.images
-        if im.ok and im.sha256
-    ]
+    """One row per (post, image bytes): a post naming one image twice links it once, with the
+    smallest of its references (deterministic whatever the order of ``Post.images``)."""
+    best: dict[tuple[str, str], ImageRow] = {}
+    for p in posts:
+        for im in p.images:
+            if im.ok and im.sha256:
+                row = ImageRow(im.sha256, p.id, im.uri, im.width, im.height)
+                key = (p.id, im.sha256)
+                if key not in best or row.uri < best[key].uri:
+                    best[key] = row
+    return list(best.values())
 
 
 def mention_rows(

@@ -1,10 +1,18 @@
 """Idempotent, batched upserts into Neo4j with a typed report back.
 
-Every write is ``UNWIND $rows`` + labelled ``MERGE`` on a constrained, deterministic key, one
-transaction per batch. A deadlock victim is re-run at once; any other transient failure or lost
-connection goes to the driver's managed retry (``session.execute_write``, up to
-``max_transaction_retry_time``); see ``_write_batch``. Batches are independent transactions, so a
-load that dies half-way is completed by simply running it again: nothing duplicates.
+Every write is ``UNWIND $rows`` + labelled ``MERGE`` on a constrained, deterministic key. Two ways
+to run them:
+
+- **One transaction per batch** (the ``upsert_*`` methods called on a writer, as bulk loads and the
+  load benchmark do). A deadlock victim is re-run at once; any other transient failure or lost
+  connection goes to the driver's managed retry (``session.execute_write``, up to
+  ``max_transaction_retry_time``); see ``_write_batch``. Batches are independent transactions, so a
+  load that dies half-way is completed by simply running it again: nothing duplicates.
+- **All in one transaction** (``write_atomically``, what ``kg_loader.load`` does for an ingestion
+  shard): the same methods on the writer handed to the work function run their batches in one
+  transaction, so a shard's load is all-or-nothing (a failure or a killed server leaves the graph as
+  it was, never half retracted), and the driver re-runs the whole transaction on a transient failure
+  (``LoadReport.transaction_retries`` counts them).
 
 Mentions and triples are written by ``writers`` concurrent transactions (default 2) that never
 share a node: rows are partitioned by a stable hash of their node ids and scheduled in rounds whose
@@ -20,14 +28,18 @@ identifier) are rejected with a reason, and the rest of the batch still loads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 from kg_loader import cypher
@@ -43,6 +55,10 @@ DEFAULT_WRITERS = PipelineSettings.neo4j_writers
 #: A batch that keeps deadlocking this often fails loudly (each retry waits at most 50 ms x attempt).
 DEADLOCK_RETRIES = 10
 DEADLOCK_CODE = "Neo.TransientError.Transaction.DeadlockDetected"
+#: Longest indexed key the loader sends (UTF-8 bytes): Neo4j's range index refuses keys over about
+#: 8 KB with an error that is not retryable, so a post id or entity name over this is refused with
+#: its reason instead (and the rest of the shard loads).
+MAX_INDEX_KEY_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +72,27 @@ class Rejection:
 class LoadReport:
     """What a load did. ``created``/``updated`` are counted from Neo4j's own statistics."""
 
+    #: Rows really written, by kind (a row whose MATCH found nothing is not counted: see ``dropped``).
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     nodes_created: int = 0
+    nodes_deleted: int = 0
     relationships_created: int = 0
     relationships_deleted: int = 0
     properties_set: int = 0
     labels_added: int = 0
     batches: int = 0
     deadlock_retries: int = 0
+    #: Whole transactions (``write_atomically``) re-run after a transient failure.
+    transaction_retries: int = 0
     rejected: list[Rejection] = field(default_factory=list)
-    #: Rows not written on purpose, by reason (``relations_self_loop``, ``relations_reverse_in_post``).
+    #: Rows not written, by reason: on purpose (``relations_self_loop``, ``relations_reverse_in_post``)
+    #: or because an endpoint was missing (``relations_missing_endpoint``, ``mentions_missing_post``,
+    #: ``images_missing_post``).
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: Post ids whose row lost to a newer version already in the graph (nothing of them written).
+    superseded: list[str] = field(default_factory=list)
+    #: Posts of the shard's partition and id range that the shard no longer holds, removed.
+    posts_retracted: int = 0
 
     @property
     def created(self) -> int:
@@ -79,6 +105,7 @@ class LoadReport:
 
     def add_counters(self, counters: Any) -> None:
         self.nodes_created += counters.nodes_created
+        self.nodes_deleted += counters.nodes_deleted
         self.relationships_created += counters.relationships_created
         self.relationships_deleted += counters.relationships_deleted
         self.properties_set += counters.properties_set
@@ -89,15 +116,19 @@ class LoadReport:
         for k, v in other.rows.items():
             self.rows[k] += v
         self.nodes_created += other.nodes_created
+        self.nodes_deleted += other.nodes_deleted
         self.relationships_created += other.relationships_created
         self.relationships_deleted += other.relationships_deleted
         self.properties_set += other.properties_set
         self.labels_added += other.labels_added
         self.batches += other.batches
         self.deadlock_retries += other.deadlock_retries
+        self.transaction_retries += other.transaction_retries
         self.rejected.extend(other.rejected)
         for k, v in other.dropped.items():
             self.dropped[k] += v
+        self.superseded.extend(other.superseded)
+        self.posts_retracted += other.posts_retracted
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,11 +137,15 @@ class LoadReport:
             "created": self.created,
             "updated": self.updated,
             "nodes_created": self.nodes_created,
+            "nodes_deleted": self.nodes_deleted,
             "relationships_created": self.relationships_created,
             "relationships_deleted": self.relationships_deleted,
             "properties_set": self.properties_set,
             "batches": self.batches,
             "deadlock_retries": self.deadlock_retries,
+            "transaction_retries": self.transaction_retries,
+            "posts_superseded": len(self.superseded),
+            "posts_retracted": self.posts_retracted,
             "dropped": dict(self.dropped),
             "rejected": [asdict(r) for r in self.rejected],
         }
@@ -150,6 +185,8 @@ class GraphWriter:
             raise ValueError("writers must be >= 1")
         self.driver = driver
         self.database = database
+        #: The open transaction of ``write_atomically`` (None: one transaction per batch).
+        self._tx = None
         self.batch_size = batch_size
         self.writers = writers
         self.allowed_entity_types = set(allowed_entity_types) if allowed_entity_types is not None else None
@@ -165,30 +202,88 @@ class GraphWriter:
                 session.run(statement).consume()
             session.run("CALL db.awaitIndexes(300)").consume()
 
+    # -- one transaction ------------------------------------------------------------------
+    def write_atomically(self, work: Callable[["GraphWriter"], LoadReport]) -> LoadReport:
+        """Run ``work(writer)`` with a writer whose writes all go into one transaction, committed when
+        ``work`` returns: all of it lands, or (on any error) none of it. A transient failure
+        (deadlock, lost connection, a server restarting) re-runs the whole transaction through the
+        driver's managed retry, counted in ``transaction_retries``; other errors are raised."""
+        attempts = 0
+
+        def transaction(tx):
+            nonlocal attempts
+            attempts += 1
+            bound = copy.copy(self)
+            bound._tx = tx
+            return work(bound)
+
+        with self.driver.session(database=self.database) as session:
+            report = session.execute_write(transaction)
+        report.transaction_retries += attempts - 1
+        return report
+
     # -- upserts --------------------------------------------------------------------------
     def upsert_posts(self, rows: Sequence[PostRow]) -> LoadReport:
-        return self._write_batches("post", cypher.UPSERT_POSTS, [_params(r) for r in rows])
+        """Posts, one version per id (``cypher.UPSERT_POSTS``); ``report.superseded`` names the rows
+        that lost to a newer version in the graph, and a post id too long to index is refused."""
+        report = LoadReport()
+        best: dict[str, PostRow] = {}
+        for row in rows:
+            if reason := post_id_problem(row.id):
+                report.rejected.append(Rejection("post", row.id[:80] + "…", reason))
+            elif row.id not in best or _version(row) > _version(best[row.id]):
+                best[row.id] = row  # one id twice in a call: the newer version, as the graph would keep
+        results: list[dict] = []
+        report.merge(self._write_batches("post", cypher.UPSERT_POSTS, [_params(r) for r in best.values()],
+                                         results=results))
+        report.superseded.extend(r["id"] for r in results if not r["wins"])
+        report.rows["post"] -= len(report.superseded)
+        return report
 
     def upsert_images(self, rows: Sequence[ImageRow]) -> LoadReport:
-        return self._write_batches("image", cypher.UPSERT_IMAGES, [_params(r) for r in rows])
+        report = self._write_batches("image", cypher.UPSERT_IMAGES, [_params(r) for r in rows])
+        if missing := len(rows) - report.rows["image"]:
+            report.dropped["images_missing_post"] += missing
+        return report
+
+    def unlink_stale_images(self, post_ids: Sequence[str], rows: Sequence[ImageRow]) -> LoadReport:
+        """Drop the ``HAS_IMAGE`` links of these posts that ``rows`` (their new images) no longer
+        have; an image left without posts goes. Call before ``upsert_images`` of the same posts."""
+        keep: dict[str, list[str]] = {pid: [] for pid in post_ids}
+        for r in rows:
+            keep.setdefault(r.post_id, []).append(f"{r.sha256}|{r.uri}")
+        return self._write_batches("unlink_images", cypher.UNLINK_STALE_IMAGES,
+                                   [{"id": pid, "keep": k} for pid, k in keep.items()], param="posts")
 
     def upsert_mentions(self, rows: Sequence[MentionRow]) -> LoadReport:
         report = LoadReport()
         parts = self._partitions(len(rows), self.writers, jobs=self.writers**2)
         jobs: dict[tuple[int, int], dict[tuple, list[dict]]] = {}
+        accepted = []
         for row in rows:
             reason = self._entity_type_problem(row.entity_type)
+            if not reason and len(row.name.encode("utf-8")) > MAX_INDEX_KEY_BYTES:
+                reason = _too_long("entity name", row.name)
             if reason:
                 report.rejected.append(Rejection("mention", f"{row.post_id}[{row.start}:{row.end}]", reason))
             else:
-                shared, params = _mention_parts(row)
-                job = (_partition(row.post_id, parts), _partition(row.entity_id, parts))
-                jobs.setdefault(job, {}).setdefault(shared, []).append(params)
+                accepted.append(row)
+        # In entity id order: concurrent loads lock shared entities in one order (fewer deadlocks).
+        for row in sorted(accepted, key=lambda r: r.entity_id):
+            shared, params = _mention_parts(row)
+            job = (_partition(row.post_id, parts), _partition(row.entity_id, parts))
+            jobs.setdefault(job, {}).setdefault(shared, []).append(params)
+        sent = len(accepted)
         rounds = _mention_rounds(parts)
         report.merge(self._write_rounds("mention", cypher.upsert_mentions, jobs, rounds, _MENTION_SHARED))
+        if missing := sent - report.rows["mention"]:
+            report.dropped["mentions_missing_post"] += missing
         return report
 
     def upsert_relations(self, rows: Sequence[RelationRow]) -> LoadReport:
+        """Triples with their evidence. ``report.rows["relation"]`` counts what was written; a row
+        whose head or tail entity is not in the graph (its mention was refused or abstained) writes
+        nothing and is counted in ``dropped["relations_missing_endpoint"]`` and named in ``rejected``."""
         report = LoadReport()
         # One row per (triple, post): a post that states a triple twice (e.g. via "Lisbon Falcons"
         # and "#LisbonFalcons") is one piece of evidence, with its best score.
@@ -214,6 +309,24 @@ class GraphWriter:
         report.merge(self._write_rounds("relation", cypher.upsert_relations, jobs, rounds, _RELATION_SHARED))
         return report
 
+    def retract_vanished_posts(self, partition: str, lo: str, hi: str | None, keep: Sequence[str]) -> LoadReport:
+        """Remove the posts of landing ``partition`` with ids in ``[lo, hi)`` (no upper bound when
+        ``hi`` is None) other than ``keep``, with their mentions, evidence and image links, and the
+        entities and images left with nothing: the re-run of a corrected partition gives the graph
+        of the corrected data."""
+        query = cypher.FIND_VANISHED_POSTS if hi is None else cypher.FIND_VANISHED_POSTS_BELOW
+        params = {"partition": partition, "lo": lo, "keep": list(keep), **({} if hi is None else {"hi": hi})}
+        vanished = [r["id"] for r in self._read(query, params)]
+        report = LoadReport()
+        if not vanished:
+            return report
+        report.merge(self.retract_stale(vanished, [], []))
+        report.merge(self.unlink_stale_images(vanished, []))
+        report.merge(self._write_batches("retract_posts", cypher.DELETE_POSTS, vanished, param="ids"))
+        report.posts_retracted += len(vanished)
+        log.info("retracted %d posts of partition %s that its re-run no longer has", len(vanished), partition)
+        return report
+
     def retract_stale(
         self, post_ids: Sequence[str], mentions: Sequence[MentionRow], relations: Sequence[RelationRow]
     ) -> LoadReport:
@@ -223,7 +336,7 @@ class GraphWriter:
         """
         keep_mentions: dict[str, list[str]] = {pid: [] for pid in post_ids}
         for m in mentions:
-            keep_mentions.setdefault(m.post_id, []).append(f"{m.entity_id}|{m.start}|{m.end}")
+            keep_mentions.setdefault(m.post_id, []).append(f"{m.entity_id}|{m.start}|{m.end}|{m.surface}")
         keep_relations: dict[str, list[str]] = {pid: [] for pid in post_ids}
         for r in relations:
             if not self._relation_problem(r.relation):
@@ -271,6 +384,8 @@ class GraphWriter:
         average, else 1: for a shard-sized load (a few hundred rows) the extra, smaller transactions
         cost more than the second writer saves (200 posts, 600 mentions, 600 triples split for 2
         writers: 0.28 s vs 0.13 s with 1; not split: 0.15 vs 0.14 s, bench/results/load_benchmark_shard.txt)."""
+        if self._tx is not None:  # one transaction: one stream of statements
+            return 1
         return parts if self.writers > 1 and rows >= jobs * self.batch_size else 1
 
     def _write_rounds(
@@ -279,7 +394,7 @@ class GraphWriter:
         """Write partitioned jobs round by round: the jobs of a round touch disjoint node partitions
         and run concurrently (``self.writers`` at a time); the next round starts when all are done."""
         report = LoadReport()
-        if all(len(r) == 1 for r in rounds):
+        if self._tx is not None or all(len(r) == 1 for r in rounds):
             for job in (j for r in rounds for j in r if j in jobs):
                 report.merge(self._write_groups(kind, make_query, jobs[job], names))
             return report
@@ -301,16 +416,53 @@ class GraphWriter:
         return report
 
     def _write_batches(
-        self, kind: str, query: str, rows: list[dict], param: str = "rows", shared: dict | None = None
+        self, kind: str, query: str, rows: list, param: str = "rows", shared: dict | None = None,
+        results: list[dict] | None = None,
     ) -> LoadReport:
+        """Batches of ``rows``, each one transaction (or all in ``self._tx``). A query that returns
+        ``written`` has that counted in ``report.rows[kind]``, else the rows sent; records of other
+        queries are appended to ``results`` when given. A relation batch that wrote fewer rows than
+        it sent has its missing endpoints named (``_report_missing_endpoints``)."""
         report = LoadReport()
-        with self.driver.session(database=self.database) as session:
+        with contextlib.ExitStack() as stack:
+            session = None if self._tx is not None else stack.enter_context(self.driver.session(database=self.database))
             for start in range(0, len(rows), self.batch_size):
                 batch = rows[start : start + self.batch_size]
-                counters = _write_batch(session, query, {**(shared or {}), param: batch}, report)
+                params = {**(shared or {}), param: batch}
+                if self._tx is not None:
+                    records, counters = _run_batch(self._tx, query, params)
+                else:
+                    records, counters = _write_batch(session, query, params, report)
                 report.add_counters(counters)
-                report.rows[kind] += len(batch)
+                if records and "written" in records[0]:
+                    written = sum(r["written"] for r in records)
+                    if kind == "relation" and written < len(batch):
+                        self._report_missing_endpoints(batch, len(batch) - written, report)
+                else:
+                    written = len(batch)
+                    if results is not None:
+                        results.extend(records)
+                report.rows[kind] += written
         return report
+
+    def _report_missing_endpoints(self, batch: list[dict], missing: int, report: LoadReport) -> None:
+        report.dropped["relations_missing_endpoint"] += missing
+        ids = sorted({row[k] for row in batch for k in ("head_id", "tail_id")})
+        absent = set(self._read(cypher.MISSING_ENTITIES, {"ids": ids})[0]["missing"])
+        for row in batch:
+            gone = [end for end in ("head", "tail") if row[f"{end}_id"] in absent]
+            if gone:
+                what = " and ".join(f"{end} entity {row[f'{end}_id']}" for end in gone)
+                report.rejected.append(Rejection(
+                    "relation", f"{row['head_id']}->{row['tail_id']}@{row['post_id']}",
+                    f"{what} not in the graph (its mention was not written): triple not written"))
+
+    def _read(self, query: str, params: dict) -> list[dict]:
+        """A read in the open transaction, or in its own."""
+        if self._tx is not None:
+            return [r.data() for r in self._tx.run(query, params)]
+        records, _, _ = self.driver.execute_query(query, params, database_=self.database)
+        return [r.data() for r in records]
 
 
 #: Parameters shared by a batch (the first names the label / relationship type): they travel once
@@ -355,8 +507,26 @@ def _params(row) -> dict:
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
-def _run_batch(tx, query: str, params: dict):
-    return tx.run(query, params).consume().counters
+def _run_batch(tx, query: str, params: dict) -> tuple[list[dict], Any]:
+    """Run one statement in ``tx``: (its records as dicts, its update counters)."""
+    result = tx.run(query, params)
+    records = [r.data() for r in result]
+    return records, result.consume().counters
+
+
+def _version(row: PostRow) -> tuple:
+    """A post row's version as ``cypher.UPSERT_POSTS`` compares it: (created_at, digest)."""
+    return datetime.fromisoformat(row.created_at.replace("Z", "+00:00")), row.digest
+
+
+def post_id_problem(post_id: str) -> str | None:
+    """Why a post id cannot be written (too long to index), or None."""
+    return _too_long("post id", post_id) if len(post_id.encode("utf-8")) > MAX_INDEX_KEY_BYTES else None
+
+
+def _too_long(what: str, value: str) -> str:
+    return (f"{what} of {len(value.encode('utf-8'))} UTF-8 bytes is over the {MAX_INDEX_KEY_BYTES}-byte limit "
+            "of an indexed key")
 
 
 def _write_batch(session, query: str, params: dict, report: LoadReport):
@@ -374,9 +544,9 @@ def _write_batch(session, query: str, params: dict, report: LoadReport):
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         try:
             with session.begin_transaction() as tx:
-                counters = _run_batch(tx, query, params)
+                outcome = _run_batch(tx, query, params)
                 tx.commit()
-            return counters
+            return outcome
         except neo4j.exceptions.TransientError as exc:
             if exc.code != DEADLOCK_CODE:
                 break

@@ -30,13 +30,13 @@ def test_entity_id_is_deterministic_and_type_scoped():
     assert len(entity_id("x", "Person")) == 32
 
 
-@pytest.mark.parametrize("bad", ["person", "Person`) DETACH DELETE n //", "Per son", "", "Entity", "Post", "A" * 65, 3])
+@pytest.mark.parametrize("bad", ["person", "Person`) DETACH DELETE n //", "Per son", "", "Entity", "Post", "A" * 65, 3, "Person\n"])
 def test_label_refuses_unsafe_identifiers(bad):
     with pytest.raises(cypher.InvalidIdentifier):
         cypher.label(bad)
 
 
-@pytest.mark.parametrize("bad", ["MemberOf", "member-of", "x`]->() DELETE r //", "", "1abc"])
+@pytest.mark.parametrize("bad", ["MemberOf", "member-of", "x`]->() DELETE r //", "", "1abc", "member_of\n"])
 def test_relationship_type_refuses_unsafe_identifiers(bad):
     with pytest.raises(cypher.InvalidIdentifier):
         cypher.relationship_type(bad)

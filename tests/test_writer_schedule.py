@@ -43,7 +43,15 @@ def test_partition_is_stable_and_spread():
 
 
 class _Counters:
-    nodes_created = relationships_created = relationships_deleted = properties_set = labels_added = 0
+    nodes_created = nodes_deleted = relationships_created = relationships_deleted = properties_set = labels_added = 0
+
+
+class _Result:
+    def __iter__(self):
+        return iter(())
+
+    def consume(self):
+        return type("Summary", (), {"counters": _Counters()})()
 
 
 def _neo4j_error(code: str):
@@ -70,7 +78,7 @@ class _Session:
                 return False
 
             def run(self, query, params):
-                return type("Result", (), {"consume": lambda _: type("Summary", (), {"counters": _Counters()})()})()
+                return _Result()
 
             def commit(self):
                 session.commits += 1
@@ -81,7 +89,7 @@ class _Session:
 
     def execute_write(self, fn, *args):
         self.managed += 1
-        return _Counters()
+        return [], _Counters()
 
 
 @pytest.fixture
@@ -91,7 +99,8 @@ def no_sleep(monkeypatch):
 
 def test_a_deadlock_victim_is_rerun_at_once_and_counted(no_sleep):
     session, report = _Session(2, _neo4j_error(writer.DEADLOCK_CODE)), LoadReport()
-    assert isinstance(_write_batch(session, "RETURN 1", {}, report), _Counters)
+    records, counters = _write_batch(session, "RETURN 1", {}, report)
+    assert records == [] and isinstance(counters, _Counters)
     assert (session.commits, session.managed, report.deadlock_retries) == (3, 0, 2)
 
 
