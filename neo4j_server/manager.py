@@ -3,13 +3,23 @@
 The server is ``neo4j_server/launcher/`` (a small Maven project around Neo4j's embedded
 ``DatabaseManagementService``), built once with ``mvn`` from Maven Central and run with a Java 17
 (or 21) JVM. It listens on 127.0.0.1 only: Bolt on ``Neo4jSettings.bolt_port``, HTTP + Neo4j
-Browser on ``Neo4jSettings.http_port``. Authentication is on; on every start the launcher sets the
-password of ``Neo4jSettings.user`` to ``Neo4jSettings.password`` (handed over in the environment,
-never on the command line). Everything else lives under ``Neo4jSettings.home``::
+Browser on ``Neo4jSettings.http_port``. Authentication is on. The password is
+``Neo4jSettings.password`` when it is set (``MMKG_NEO4J_PASSWORD``, or a caller's settings), else a
+random one generated at the first start into ``<home>/password`` (mode 0600, created with that
+mode), which ``Neo4jSettings.from_env`` reads from then on. The launcher makes it the initial
+password of a new store only (handed over in the environment, never on the command line): a
+password changed later with ``ALTER CURRENT USER SET PASSWORD`` or in the Browser is kept across
+restarts, and a start whose password the server refuses fails at once, saying so. Everything else
+lives under ``Neo4jSettings.home`` (created mode 0700)::
 
+    <home>/password           the generated password (absent when MMKG_NEO4J_PASSWORD set the first one)
     <home>/data/              stores and tx logs (kept across restarts, recovered after a crash)
+    <home>/import/            LOAD CSV's import root, empty (``file:`` URLs are refused anyway)
     <home>/logs/launcher.log  the launcher's stdout/stderr (beside Neo4j's debug.log, query.log)
     <home>/neo4j.pid          pid of the running launcher (leader of its own process group)
+
+HTTP answers with ``Access-Control-Allow-Origin: http://127.0.0.1:<http_port>`` (its own
+origin), not Neo4j's default ``*``. Bolt has no TLS: it listens on loopback only.
 
 Java: ``MMKG_JAVA_HOME`` if set, else a Java 17 (then 21) under /usr/lib/jvm, else ``JAVA_HOME``
 or ``java`` on PATH if it is 17..21. Neo4j 5.26 does not run on newer Javas.
@@ -21,9 +31,11 @@ Only the standard library is imported at module level; the neo4j driver is impor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,8 +56,10 @@ BUILD_STAMP = TARGET_DIR / ".mmkg-build-stamp"
 
 HOST = "127.0.0.1"
 READY_MARKER = "MMKG_NEO4J_READY"
-#: Environment variable through which the password reaches the launcher (never argv).
+#: Environment variable through which the initial password reaches the launcher (never argv).
 PASSWORD_ENV = "MMKG_NEO4J_LAUNCHER_PASSWORD"
+#: Bytes of randomness in a generated password (``secrets.token_urlsafe``: 43 characters).
+PASSWORD_BYTES = 32
 #: JVM flags for a 2-core / modest-memory machine (page cache: 256 MiB, set in the launcher).
 #: A fixed 1 GiB heap (touched at start) with the throughput collector, final fields trusted by
 #: the JIT: the load benchmark's batched total went 6.63 s -> 6.12 s against the former
@@ -235,6 +250,95 @@ def _pid_file(s: Neo4jSettings) -> Path:
     return _home(s) / "neo4j.pid"
 
 
+def password_file(s: Neo4jSettings) -> Path:
+    from mmkg.settings import neo4j_password_file
+
+    return neo4j_password_file(_home(s))
+
+
+def _make_home(home: Path) -> None:
+    """Create the server's home (mode 0700: stores, logs, the password); an existing one is kept."""
+    if not home.is_dir():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            home.mkdir(mode=0o700)
+    (home / "logs").mkdir(exist_ok=True)
+
+
+def _read_password(path: Path) -> str:
+    """The password in ``path`` ("" when there is none); a file others can read is made 0600."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise Neo4jServerError(f"cannot read the Neo4j password file {path}: {exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not S_ISREG(st.st_mode):
+            raise Neo4jServerError(f"the Neo4j password file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            try:
+                os.fchmod(handle.fileno(), 0o600)
+            except OSError as exc:
+                raise Neo4jServerError(
+                    f"the Neo4j password file {path} is readable by others and cannot be made "
+                    f"0600: {exc}"
+                ) from exc
+        password = handle.read().decode("utf-8", errors="strict").strip()
+    if not password:
+        raise Neo4jServerError(
+            f"the Neo4j password file {path} is empty: write the server's password into it, "
+            "or delete it and the data directory to start afresh"
+        )
+    return password
+
+
+def ensure_password(s: Neo4jSettings) -> str:
+    """The generated password of the server under ``s.home``: read from ``<home>/password``, or
+    generated (``secrets.token_urlsafe``) and written there when there is none yet.
+
+    The file is created under a temporary name with ``O_CREAT | O_EXCL`` and mode 0600 (never
+    readable by others, whatever the umask), synced, then linked into place: a reader sees either
+    no file or the whole password, and a file someone else linked first wins.
+    """
+    path = password_file(s)
+    existing = _read_password(path)
+    if existing:
+        return existing
+    _make_home(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the umask can only take bits away; make it exactly 0600
+        os.write(fd, (secrets.token_urlsafe(PASSWORD_BYTES) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic, and never replaces a password file that exists
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return _read_password(path)
+
+
+def _with_password(s: Neo4jSettings, create: bool) -> Neo4jSettings:
+    """``s`` with its password filled in from ``<home>/password`` when it has none of its own
+    (generating it first when ``create``)."""
+    if s.password:
+        return s
+    password = ensure_password(s) if create else _read_password(password_file(s))
+    return dataclasses.replace(s, password=password)
+
+
 def log_file(settings: Neo4jSettings | None = None) -> Path:
     return _home(_settings(settings)) / "logs" / "launcher.log"
 
@@ -316,9 +420,18 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
+class _Refused(str):
+    """A :func:`_bolt_check` answer saying the server is up but refuses these credentials."""
+
+
 def _bolt_check(s: Neo4jSettings, timeout: float = 5.0) -> str | None:
-    """None when Bolt answers an authenticated ``RETURN 1``; otherwise why not."""
+    """None when Bolt answers an authenticated ``RETURN 1``; otherwise why not (a
+    :class:`_Refused` when the server refuses the user or password)."""
     from neo4j import GraphDatabase
+    from neo4j.exceptions import AuthError
+
+    if not s.password:
+        return _Refused(f"no password for user {s.user!r} (none given, no {password_file(s)})")
 
     try:
         with GraphDatabase.driver(
@@ -332,6 +445,8 @@ def _bolt_check(s: Neo4jSettings, timeout: float = 5.0) -> str | None:
             if record is None or record["ok"] != 1:
                 return "unexpected answer to RETURN 1"
             return None
+    except AuthError as exc:
+        return _Refused(f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - any failure means "not answering (yet)"
         return f"{type(exc).__name__}: {exc}"
 
@@ -382,21 +497,33 @@ def _terminate(pid: int, timeout: float) -> None:
 # -------------------------------------------------------------------------------- public API
 
 
+def _refused_message(s: Neo4jSettings, why: str) -> str:
+    return (
+        f"Neo4j (home {_home(s)}) refuses user {s.user!r} with the password from "
+        f"MMKG_NEO4J_PASSWORD or {password_file(s)} ({why}). The server sets only the initial "
+        "password of a new store and keeps one changed later (ALTER CURRENT USER SET PASSWORD, "
+        "the Browser): set MMKG_NEO4J_PASSWORD to the current one, or write it into that file"
+    )
+
+
 def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
     """Start the local server (building the launcher if needed) and return its pid.
 
     Idempotent: when a launcher for this home is already running, waits until it answers and
     returns its pid. Returns only once Bolt answers an authenticated ``RETURN 1``; raises
     :class:`Neo4jServerError` with the tail of ``launcher.log`` when the process dies or
-    ``timeout`` seconds pass (a server that did not come up in time is stopped again).
+    ``timeout`` seconds pass (a server that did not come up in time is stopped again), and at once
+    when the server refuses the password (a server this call started is then stopped again).
+    Settings without a password use (and at the first start generate) ``<home>/password``.
     """
     s = _settings(settings)
     home = _home(s)
     log = log_file(s)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    _make_home(home)
     deadline = time.monotonic() + timeout
 
     with _file_lock(home / ".launcher.lock"):
+        s = _with_password(s, create=True)
         pid = _find_pid(s)
         if pid is not None:  # already running (or still starting, or dying): wait for it
             last = None
@@ -405,6 +532,8 @@ def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
                 if last is None:
                     _pid_file(s).write_text(f"{pid}\n")
                     return pid
+                if isinstance(last, _Refused):
+                    raise Neo4jServerError(f"{_refused_message(s, last)}; see {log}")
                 if time.monotonic() >= deadline:
                     raise Neo4jServerError(
                         f"Neo4j (pid {pid}, home {home}) is running but does not answer on "
@@ -437,7 +566,7 @@ def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
             "--bolt-port", str(s.bolt_port),
             "--http-port", str(s.http_port),
             "--user", s.user,
-            "--password-env", PASSWORD_ENV,
+            "--initial-password-env", PASSWORD_ENV,
         ]  # fmt: skip
         env = dict(os.environ)
         env[PASSWORD_ENV] = s.password
@@ -476,6 +605,10 @@ def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
                 last = _bolt_check(s)
                 if last is None:
                     return proc.pid
+                if isinstance(last, _Refused):
+                    _terminate(proc.pid, 30)
+                    _pid_file(s).unlink(missing_ok=True)
+                    raise Neo4jServerError(f"{_refused_message(s, last)}; stopped it. See {log}")
             time.sleep(0.5)
 
         _terminate(proc.pid, 30)
@@ -511,7 +644,7 @@ def status(settings: Neo4jSettings | None = None) -> dict:
     query), ``error`` (why not), ``uri``, ``http``, ``home``, ``log``."""
     s = _settings(settings)
     pid = _find_pid(s)
-    error = _bolt_check(s, timeout=3.0) if pid is not None else "not running"
+    error = _bolt_check(_with_password(s, create=False), timeout=3.0) if pid is not None else "not running"
     return {
         "running": pid is not None,
         "pid": pid,
@@ -540,7 +673,8 @@ def cli(action: str) -> int:
             started = time.monotonic()
             pid = start(s)
             print(f"Neo4j running (pid {pid}, ready after {time.monotonic() - started:.0f}s)")
-            print(f"  bolt:    {local_uri(s)}  (user {s.user})")
+            secret = "MMKG_NEO4J_PASSWORD" if os.environ.get("MMKG_NEO4J_PASSWORD") else password_file(s)
+            print(f"  bolt:    {local_uri(s)}  (user {s.user}, password in {secret})")
             print(f"  browser: http://{HOST}:{s.http_port}/browser/")
             print(f"  home:    {_home(s)}")
             print(f"  log:     {log_file(s)}")

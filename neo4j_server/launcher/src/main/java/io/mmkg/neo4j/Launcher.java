@@ -21,20 +21,28 @@ import org.neo4j.graphdb.QueryExecutionException;
 import org.neo4j.io.ByteUnit;
 import org.neo4j.logging.Level;
 import org.neo4j.logging.log4j.Log4jLogProvider;
+import org.neo4j.server.configuration.ServerSettings;
 
 /**
  * mmkg's local Neo4j 5.26 Community server.
  *
  * <p>Runs an embedded {@link DatabaseManagementService} with Bolt (and HTTP + Browser, unless
  * {@code --http-port 0}) bound to 127.0.0.1 only, authentication on, data and logs under
- * {@code --home}. On every start it sets the login user's password from the environment variable
- * named by {@code --password-env} (never from argv, so it does not show in {@code ps}), then prints
- * {@code MMKG_NEO4J_READY bolt=... http=...} and blocks until SIGTERM/SIGINT, when a shutdown hook
- * shuts the DBMS down cleanly. After a hard kill the next start runs normal store recovery.
+ * {@code --home}. The initial password of the login user comes from the environment variable named
+ * by {@code --initial-password-env} (never from argv, so it does not show in {@code ps}) and is set
+ * only on a store this launcher has not initialised yet (marker {@code data/}{@value #AUTH_MARKER}),
+ * or when the user does not exist: a password changed later (ALTER USER, the Browser) is kept
+ * across restarts. Then it prints {@code MMKG_NEO4J_READY bolt=... http=...} and blocks until
+ * SIGTERM/SIGINT, when a shutdown hook shuts the DBMS down cleanly. After a hard kill the next start
+ * runs normal store recovery.
+ *
+ * <p>Hardening: every connector on 127.0.0.1 (Bolt without TLS: loopback only; HTTPS off), LOAD CSV
+ * from {@code file:} URLs refused and its import root a dedicated empty {@code <home>/import}, the
+ * HTTP {@code Access-Control-Allow-Origin} header the server's own origin instead of {@code *}.
  *
  * <pre>
  * java -jar neo4j-launcher.jar --home DIR [--bolt-port 7687] [--http-port 7474]
- *      [--password-env MMKG_NEO4J_PASSWORD] [--user neo4j] [--pagecache-mb 256]
+ *      [--initial-password-env VAR] [--user neo4j] [--pagecache-mb 256]
  * </pre>
  *
  * Exit codes: 0 clean shutdown, 2 bad arguments/environment, 1 startup failure.
@@ -42,6 +50,8 @@ import org.neo4j.logging.log4j.Log4jLogProvider;
 public final class Launcher {
     static final String READY = "MMKG_NEO4J_READY";
     private static final String HOST = "127.0.0.1";
+    /** Under {@code <home>/data}: this store's initial password has been set (so never reset it). */
+    static final String AUTH_MARKER = "mmkg-initial-password-set";
 
     private Launcher() {}
 
@@ -67,7 +77,8 @@ public final class Launcher {
 
         String password = System.getenv(opts.passwordEnv);
         if (password == null || password.isEmpty()) {
-            System.err.println("neo4j-launcher: environment variable " + opts.passwordEnv + " is empty or unset");
+            System.err.println("neo4j-launcher: environment variable " + opts.passwordEnv + " (the initial password)"
+                    + " is empty or unset");
             System.exit(2);
             return;
         }
@@ -75,6 +86,7 @@ public final class Launcher {
         DatabaseManagementService dbms;
         try {
             Files.createDirectories(opts.home);
+            Files.createDirectories(importDir(opts));
             dbms = build(opts);
         } catch (Throwable e) {
             e.printStackTrace();
@@ -102,8 +114,9 @@ public final class Launcher {
         };
         Runtime.getRuntime().addShutdownHook(new Thread(shutdown, "mmkg-neo4j-shutdown"));
 
+        String passwordState;
         try {
-            setPassword(dbms, opts.user, password);
+            passwordState = initialisePassword(dbms, opts.home.resolve("data").resolve(AUTH_MARKER), opts.user, password);
         } catch (Throwable e) {
             e.printStackTrace();
             System.err.println("neo4j-launcher: could not set the password of user '" + opts.user + "': "
@@ -115,7 +128,7 @@ public final class Launcher {
 
         String http = opts.httpPort > 0 ? "http://" + HOST + ":" + opts.httpPort : "disabled";
         out.println(READY + " bolt=bolt://" + HOST + ":" + opts.boltPort + " http=" + http
-                + " home=" + opts.home + " neo4j=" + neo4jVersion());
+                + " home=" + opts.home + " password=" + passwordState + " neo4j=" + neo4jVersion());
         out.flush();
 
         try {
@@ -140,6 +153,13 @@ public final class Launcher {
                 .setConfig(HttpConnector.listen_address, new SocketAddress(HOST, http ? opts.httpPort : 7474))
                 .setConfig(HttpConnector.advertised_address, new SocketAddress(HOST, http ? opts.httpPort : 7474))
                 .setConfig(HttpsConnector.enabled, false)
+                // loopback only, so no TLS on Bolt; a server reached over a network needs TLS (README)
+                .setConfig(BoltConnector.encryption_level, BoltConnector.EncryptionLevel.DISABLED)
+                // a page elsewhere must not read the HTTP API through the user's browser
+                .setConfig(ServerSettings.http_access_control_allow_origin, "http://" + HOST + ":" + opts.httpPort)
+                // LOAD CSV cannot read the JVM user's files: file: URLs refused, import root empty
+                .setConfig(GraphDatabaseSettings.allow_file_urls, false)
+                .setConfig(GraphDatabaseSettings.load_csv_file_url_root, importDir(opts))
                 .setConfig(GraphDatabaseSettings.udc_enabled, false)
                 // modest resources: a developer laptop / 2-core CI box
                 .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(opts.pagecacheMb))
@@ -151,22 +171,45 @@ public final class Launcher {
                 .build();
     }
 
+    /** The LOAD CSV import root: a directory of its own, empty unless someone puts files there. */
+    static Path importDir(Options opts) {
+        return opts.home.resolve("import");
+    }
+
     /**
-     * Makes {@code user} log in with {@code password}: create it if missing, otherwise set the
-     * password (no forced change). Idempotent across restarts with the same password.
+     * Gives {@code user} its initial {@code password}, once per store: creates the user if it is
+     * missing; sets its password (no forced change) only while {@code marker} does not exist, then
+     * creates the marker. A password changed after that is never touched. A crash between setting
+     * the password and writing the marker only repeats the same step at the next start.
+     *
+     * @return what happened: {@code created} (the user), {@code set} (the initial password) or
+     *     {@code kept} (the store's password as it was)
      */
-    static void setPassword(DatabaseManagementService dbms, String user, String password) {
+    static String initialisePassword(DatabaseManagementService dbms, Path marker, String user, String password)
+            throws java.io.IOException {
         GraphDatabaseService system = dbms.database(GraphDatabaseSettings.SYSTEM_DATABASE_NAME);
         String quoted = "`" + user.replace("`", "``") + "`";
         boolean exists = system.executeTransactionally(
                 "SHOW USERS YIELD user WHERE user = $u RETURN count(*) AS n",
                 Map.of("u", user),
                 result -> ((Number) result.next().get("n")).longValue() > 0);
+        String state = "kept";
         if (!exists) {
             system.executeTransactionally(
                     "CREATE USER " + quoted + " SET PASSWORD $p CHANGE NOT REQUIRED", Map.of("p", password));
-            return;
+            state = "created";
+        } else if (!Files.exists(marker)) {
+            setPassword(system, quoted, password);
+            state = "set";
         }
+        if (!Files.exists(marker)) {
+            Files.createDirectories(marker.getParent());
+            Files.writeString(marker, "the initial password of this store was set; later changes are kept\n");
+        }
+        return state;
+    }
+
+    private static void setPassword(GraphDatabaseService system, String quoted, String password) {
         try {
             system.executeTransactionally(
                     "ALTER USER " + quoted + " SET PASSWORD $p CHANGE NOT REQUIRED", Map.of("p", password));
@@ -196,7 +239,7 @@ public final class Launcher {
 
     static final class Options {
         static final String USAGE = "usage: neo4j-launcher --home DIR [--bolt-port N] [--http-port N (0 = off)]"
-                + " [--password-env VAR] [--user NAME] [--pagecache-mb N]";
+                + " [--initial-password-env VAR] [--user NAME] [--pagecache-mb N]";
 
         Path home;
         int boltPort = 7687;
@@ -220,7 +263,7 @@ public final class Launcher {
                     case "--home" -> o.home = Path.of(v).toAbsolutePath().normalize();
                     case "--bolt-port" -> o.boltPort = port(a, v, false);
                     case "--http-port" -> o.httpPort = port(a, v, true);
-                    case "--password-env" -> o.passwordEnv = v;
+                    case "--initial-password-env" -> o.passwordEnv = v;
                     case "--user" -> o.user = v;
                     case "--pagecache-mb" -> o.pagecacheMb = Long.parseLong(v);
                     default -> throw new IllegalArgumentException("unknown argument " + a);
