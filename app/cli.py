@@ -22,6 +22,18 @@ def _bench_load(args: argparse.Namespace) -> int:
     return load_benchmark.main(args.rest)
 
 
+def _airflow(args: argparse.Namespace) -> int:
+    if args.action == "init":
+        from app import airflow_init
+
+        for line in airflow_init.init(gpu_slots=args.gpu_slots):
+            print(f"[airflow init] {line}")
+        return 0
+    from app import local_airflow
+
+    return local_airflow.cli(args.action)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from app import demo
 
@@ -35,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     neo = sub.add_parser("neo4j", help="run the embedded local Neo4j 5.26 server")
     neo.add_argument("action", choices=["start", "stop", "status", "build"])
     neo.set_defaults(func=_neo4j)
+
+    af = sub.add_parser(
+        "airflow",
+        help="the project's Airflow: init (database, secrets, gpu pool; idempotent), "
+        "start/stop/status (a local Airflow as one process group, on 127.0.0.1)",
+    )
+    af.add_argument("action", choices=["init", "start", "stop", "status"])
+    af.add_argument("--gpu-slots", type=int, default=1, help="slots of a newly created gpu pool (init)")
+    af.set_defaults(func=_airflow)
 
     demo = sub.add_parser("demo", help="run mmkg_ingest over the sample days and query the graph")
     demo.add_argument("days", nargs="*", help="YYYY-MM-DD partitions (default: all in the landing dir)")

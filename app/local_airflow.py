@@ -1,15 +1,28 @@
-"""A real local Airflow (``airflow standalone``: API server, scheduler, DAG processor, triggerer)
-on SQLite, for backfills and the end-to-end tests.
+"""A real local Airflow (API server, scheduler, DAG processor, triggerer, LocalExecutor, SQLite) as
+ONE session of processes: ``mmkg airflow start|stop|status``, the demo's UI and the end-to-end tests.
 
-``airflow standalone`` leaves its children running when it gets SIGTERM, so it is started as the
-leader of its own process group and the whole group is stopped. Binds 127.0.0.1 only.
+Why not ``airflow standalone``: stopped with SIGTERM it leaves its components running; it echoes
+every task log on its console; it prints the admin password into whatever collects its output; and
+its scheduler and triggerer serve task logs on every interface (ports 8793/8794: Airflow has no
+host setting for them). Here a small supervisor (``python -m app.local_airflow supervise``) is the
+leader of a new session and process group and runs:
+
+- ``airflow api-server`` (``[api] host`` = 127.0.0.1), ``airflow dag-processor``;
+- ``airflow scheduler --skip-serve-logs`` and ``airflow triggerer --skip-serve-logs``;
+- Airflow's own log-server app on 127.0.0.1 only (``serve-logs``), on the configured ports, with
+  ``[core] hostname_callable`` = :func:`loopback_hostname` so the API server fetches logs there.
+
+Everything writes to ``$AIRFLOW_HOME/logs/mmkg-airflow.log`` (mode 0600: the API server prints the
+admin password there the first time; the password itself is in
+``$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated``, also 0600). Stopping signals the
+group, waits, then kills whatever is left *in the session* - task runners make their own process
+groups (Airflow's supervisor calls setpgid) but never leave the session.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -17,6 +30,25 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+#: This module, as ``python -m`` runs it (``__name__`` is "__main__" there).
+MODULE = "app.local_airflow"
+#: The supervisor's pid (= session id = process group id), under AIRFLOW_HOME.
+PID_FILE = "mmkg-airflow.pid"
+LOG_FILE = Path("logs") / "mmkg-airflow.log"
+#: Airflow components the supervisor runs: name -> ``airflow`` arguments.
+COMPONENTS = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+def loopback_hostname() -> str:
+    """``[core] hostname_callable`` of the local Airflow: task instances record 127.0.0.1, where the
+    loopback log server listens, as their host (the machine's name may resolve elsewhere)."""
+    return "127.0.0.1"
 
 
 def _json_out(stdout: str):
@@ -33,8 +65,145 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND):
+    """Open (creating) a file only its owner can read; an existing file is narrowed to 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+# -- the session: who is in it, and stopping it ---------------------------------------------------
+def session_members(sid: int) -> list:
+    """Live (non-zombie) processes of session ``sid``, as psutil.Process objects."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(proc.pid) == sid:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def stop_session(sid: int, timeout: float = 30) -> list:
+    """SIGTERM the group ``sid``, wait up to ``timeout`` s for its session to empty, then SIGKILL
+    every member left. Returns the members still alive afterwards (empty when all went)."""
+    try:
+        os.killpg(sid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and session_members(sid):
+        time.sleep(0.5)
+    for proc in session_members(sid):
+        try:
+            proc.kill()
+        except Exception:  # gone meanwhile
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and session_members(sid):
+        time.sleep(0.2)
+    return session_members(sid)
+
+
+# -- the supervisor (runs inside the session) -----------------------------------------------------
+def passwords_file(home: Path) -> Path:
+    """Where Airflow's simple auth manager keeps the generated admin password."""
+    configured_file = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    return Path(configured_file) if configured_file else Path(home) / "simple_auth_manager_passwords.json.generated"
+
+
+#: Restarts of one failed component before the supervisor gives up and stops the session.
+MAX_RESTARTS = 3
+
+
+def supervise() -> int:
+    """Run the components until SIGTERM/SIGINT or until one of them exits for good (cleanly, or
+    failing more than ``MAX_RESTARTS`` times); then stop the rest."""
+    os.close(_open_private(passwords_file(Path(os.environ["AIRFLOW_HOME"])), os.O_WRONLY | os.O_CREAT))  # Airflow opens it "a+": keeps 0600
+    env = {**os.environ, "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{MODULE}.loopback_hostname"}
+    stopping = False
+
+    def _stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    children = {
+        name: subprocess.Popen([sys.executable, "-m", "airflow", *args], env=env)
+        for name, args in COMPONENTS.items()
+    }
+    children["log-server"] = subprocess.Popen([sys.executable, "-m", MODULE, "serve-logs"], env=env)
+    print(f"[mmkg airflow] started {', '.join(f'{n} (pid {p.pid})' for n, p in children.items())}", flush=True)
+    code = 0
+    restarts = dict.fromkeys(children, 0)
+    while not stopping:
+        exited = {n: p.returncode for n, p in children.items() if p.poll() is not None}
+        # A component that fails (e.g. the scheduler loop hitting a transient SQLite race, which it
+        # does not survive) is restarted, as a service manager would, up to MAX_RESTARTS times each;
+        # one that exits cleanly, or fails too often, stops the whole session.
+        failed = {n: rc for n, rc in exited.items() if rc != 0 and restarts[n] < MAX_RESTARTS}
+        if exited and failed == exited:
+            for name, rc in failed.items():
+                restarts[name] += 1
+                print(f"[mmkg airflow] {name} exited with {rc}; restarting it ({restarts[name]} of {MAX_RESTARTS})",
+                      flush=True)
+                argv = [sys.executable, "-m", "airflow", *COMPONENTS[name]] if name in COMPONENTS else \
+                    [sys.executable, "-m", MODULE, "serve-logs"]
+                children[name] = subprocess.Popen(argv, env=env)
+        elif exited:
+            print(f"[mmkg airflow] {exited} exited; stopping the others", flush=True)
+            code = 1
+            break
+        time.sleep(1)
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 25
+    for proc in children.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print("[mmkg airflow] stopped", flush=True)
+    return code
+
+
+def serve_logs() -> int:
+    """Airflow's task-log server app (the one ``airflow scheduler``/``triggerer`` would start on every
+    interface) on 127.0.0.1, on the worker and the triggerer log ports."""
+    import asyncio
+
+    import uvicorn
+    from airflow.configuration import conf
+    from airflow.utils.serve_logs.log_server import get_app
+
+    ports = sorted({conf.getint("logging", "worker_log_server_port"), conf.getint("logging", "trigger_log_server_port")})
+    app = get_app()
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, log_level="warning"))
+        for port in ports
+    ]
+    print(f"[mmkg airflow] task-log server on {', '.join(f'127.0.0.1:{p}' for p in ports)}", flush=True)
+
+    async def _all():
+        await asyncio.gather(*(s.serve() for s in servers))
+
+    asyncio.run(_all())
+    return 0
+
+
+# -- the handle the CLI, the demo and the tests use ------------------------------------------------
 class LocalAirflow:
-    def __init__(self, home: Path, env: dict[str, str] | None = None, port: int | None = None):
+    """Start/stop one local Airflow for ``home``. ``port=None`` takes ``[api] port`` when ``home`` is
+    the configured AIRFLOW_HOME (``mmkg airflow start``), else a free port; the log-server ports are
+    free ports too for a throw-away home (tests), so two runs on one machine never collide."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None, port: int | None = None, private_ports: bool = True):
         self.home = Path(home)
         self.port = port or free_port()
         self.env = {
@@ -46,10 +215,22 @@ class LocalAirflow:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         }
-        # The API server signs task tokens that the scheduler's workers present: all components
-        # must share one secret, or every task fails with "Invalid auth token".
-        self.env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(32))
+        if private_ports:
+            self.env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+            self.env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(free_port())
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / LOG_FILE
+
+    @property
+    def pid_path(self) -> Path:
+        return self.home / PID_FILE
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True)
@@ -59,41 +240,67 @@ class LocalAirflow:
             )
         return proc
 
-    def start(self, timeout: float = 240) -> None:
+    def init(self) -> str:
+        """``mmkg airflow init`` for this home (database, secrets, pool, marker)."""
+        proc = subprocess.run([sys.executable, "-m", "app.cli", "airflow", "init"], env=self.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mmkg airflow init exited with {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout
+
+    def running_pid(self) -> int | None:
+        """The supervisor's pid when one runs for this home (pid file and a live session leader)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            return pid if os.getsid(pid) == pid else None
+        except ProcessLookupError:
+            return None
+
+    def start(self, timeout: float = 240, init: bool = True) -> None:
+        if (pid := self.running_pid()) is not None:
+            raise RuntimeError(f"a local Airflow already runs for {self.home} (pid {pid}): mmkg airflow stop")
         self.home.mkdir(parents=True, exist_ok=True)
-        self.cli("db", "migrate")
-        log = open(self.home / "standalone.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "standalone"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        if init:
+            self.init()
+        log_fd = _open_private(self.log_path)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", MODULE, "supervise"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            os.close(log_fd)
+        self.pid_path.write_text(f"{self.proc.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {self.proc.returncode}; see {self.home}/standalone.log")
+                code = self.proc.returncode
+                self.stop()  # whatever it left in its session, and the pid file
+                raise RuntimeError(f"the local Airflow exited with {code}; see {self.log_path}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
             except OSError:
                 time.sleep(1)
-        raise TimeoutError(f"Airflow API server did not listen on 127.0.0.1:{self.port} in {timeout}s")
+        self.stop()
+        raise TimeoutError(f"Airflow API server did not listen on 127.0.0.1:{self.port} in {timeout}s; see {self.log_path}")
 
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # children that outlived their parent: the group still has them
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc = None
+    def stop(self, timeout: float = 30) -> list:
+        """Stop the whole session; returns what could not be stopped (empty normally)."""
+        pid = self.proc.pid if self.proc is not None else self.running_pid()
+        if pid is None:
+            return []
+        left = stop_session(pid, timeout)
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)  # reap our child
+            except subprocess.TimeoutExpired:
+                pass
+            self.proc = None
+        self.pid_path.unlink(missing_ok=True)
+        return left
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -123,6 +330,9 @@ class LocalAirflow:
         """Wait until the runs at these logical dates (YYYY-MM-DD) have finished; return them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:  # no scheduler: nothing will finish
+                raise RuntimeError(f"the local Airflow stopped (exit {self.proc.returncode}) while waiting for "
+                                   f"runs {sorted(logical_dates)} of {dag_id}; see {self.log_path}")
             runs = [r for r in self.runs(dag_id) if (r.get("logical_date") or "")[:10] in logical_dates]
             if len(runs) >= len(logical_dates) and all(r["state"] in ("success", "failed") for r in runs):
                 return runs
@@ -138,3 +348,50 @@ def local_airflow(home: Path, env: dict[str, str] | None = None):
         yield af
     finally:
         af.stop()
+
+
+# -- `mmkg airflow start|stop|status` for the configured AIRFLOW_HOME -------------------------------
+def configured() -> LocalAirflow:
+    """The local Airflow of this shell's AIRFLOW_HOME, on ``[api] port`` and the configured log ports."""
+    from airflow.configuration import conf
+
+    return LocalAirflow(Path(os.environ["AIRFLOW_HOME"]), port=conf.getint("api", "port"), private_ports=False)
+
+
+def cli(action: str) -> int:
+    af = configured()
+    if action == "start":
+        af.start()
+        print(f"Airflow running (session {af.proc.pid}): UI {af.url}/ , user admin")
+        print(f"  password: {passwords_file(af.home)} (0600)")
+        print(f"  log:      {af.log_path}")
+        print("  stop:     mmkg airflow stop")
+        return 0
+    if action == "stop":
+        pid = af.running_pid()
+        if pid is None:
+            print(f"no local Airflow runs for {af.home}")
+            return 0
+        left = af.stop()
+        if left:
+            print(f"could not stop: {[(p.pid, p.name()) for p in left]}", file=sys.stderr)
+            return 1
+        print(f"Airflow stopped (session {pid}: no process left)")
+        return 0
+    pid = af.running_pid()
+    if pid is None:
+        print(f"no local Airflow runs for {af.home}")
+        return 3
+    members = session_members(pid)
+    print(f"Airflow running (session {pid}, {len(members)} processes): UI {af.url}/ , log {af.log_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "supervise":
+        sys.exit(supervise())
+    if command == "serve-logs":
+        sys.exit(serve_logs())
+    print("usage: python -m app.local_airflow {supervise|serve-logs}", file=sys.stderr)
+    sys.exit(2)

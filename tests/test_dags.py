@@ -27,7 +27,12 @@ out = {{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "heavy": 
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {{
         "timetable": type(dag.timetable).__name__,
-        "tasks": {{t.task_id: {{"retries": t.retries, "pool": t.pool, "queue": t.queue}} for t in dag.tasks}},
+        "tasks": {{t.task_id: {{"retries": t.retries, "pool": t.pool, "queue": t.queue,
+                              "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                              "multiple_outputs": getattr(t, "multiple_outputs", False),
+                              "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)}} for t in dag.tasks}},
+        "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        "doc_md": dag.doc_md or "",
         "params": list(dag.params.keys()),
         "outlets": [str(o.uri) for t in dag.tasks for o in t.outlets],
     }}
@@ -57,6 +62,89 @@ def test_ingest_dag_shape(parsed):
     assert dag["tasks"]["type_and_relate"]["pool"] == "gpu"
     assert dag["tasks"]["type_and_relate"]["queue"] == "gpu"
     assert dag["outlets"] == ["neo4j://mmkg/graph"]
+
+
+@pytest.mark.parametrize("dag_id", ["mmkg_ingest", "mmkg_train"])
+def test_every_task_has_a_timeout_and_the_run_too(parsed, dag_id):
+    """One stuck post (or model) cannot hold a run, and with max_active_runs=1 every later run, forever."""
+    dag = parsed["dags"][dag_id]
+    assert all(t["timeout_s"] for t in dag["tasks"].values()), dag["tasks"]
+    gpu = [t for t in dag["tasks"].values() if t["pool"] == "gpu"]
+    assert gpu and all(t["timeout_s"] >= 3600 for t in gpu)  # model tasks get longer
+    assert dag["dagrun_timeout_s"] and dag["dagrun_timeout_s"] >= max(t["timeout_s"] for t in dag["tasks"].values())
+
+
+@pytest.mark.parametrize("dag_id", ["mmkg_ingest", "mmkg_train"])
+def test_tasks_returning_dicts_store_one_xcom(parsed, dag_id):
+    """A `-> dict` task would otherwise store one XCom row per key (the run report: 14 rows)."""
+    assert not any(t["multiple_outputs"] for t in parsed["dags"][dag_id]["tasks"].values())
+
+
+def test_ingest_report_runs_for_an_empty_interval_and_docs_name_the_browser(parsed):
+    dag = parsed["dags"]["mmkg_ingest"]
+    assert dag["tasks"]["report"]["trigger_rule"] == "none_failed"  # mapped tasks over 0 shards are skipped
+    assert "http://127.0.0.1:" in dag["doc_md"] and "/browser/" in dag["doc_md"]
+    assert "{browser}" not in dag["doc_md"]
+
+
+def _dag_module(name: str):
+    """A DAG file imported as a module (for its helper functions)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_test_{name}", DAGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dags_check_the_variable_that_mmkg_airflow_init_writes():
+    from app.airflow_init import INIT_VARIABLE
+
+    assert _dag_module("mmkg_ingest").INIT_VARIABLE == INIT_VARIABLE
+    assert _dag_module("mmkg_train").INIT_VARIABLE == INIT_VARIABLE
+
+
+@pytest.fixture
+def ingest_dag_module(monkeypatch):
+    module = _dag_module("mmkg_ingest")
+    variables = {}
+    monkeypatch.setattr("airflow.sdk.Variable.get", lambda key, default=None, deserialize_json=False: variables.get(key, default))
+    return module, variables
+
+
+@pytest.mark.parametrize("run_type", ["backfill", "scheduled", "asset_triggered"])
+def test_partition_is_refused_on_runs_that_read_their_data_interval(ingest_dag_module, run_type):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    module, variables = ingest_dag_module
+    variables["mmkg_airflow_init"] = {"pools": {"gpu": "ok"}}
+    with pytest.raises(AirflowFailException, match=f"manual runs only; this {run_type} run"):
+        module.check_setup(run_type, "2026-11-01")
+    module.check_setup(run_type, None)  # without the param: fine
+    module.check_setup("manual", "2026-11-01")  # a manual run may name its day
+
+
+def test_a_run_against_an_uninitialised_airflow_fails_with_the_command_to_run(ingest_dag_module):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    module, variables = ingest_dag_module
+    with pytest.raises(AirflowFailException, match=r"is missing\): run `mmkg airflow init`.*pool 'gpu'"):
+        module.check_setup("scheduled", None)
+    variables["mmkg_airflow_init"] = {"pools": {"other": "ok"}}
+    with pytest.raises(AirflowFailException, match=r"lists pools \['other'\]"):
+        module.check_setup("scheduled", None)
+
+
+def test_report_summary_and_asset_counts_say_when_an_interval_is_empty():
+    module = _dag_module("mmkg_ingest")
+    empty = {"interval": "2026-12-01", "partitions": ["2026-12-01"], "posts_read": 0, "posts_valid": 0,
+             "posts_quarantined": 0, "images_bad": 0, "mentions": 0, "entities_typed": 0, "relations": 0, "graph": {}}
+    assert "EMPTY interval" in module.summary_line(empty, partitions_missing=1)
+    assert "1 of 1 partition folder(s) missing" in module.summary_line(empty, partitions_missing=1)
+    extra = module.asset_extra(empty)
+    assert extra["empty"] is True and extra["posts_read"] == 0 and extra["partitions"] == ["2026-12-01"]
+    full = {**empty, "posts_read": 3, "posts_valid": 2, "graph": {"nodes_created": 5}}
+    assert "3 posts read, 2 valid" in module.summary_line(full) and module.asset_extra(full)["empty"] is False
 
 
 def _settings(tmp_path, ontology: Path | None = None) -> PipelineSettings:

@@ -4,6 +4,7 @@ the shipped sample data, a real Neo4j. Asserts what lands in the graph and in th
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +28,34 @@ def neo4j_conn(neo4j_server, monkeypatch):
         json.dumps({"conn_type": "neo4j", "host": "127.0.0.1", "port": s.bolt_port, "login": s.user, "password": s.password}),
     )
     return s
+
+
+@pytest.fixture(scope="module")
+def airflow_ready(airflow_db):
+    """The session's Airflow after `mmkg airflow init` (the DAGs refuse to run without it)."""
+    from app.airflow_init import init
+
+    init()
+    return airflow_db
+
+
+def _run_outputs(run_id: str) -> tuple[dict, dict]:
+    """(XCom rows per task, extra of the mmkg_graph asset event) of one run, from the metadata DB."""
+    from sqlalchemy import func, select
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = dict(session.execute(
+            select(XComModel.task_id, func.count()).where(XComModel.run_id == run_id).group_by(XComModel.task_id)
+        ).all())
+        event = session.scalars(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "mmkg_graph", AssetEvent.source_run_id == run_id)
+        ).one()
+        return rows, dict(event.extra)
 
 
 def _ingest_dag():
@@ -53,7 +82,7 @@ def _graph_state(driver) -> dict:
     return {"nodes": strip(nodes), "relationships": strip(rels)}
 
 
-def test_dag_run_over_a_sample_day_builds_the_graph(neo4j_driver, neo4j_conn, airflow_db, staging_dir):
+def test_dag_run_over_a_sample_day_builds_the_graph(neo4j_driver, neo4j_conn, airflow_ready, staging_dir):
     day = "2026-11-01"
     expected = EXPECTED["days"][day]
     dag_run = _ingest_dag().test(run_conf={"partition": day})
@@ -92,9 +121,25 @@ def test_dag_run_over_a_sample_day_builds_the_graph(neo4j_driver, neo4j_conn, ai
     report = json.loads((staging_dir / day / "run_report.json").read_text())
     assert report["posts_valid"] == expected["posts"]
     assert report["posts_quarantined"] == sum(expected["rejected"].values())
+    # One XCom per task (a `-> dict` task used to store a row per key), the counts on the asset event.
+    rows, extra = _run_outputs(dag_run.run_id)
+    assert rows == {"plan": 1, "stage_posts": 1, "detect_mentions": 1, "type_and_relate": 1, "load_graph": 1, "report": 1}
+    assert extra["posts_valid"] == expected["posts"] and extra["empty"] is False
+    assert extra["relations"] == report["relations"] and extra["partitions"] == [day]
 
 
-def test_rerunning_a_day_leaves_the_graph_unchanged(neo4j_driver, neo4j_conn, airflow_db, staging_dir):
+def test_an_empty_interval_is_a_green_run_that_says_so(neo4j_driver, neo4j_conn, airflow_ready, staging_dir):
+    """No dt= folder for the day (the scheduled run right after unpausing): report and asset event say 0 posts."""
+    dag_run = _ingest_dag().test(run_conf={"partition": "2026-10-31"})
+    assert dag_run.state == "success"
+    report = json.loads((staging_dir / "2026-10-31" / "run_report.json").read_text())
+    assert report["posts_read"] == 0 and report["partitions"] == ["2026-10-31"]
+    rows, extra = _run_outputs(dag_run.run_id)
+    assert rows.get("report") == 1  # the report ran although the mapped tasks had no shard
+    assert extra["empty"] is True and extra["posts_read"] == 0
+
+
+def test_rerunning_a_day_leaves_the_graph_unchanged(neo4j_driver, neo4j_conn, airflow_ready, staging_dir):
     dag = _ingest_dag()
     assert dag.test(run_conf={"partition": "2026-11-02"}).state == "success"
     before = _graph_state(neo4j_driver)
@@ -109,13 +154,35 @@ def test_backfill_of_three_days_through_the_scheduler(neo4j_driver, neo4j_server
     s = neo4j_server.settings
     conn = json.dumps({"conn_type": "neo4j", "host": "127.0.0.1", "port": s.bolt_port, "login": s.user, "password": s.password})
     env = {"AIRFLOW_CONN_NEO4J_DEFAULT": conn, "MMKG_STAGING_DIR": str(staging_dir)}
-    with local_airflow(tmp_path / "airflow", env) as af:
+    home = tmp_path / "airflow"
+    with local_airflow(home, env) as af:  # runs `mmkg airflow init`: database, secrets, the gpu pool
         af.wait_for_dag("mmkg_ingest")
-        af.cli("pools", "set", "gpu", "1", "GPU work")
         af.cli("dags", "unpause", "mmkg_ingest")
         af.backfill("mmkg_ingest", "2026-11-01", "2026-11-03")
         runs = af.wait_for_runs("mmkg_ingest", {"2026-11-01", "2026-11-02", "2026-11-03"})
-    assert Counter(r["state"] for r in runs) == Counter({"success": 3}), runs
+        assert Counter(r["state"] for r in runs) == Counter({"success": 3}), runs
+        # A backfill given the manual-only `partition` param fails at once, in `plan`, with the reason.
+        started = time.monotonic()
+        af.backfill("mmkg_ingest", "2026-11-04", "2026-11-04", "--dag-run-conf", json.dumps({"partition": "2026-11-01"}))
+        refused = af.wait_for_runs("mmkg_ingest", {"2026-11-04"}, timeout=300)
+        refused_after = time.monotonic() - started
+    assert [r["state"] for r in refused] == ["failed"] and refused_after < 240, (refused, refused_after)
+    logs = home / "logs" / "dag_id=mmkg_ingest"
+    plan_logs = list((logs / f"run_id={refused[0]['run_id']}" / "task_id=plan").glob("attempt=*.log"))
+    assert len(plan_logs) == 1, plan_logs  # no retry
+    plan_log = plan_logs[0].read_text()
+    assert "for manual runs only; this backfill run reads its data interval" in plan_log, plan_log[-4000:]
+
+    # The task logs of the green runs hold no ERROR line (progress bars on stderr, the XCom probe).
+    errors = []
+    green = [log for r in runs for log in (logs / f"run_id={r['run_id']}").rglob("attempt=*.log")]
+    tasks = {part for log in green for part in log.parts if part.startswith("task_id=")}
+    assert tasks >= {"task_id=plan", "task_id=detect_mentions", "task_id=type_and_relate", "task_id=report"}, green
+    for log_file in green:
+        for line in log_file.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("level") in ("error", "critical"):
+                errors.append(f"{log_file.relative_to(logs)}: {line[:300]}")
+    assert errors == []
 
     records, _, _ = neo4j_driver.execute_query(
         "MATCH (p:Post) RETURN toString(date(p.created_at)) AS day, count(*) AS n ORDER BY day"
@@ -129,7 +196,7 @@ def test_backfill_of_three_days_through_the_scheduler(neo4j_driver, neo4j_server
 
 
 def test_a_type_added_to_the_ontology_shows_up_in_the_graph_without_retraining(
-    neo4j_driver, neo4j_conn, airflow_db, staging_dir, tmp_path, monkeypatch
+    neo4j_driver, neo4j_conn, airflow_ready, staging_dir, tmp_path, monkeypatch
 ):
     import yaml
 
@@ -157,7 +224,7 @@ def test_a_type_added_to_the_ontology_shows_up_in_the_graph_without_retraining(
     assert records[0]["ids"] == [load_ontology(ontology_file).label_set_id]
 
 
-def test_the_label_similarity_baseline_stays_selectable(neo4j_driver, neo4j_conn, airflow_db, staging_dir, monkeypatch):
+def test_the_label_similarity_baseline_stays_selectable(neo4j_driver, neo4j_conn, airflow_ready, staging_dir, monkeypatch):
     """MMKG_EXTRACTOR=label-similarity: the untrained baseline types and relates the sample day."""
     monkeypatch.setenv("MMKG_EXTRACTOR", "label-similarity")
     run = _ingest_dag().test(run_conf={"partition": "2026-11-03"})

@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_train_dag_publishes_a_verified_checkpoint(airflow_db, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
+    from app.airflow_init import init
+
+    init()  # the DAG's first task refuses an Airflow without the gpu pool (mmkg airflow init)
+
     from models.checkpoint import load_checkpoint
     from models.registry import resolve
 

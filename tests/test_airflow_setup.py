@@ -1,0 +1,166 @@
+"""The project's Airflow: per-install secrets, `mmkg airflow init`, a run on an Airflow without it
+failing at once, and the local Airflow as one session of processes listening on loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from app.airflow_secrets import GENERATORS, secret
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_airflow_reads_per_install_secrets_generated_private(tmp_path):
+    """airflow.cfg's *_cmd options: a Fernet key (connections encrypted), a JWT secret long enough for
+    HS512 and the API secret key, the same in every process of one AIRFLOW_HOME, files 0600."""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    code = (
+        "from airflow.configuration import conf; from airflow.models.crypto import get_fernet; import json; "
+        "print('JSON' + json.dumps([conf.get('core', 'fernet_key'), conf.get('api_auth', 'jwt_secret'), "
+        "conf.get('api', 'secret_key'), get_fernet().is_encrypted]))"
+    )
+    outs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        outs.append(json.loads(next(line[4:] for line in proc.stdout.splitlines() if line.startswith("JSON"))))
+    fernet, jwt, api_key, encrypted = outs[0]
+    assert outs[1] == outs[0]  # stable across processes
+    assert encrypted is True  # before: empty fernet_key, connection passwords stored in clear
+    from cryptography.fernet import Fernet
+
+    Fernet(fernet.encode())
+    assert len(jwt.encode()) >= 64 and len(api_key) >= 32
+    folder = tmp_path / "secrets"
+    assert _mode(folder) == 0o700
+    assert {p.name: _mode(p) for p in folder.iterdir()} == {name: 0o600 for name in GENERATORS}
+    assert (folder / "jwt_secret").read_text() == jwt
+
+
+def test_concurrent_first_readers_get_one_secret(tmp_path):
+    with ProcessPoolExecutor(6) as pool:
+        values = list(pool.map(secret, ["jwt_secret"] * 12, [tmp_path] * 12))
+    assert len(set(values)) == 1
+    assert [p.name for p in (tmp_path / "secrets").iterdir()] == ["jwt_secret"]  # no temporary file left
+
+
+def _airflow(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", *args], env=env, capture_output=True, text=True, check=check, cwd=ROOT)
+
+
+@pytest.mark.airflow
+def test_without_init_a_run_fails_at_once_and_init_is_idempotent(tmp_path):
+    home = tmp_path / "airflow"
+    _airflow(home, "airflow", "db", "migrate")
+    started = time.monotonic()
+    run = _airflow(home, "airflow", "dags", "test", "mmkg_ingest", "--conf", json.dumps({"partition": "2026-11-01"}), check=False)
+    took = time.monotonic() - started
+    out = run.stdout + run.stderr
+    # Before: plan, stage_posts and detect_mentions ran, and in a scheduler type_and_relate waited for
+    # the missing pool forever. Now the first task fails, without retries, naming the command.
+    assert "Variable 'mmkg_airflow_init' is missing): run `mmkg airflow init`" in out, out[-3000:]
+    assert "state=failed" in out and "task_id=stage_posts" not in out
+    assert took < 120, took
+
+    first = _airflow(home, "app.cli", "airflow", "init").stdout
+    assert "pool 'gpu': created with 1 slot(s)" in first
+    assert "connection 'neo4j_default': not defined; tasks use the embedded Neo4j" in first
+    _airflow(home, "airflow", "pools", "set", "gpu", "3", "two GPUs and a half")
+    second = _airflow(home, "app.cli", "airflow", "init").stdout
+    assert "pool 'gpu': exists (3 slots, kept)" in second
+    pools = json.loads(next(line for line in _airflow(home, "airflow", "pools", "list", "-o", "json").stdout.splitlines() if line.startswith("[")))
+    assert {p["pool"]: int(p["slots"]) for p in pools}["gpu"] == 3
+    variable = _airflow(home, "airflow", "variables", "get", "mmkg_airflow_init").stdout
+    assert '"gpu"' in variable
+
+
+@pytest.mark.airflow
+def test_local_airflow_is_one_session_on_loopback_and_stops_whole(tmp_path):
+    import psutil
+
+    from app.local_airflow import LocalAirflow, passwords_file, session_members
+
+    af = LocalAirflow(tmp_path / "airflow")
+    af.start()
+    try:
+        sid = af.proc.pid
+        deadline = time.monotonic() + 120
+        names: set[str] = set()
+        while time.monotonic() < deadline:  # the components start at their own pace
+            cmdlines = [" ".join(p.cmdline()) for p in session_members(sid)]
+            names = {c for c in ("api-server", "api_server", "scheduler", "dag-processor", "triggerer", "serve-logs") if any(c in line for line in cmdlines)}
+            if {"scheduler", "dag-processor", "triggerer", "serve-logs"} <= names and names & {"api-server", "api_server"}:
+                break
+            time.sleep(2)
+        assert {"scheduler", "dag-processor", "triggerer", "serve-logs"} <= names, cmdlines
+        time.sleep(5)  # let the log server bind
+        pids = {p.pid for p in session_members(sid)}
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in pids}
+        ports = {int(af.env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]), int(af.env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]), af.port}
+        assert listening == {("127.0.0.1", port) for port in ports}  # nothing on 0.0.0.0 or [::]
+        assert _mode(af.log_path) == 0o600 and _mode(passwords_file(af.home)) == 0o600
+        status = subprocess.run([sys.executable, "-m", "app.cli", "airflow", "status"], env=af.env, capture_output=True, text=True)
+        assert status.returncode == 0 and f"session {sid}" in status.stdout, status.stdout + status.stderr
+        # `mmkg airflow stop` from another process (the pid file): the whole session goes.
+        stop = subprocess.run([sys.executable, "-m", "app.cli", "airflow", "stop"], env=af.env, capture_output=True, text=True)
+        assert stop.returncode == 0 and "no process left" in stop.stdout, stop.stdout + stop.stderr
+        assert session_members(sid) == [] and not af.pid_path.exists()
+    finally:
+        left = af.stop()  # a no-op when the CLI stopped it
+    assert left == [] and session_members(sid) == []
+
+
+def test_the_supervisor_restarts_a_failed_component_then_gives_up(tmp_path, monkeypatch, capsys):
+    """A component that fails (the scheduler dies on a transient SQLite race) is restarted up to
+    MAX_RESTARTS times; failing once more stops the whole session."""
+    from app import local_airflow
+
+    started: list[str] = []
+
+    class FakeProcess:
+        def __init__(self, argv, env=None):
+            self.name = next(n for n, args in local_airflow.COMPONENTS.items() if argv[3:] == list(args)) \
+                if argv[2] == "airflow" else "log-server"
+            started.append(self.name)
+            self.pid, self.returncode, self.polls = len(started), None, 0
+            self.terminated = False
+
+        def poll(self):
+            self.polls += 1
+            if self.name == "scheduler" and self.polls > 1 and not self.terminated:
+                self.returncode = 1  # fails on its second look, every time
+            return self.returncode
+
+        def terminate(self):
+            self.terminated, self.returncode = True, -15
+
+        def wait(self, timeout=None):
+            return self.returncode
+
+        def kill(self):
+            self.terminate()
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr(local_airflow.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(local_airflow.time, "sleep", lambda s: None)
+    monkeypatch.setattr(local_airflow.signal, "signal", lambda *a: None)
+    assert local_airflow.supervise() == 1
+    assert started.count("scheduler") == 1 + local_airflow.MAX_RESTARTS
+    assert all(started.count(n) == 1 for n in local_airflow.COMPONENTS if n != "scheduler")
+    out = capsys.readouterr().out
+    assert f"restarting it ({local_airflow.MAX_RESTARTS} of {local_airflow.MAX_RESTARTS})" in out
+    assert "{'scheduler': 1} exited; stopping the others" in out
