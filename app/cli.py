@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     load = bench_sub.add_parser("load", help="batched vs naive Neo4j loader")
     load.add_argument("rest", nargs=argparse.REMAINDER)
     load.set_defaults(func=_bench_load)
+
+    from app.resolution_cli import add_entities_parser  # argparse only; the work is imported lazily
+
+    add_entities_parser(sub)
     return parser
 
 

@@ -22,7 +22,8 @@ def load_extraction(
     vanished_range: tuple[str, str | None] | None = None,
 ) -> LoadReport:
     """Posts, then for the posts whose version won (``cypher.UPSERT_POSTS``): images, and (after
-    retracting what these posts no longer support) mentions and triples. All in one transaction
+    retracting what these posts no longer support) mentions and triples, then the accepted entity
+    merges again (``kg_loader.resolution``: a re-load recreates a merged-away id). All in one transaction
     (``GraphWriter.write_atomically``): a failure anywhere, a killed server included, leaves the
     graph as it was, and the driver re-runs the whole transaction on a transient failure.
 
@@ -54,6 +55,7 @@ def load_extraction(
         report.merge(tx_writer.retract_stale(won, mentions, relations_))
         report.merge(tx_writer.upsert_mentions(mentions))
         report.merge(tx_writer.upsert_relations(relations_))
+        report.merge(tx_writer.reapply_merges())  # accepted entity merges survive the re-load
         return report
 
     report = writer.write_atomically(work)

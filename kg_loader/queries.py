@@ -10,6 +10,7 @@ ORDER BY posts DESC, entity
 LIMIT 10""",
     "Relation triples with the most evidence (posts that support them)": """
 MATCH (h:Entity)-[r]->(t:Entity)
+WHERE r.relation IS NOT NULL  // relation triples, not SAME_AS_CANDIDATE proposals
 RETURN h.name AS head, type(r) AS relation, t.name AS tail, r.evidence_count AS posts,
        round(r.max_score, 3) AS best_score
 ORDER BY posts DESC, best_score DESC, head

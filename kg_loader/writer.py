@@ -93,6 +93,9 @@ class LoadReport:
     superseded: list[str] = field(default_factory=list)
     #: Posts of the shard's partition and id range that the shard no longer holds, removed.
     posts_retracted: int = 0
+    #: Accepted entity merges (``kg_loader.resolution``) applied again because this load wrote a
+    #: merged-away entity anew.
+    merges_applied: int = 0
 
     @property
     def created(self) -> int:
@@ -129,6 +132,7 @@ class LoadReport:
             self.dropped[k] += v
         self.superseded.extend(other.superseded)
         self.posts_retracted += other.posts_retracted
+        self.merges_applied += other.merges_applied
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -146,6 +150,7 @@ class LoadReport:
             "transaction_retries": self.transaction_retries,
             "posts_superseded": len(self.superseded),
             "posts_retracted": self.posts_retracted,
+            "merges_applied": self.merges_applied,
             "dropped": dict(self.dropped),
             "rejected": [asdict(r) for r in self.rejected],
         }
@@ -456,6 +461,18 @@ class GraphWriter:
                 report.rejected.append(Rejection(
                     "relation", f"{row['head_id']}->{row['tail_id']}@{row['post_id']}",
                     f"{what} not in the graph (its mention was not written): triple not written"))
+
+    def reapply_merges(self) -> LoadReport:
+        """Apply the accepted entity merges again (``kg_loader.resolution``), in this writer's
+        transaction when it has one: a load that wrote a merged-away entity anew commits with that
+        entity folded back into its canonical one, so accepted merges survive re-runs."""
+        from kg_loader.resolution import apply_accepted_merges, apply_accepted_merges_tx
+
+        if self._tx is not None:
+            applied = apply_accepted_merges_tx(self._tx, self.symmetric_relations)
+        else:
+            applied = apply_accepted_merges(self.driver, self.database, self.symmetric_relations)
+        return LoadReport(merges_applied=applied.merges_applied)
 
     def _read(self, query: str, params: dict) -> list[dict]:
         """A read in the open transaction, or in its own."""

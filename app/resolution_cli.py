@@ -1,0 +1,196 @@
+"""``mmkg entities ...``: review entity merge candidates (``kg_loader.resolution``).
+
+    mmkg entities propose [--min-score S] [--auto-accept-threshold T]   score pairs, write SAME_AS_CANDIDATE edges
+    mmkg entities candidates [--all] [--json]                            list them with their evidence
+    mmkg entities accept A B [--allow-cross-type] [--note ...]           record a merge and apply it
+    mmkg entities reject A B [--note ...]                                never propose this pair again
+    mmkg entities apply                                                  (re)apply every accepted merge
+    mmkg entities decisions [--json]                                     what was decided, by whom, when
+
+A and B are entity ids (or unique prefixes of 8+ hex digits), names, or ``Type:name``.
+This module imports only the standard library at the top: ``mmkg --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_entities_parser(sub) -> None:
+    """Register the ``entities`` group on the ``mmkg`` command's subparsers."""
+    entities = sub.add_parser("entities", help="entity resolution: review, accept or reject merge candidates")
+    es = entities.add_subparsers(dest="entities", required=True)
+
+    propose = es.add_parser("propose", help="score entity pairs of the graph and write them as candidates")
+    propose.add_argument("--min-score", type=float, default=None, help="lowest score written (default 0.5)")
+    propose.add_argument("--auto-accept-threshold", type=float, default=None,
+                         help="accept and apply same-type candidates scoring at least this (off by default)")
+    propose.add_argument("--json", action="store_true", help="print the candidates as JSON")
+    propose.set_defaults(func=_propose)
+
+    cands = es.add_parser("candidates", help="list merge candidates with their score and evidence")
+    cands.add_argument("--all", action="store_true", help="also candidates already accepted (not yet applied)")
+    cands.add_argument("--json", action="store_true", help="JSON instead of a table")
+    cands.set_defaults(func=_candidates)
+
+    for name, func, text in (("accept", _accept, "the two entities are one: record it and merge them"),
+                             ("reject", _reject, "the two entities are different: never propose them again")):
+        p = es.add_parser(name, help=text)
+        p.add_argument("a", help="entity id / id prefix / name / Type:name")
+        p.add_argument("b", help="entity id / id prefix / name / Type:name")
+        p.add_argument("--note", default=None, help="why (stored with the decision)")
+        if name == "accept":
+            p.add_argument("--allow-cross-type", action="store_true",
+                           help="merge two types even without a cross-type candidate (equal names)")
+            p.add_argument("--no-apply", action="store_true", help="record the decision only")
+        p.set_defaults(func=func)
+
+    apply = es.add_parser("apply", help="apply every accepted merge (idempotent; loads call it too)")
+    apply.set_defaults(func=_apply)
+
+    dec = es.add_parser("decisions", help="list accepted and rejected pairs")
+    dec.add_argument("--json", action="store_true")
+    dec.set_defaults(func=_decisions)
+
+
+def _graph():
+    from kg_loader.writer import connect
+    from mmkg.settings import Neo4jSettings
+
+    neo = Neo4jSettings.from_env()
+    return connect(neo), neo.database
+
+
+def _symmetric() -> frozenset[str]:
+    from mmkg.ontology import load_ontology
+    from mmkg.settings import PipelineSettings
+
+    ontology = load_ontology(PipelineSettings.from_env().ontology_path)
+    return frozenset(r.name for r in ontology.relation_types if r.symmetric)
+
+
+def _guard(func):
+    """Turn a refused decision into a message and exit status 2, not a traceback."""
+    from kg_loader.resolution import ResolutionError
+
+    try:
+        return func()
+    except ResolutionError as exc:
+        print(f"mmkg entities: {exc}", file=sys.stderr)
+        return 2
+
+
+def _propose(args: argparse.Namespace) -> int:
+    from kg_loader import resolution
+
+    driver, db = _graph()
+    with driver:
+        kwargs = {} if args.min_score is None else {"min_score": args.min_score}
+        report = resolution.propose_candidates(driver, db, auto_accept_threshold=args.auto_accept_threshold,
+                                               **kwargs)  # fmt: skip
+        applied = None
+        if report.auto_accepted:
+            applied = resolution.apply_accepted_merges(driver, db, _symmetric())
+        rows = resolution.list_candidates(driver, db)
+    if args.json:
+        print(json.dumps({"report": report.as_dict(), "candidates": rows,
+                          "applied": applied.as_dict() if applied else None}, indent=2, default=str))  # fmt: skip
+        return 0
+    print(f"{report.entities} entities, {report.pairs_compared} pairs compared, {len(report.candidates)} candidates")
+    if report.auto_accepted:
+        print(f"auto-accepted {len(report.auto_accepted)} (threshold {args.auto_accept_threshold}): {applied.as_dict()}")
+    _print_table(rows)
+    return 0
+
+
+def _candidates(args: argparse.Namespace) -> int:
+    from kg_loader import resolution
+
+    driver, db = _graph()
+    with driver:
+        rows = resolution.list_candidates(driver, db, status=None if args.all else "proposed")
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("no candidates (run `mmkg entities propose` after a load)")
+        return
+    print(f"{'score':>6}  {'A':<40}  {'B':<40}  evidence")
+    for r in rows:
+        ev = r["evidence"]
+        a = f"{r['a_type']}:{r['a_name']} [{r['a_id'][:8]}]"
+        b = f"{r['b_type']}:{r['b_name']} [{r['b_id'][:8]}]"
+        extra = []
+        if ev.get("shared_posts"):
+            extra.append(f"{ev['shared_posts']} shared posts")
+        if ev.get("shared_neighbours"):
+            extra.append(f"{ev['shared_neighbours']} shared neighbours")
+        if ev.get("status") != "proposed":
+            extra.append(ev.get("status", ""))
+        reasons = ", ".join(ev.get("reasons") or [])
+        print(f"{ev['score']:>6.3f}  {a:<40}  {b:<40}  {reasons}{'; ' + ', '.join(extra) if extra else ''}")
+
+
+def _accept(args: argparse.Namespace) -> int:
+    from kg_loader import resolution
+
+    def run() -> int:
+        driver, db = _graph()
+        with driver:
+            d = resolution.accept(driver, args.a, args.b, db, note=args.note, allow_cross_type=args.allow_cross_type)
+            print(f"accepted: {d.merged_type}:{d.merged_name} ({d.merged_id}) -> "
+                  f"{d.canonical_type}:{d.canonical_name} ({d.canonical_id})")  # fmt: skip
+            if not args.no_apply:
+                print(f"applied: {resolution.apply_accepted_merges(driver, db, _symmetric()).as_dict()}")
+        return 0
+
+    return _guard(run)
+
+
+def _reject(args: argparse.Namespace) -> int:
+    from kg_loader import resolution
+
+    def run() -> int:
+        driver, db = _graph()
+        with driver:
+            d = resolution.reject(driver, args.a, args.b, db, note=args.note)
+        print(f"rejected: {d.a_id} / {d.b_id} (decided {d.decided_at}); this pair is not proposed again")
+        return 0
+
+    return _guard(run)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from kg_loader import resolution
+
+    driver, db = _graph()
+    with driver:
+        print(json.dumps(resolution.apply_accepted_merges(driver, db, _symmetric()).as_dict()))
+    return 0
+
+
+def _decisions(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from kg_loader import resolution
+
+    driver, db = _graph()
+    with driver:
+        decisions = resolution.read_decisions(driver, db)
+    if args.json:
+        print(json.dumps([asdict(d) for d in decisions], indent=2))
+        return 0
+    if not decisions:
+        print("no decisions yet")
+    for d in decisions:
+        what = (f"{d.merged_type}:{d.merged_name} -> {d.canonical_type}:{d.canonical_name}" if d.decision == "accepted"
+                else f"{d.a_id} / {d.b_id}")  # fmt: skip
+        print(f"{d.decided_at}  {d.decision:<8}  {what}  (by {d.decided_by}{'; ' + d.note if d.note else ''})")
+    return 0
