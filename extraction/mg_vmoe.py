@@ -24,6 +24,8 @@ counted in ``stats`` and the post is scored text-only - never with a fake image.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -151,7 +153,12 @@ class MGVMoEExtractor:
         key = image.sha256 or image.path
         if key not in self._images:
             try:
-                pixels = self.image_encoder.preprocess([load_image_rgb(image.path)]).to(self.device)
+                data = Path(image.path).read_bytes()
+                if image.sha256 and hashlib.sha256(data).hexdigest() != image.sha256:
+                    # Staging checked these bytes; a file swapped since then is not what was validated.
+                    self.stats["images_changed_since_staging"] += 1
+                    raise ValueError(f"sha256 is not the staged {image.sha256[:12]}...: the file changed after staging")
+                pixels = self.image_encoder.preprocess([load_image_rgb(io.BytesIO(data))]).to(self.device)
                 with self._autocast():
                     self._images[key] = self.image_encoder(pixels)[0].float()
                 self.stats["images_encoded"] += 1

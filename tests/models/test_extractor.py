@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -40,11 +43,12 @@ def posts(tmp_path):
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(path)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     return {
         "p1": Post("p1", "the band played in paris last night", "2024-01-01T00:00:00Z",
-                   images=(ImageRef("img.png", "ok", "abc", str(path)),)),
+                   images=(ImageRef("img.png", "ok", sha(path), str(path)),)),
         "p2": Post("p2", "star won award born in city", "2024-01-01T00:00:00Z",
-                   images=(ImageRef("broken.jpg", "ok", "def", str(broken)),)),
+                   images=(ImageRef("broken.jpg", "ok", sha(broken), str(broken)),)),
         "p3": Post("p3", "the band with their new album", "2024-01-01T00:00:00Z"),
     }
 
@@ -75,6 +79,18 @@ def test_types_every_mention_and_encodes_each_image_once(posts, tiny_text_encode
     # Cached by image hash within a shard (type_mentions + extract_relations), dropped between shards
     # so memory stays flat: the second type_mentions call encoded the image once more, relations none.
     assert ex.stats["images_encoded"] == 2
+
+
+def test_an_image_changed_after_staging_is_not_read_and_the_post_is_scored_text_only(posts, tiny_text_encoder,
+                                                                                     tiny_image_encoder):
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    before = ex.type_mentions(posts, _mentions(), ONTOLOGY)
+    Path(posts["p1"].images[0].path).write_bytes(Path(posts["p1"].images[0].path).read_bytes() + b"\0")
+    changed = _extractor(tiny_text_encoder, tiny_image_encoder)
+    after = changed.type_mentions(posts, _mentions(), ONTOLOGY)
+    assert changed.stats["images_changed_since_staging"] == 1 and changed.stats["images_encoded"] == 0
+    assert changed.stats["images_failed"] == 2 and ex.stats["images_encoded"] == 1
+    assert [t.mention for t in after] == [t.mention for t in before]  # nothing lost: typed without the image
 
 
 def test_each_post_text_is_encoded_once_for_all_its_mentions_and_pairs(posts, tiny_text_encoder, tiny_image_encoder):
