@@ -47,8 +47,21 @@ class Checkpoint:
         return self.card.get("thresholds", {})
 
     @property
+    def fingerprint(self) -> str:
+        return behaviour_sha256(self.card)
+
+    @property
     def model_version(self) -> str:
-        return f"mg-vmoe/{self.card.get('name', 'unnamed')}@{self.card['weights_sha256'][:12]}"
+        """Provenance written on every typed mention and triple: the name and the behaviour fingerprint, so a
+        card recalibrated or re-configured over the same weights is a new version, not the old one's name."""
+        return f"mg-vmoe/{self.card.get('name', 'unnamed')}@{self.fingerprint[:12]}"
+
+
+def behaviour_sha256(card: dict) -> str:
+    """What decides a checkpoint's outputs: its weights (by their hash), its config and its thresholds. The
+    weights hash alone would give a card whose threshold or argument input changed the old version."""
+    payload = {k: card.get(k) for k in ("weights_sha256", "config", "thresholds")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def sha256_file(path: Path) -> str:

@@ -36,7 +36,7 @@ def publish(candidate: str | Path, name: str, registry: str | Path | None = None
         raise ValueError(f"invalid checkpoint name {name!r}")
     checkpoint = load_checkpoint(candidate)  # refuses partial or altered candidates
     root = Path(registry or registry_dir()) / name
-    version = checkpoint.card["weights_sha256"][:12]
+    version = checkpoint.fingerprint[:12]  # weights, config and thresholds: a recalibrated card is a new version
     target = root / "versions" / version
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

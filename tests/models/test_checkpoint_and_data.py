@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -28,6 +30,23 @@ def test_save_then_load_gives_identical_scores(tmp_path):
     assert torch.equal(loaded.marker_embeddings, markers)
     assert torch.equal(loaded.model(batch, class_emb).scores, model(batch, class_emb).scores)
     assert loaded.model_version.startswith("mg-vmoe/t@")
+
+
+def test_a_card_recalibrated_over_the_same_weights_is_a_new_model_version(tmp_path):
+    config = MGVMoEConfig.tiny()
+    save_checkpoint(tmp_path / "ck", MGVMoE(config), torch.zeros(6, config.text_hidden),
+                    {"name": "t", "thresholds": {"min_score": 0.5}})
+    before = load_checkpoint(tmp_path / "ck")
+    card_path = tmp_path / "ck" / "checkpoint.json"
+    card = json.loads(card_path.read_text())
+    card["thresholds"]["min_score"] = 0.7  # the weights file and its hash are unchanged
+    card_path.write_text(json.dumps(card))
+    after = load_checkpoint(tmp_path / "ck")
+    assert after.card["weights_sha256"] == before.card["weights_sha256"]
+    assert after.model_version != before.model_version
+    card["metrics"] = {"note": "not behaviour"}  # metrics do not change what the model writes
+    card_path.write_text(json.dumps(card))
+    assert load_checkpoint(tmp_path / "ck").model_version == after.model_version
 
 
 def test_altered_weights_are_refused(tmp_path):
