@@ -58,7 +58,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.checkpoint import SHIPPED, CheckpointError, read_verified_card, sha256_file
+from models.checkpoint import SHIPPED, CheckpointError, behaviour_sha256, read_verified_card, sha256_file
 from models.data import read_conll
 
 WEIGHTS, CARD = "tagger.safetensors", "checkpoint.json"
@@ -601,7 +601,8 @@ def load_tagger(path: str | Path, encoder_path: str = "", *, encoder=None, token
 
 
 def model_version(card: dict) -> str:
-    return f"mention-tagger/{card.get('name', 'unnamed')}@{card['weights_sha256'][:12]}"
+    """Name and behaviour fingerprint (weights, config, thresholds), as ``models.checkpoint.Checkpoint``."""
+    return f"mention-tagger/{card.get('name', 'unnamed')}@{behaviour_sha256(card)[:12]}"
 
 
 # ---------------------------------------------------------------------------------------------- CLI
