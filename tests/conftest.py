@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -94,3 +95,15 @@ def staging_dir(tmp_path, monkeypatch):
     path = tmp_path / "staging"
     monkeypatch.setenv("MMKG_STAGING_DIR", str(path))
     return path
+
+
+def graph_snapshot(driver) -> tuple[list, list]:
+    """Every node (labels, properties) and relationship (type, properties, endpoint keys) as sorted canonical
+    JSON: what a test compares when two loads must leave the same graph, and shows when they do not."""
+    nodes, _, _ = driver.execute_query("MATCH (n) RETURN labels(n) AS labels, properties(n) AS props")
+    rels, _, _ = driver.execute_query(
+        "MATCH (a)-[r]->(b) RETURN coalesce(a.id, a.sha256) AS a, type(r) AS type, properties(r) AS props, "
+        "coalesce(b.id, b.sha256) AS b"
+    )
+    canon = lambda rows: sorted(json.dumps(r.data(), sort_keys=True, default=str) for r in rows)  # noqa: E731
+    return canon(nodes), canon(rels)

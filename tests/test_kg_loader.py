@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -12,6 +11,7 @@ import pytest
 from mmkg.identity import entity_id
 from kg_loader.records import MentionRow, PostRow, RelationRow
 from kg_loader.writer import GraphWriter
+from tests.conftest import graph_snapshot
 
 pytestmark = pytest.mark.neo4j
 
@@ -52,16 +52,6 @@ def _load(writer: GraphWriter, posts, mentions, relations):
     return report
 
 
-def snapshot(driver) -> tuple[list, list]:
-    nodes, _, _ = driver.execute_query("MATCH (n) RETURN labels(n) AS labels, properties(n) AS props")
-    rels, _, _ = driver.execute_query(
-        "MATCH (a)-[r]->(b) RETURN coalesce(a.id, a.sha256) AS a, type(r) AS type, properties(r) AS props, "
-        "coalesce(b.id, b.sha256) AS b"
-    )
-    canon = lambda rows: sorted(json.dumps(r.data(), sort_keys=True, default=str) for r in rows)  # noqa: E731
-    return canon(nodes), canon(rels)
-
-
 def _crowded_batch(seed: int = 7):
     """200 posts over 100 entities and 1,500 triple rows: most triples have evidence from many posts."""
     rng = random.Random(seed)
@@ -91,9 +81,9 @@ def test_concurrent_writers_build_the_same_graph_as_one_writer(neo4j_driver):
         assert first.rejected and all("not in the graph" in r.reason for r in first.rejected)
         assert first.rows["relation"] + first.dropped["relations_missing_endpoint"] == len(
             {(r.head_id, r.relation, r.tail_id, r.post_id) for r in batch[2]})
-        graphs[writers] = snapshot(neo4j_driver)
+        graphs[writers] = graph_snapshot(neo4j_driver)
         again = _load(writer, *batch)
-        assert again.created == 0 and snapshot(neo4j_driver) == graphs[writers]
+        assert again.created == 0 and graph_snapshot(neo4j_driver) == graphs[writers]
     assert graphs[2] == graphs[1] and graphs[3] == graphs[1]
     neo4j_driver.execute_query("MATCH (n) DETACH DELETE n")
 
@@ -110,11 +100,11 @@ def test_loading_three_times_leaves_an_identical_graph(neo4j_driver):
     writer = GraphWriter(neo4j_driver, batch_size=2)
     writer.ensure_schema()
     first = _load(writer, *_batch())
-    after_first = snapshot(neo4j_driver)
+    after_first = graph_snapshot(neo4j_driver)
     for _ in range(2):
         again = _load(writer, *_batch())
         assert again.nodes_created == 0 and again.relationships_created == 0
-        assert snapshot(neo4j_driver) == after_first
+        assert graph_snapshot(neo4j_driver) == after_first
     assert first.nodes_created == 2 + 3  # posts + entities
     counts, _, _ = neo4j_driver.execute_query(
         "MATCH (n) WITH count(n) AS n MATCH ()-[r]->() RETURN n, count(r) AS r"
@@ -407,7 +397,7 @@ def test_evidence_lists_and_aliases_do_not_depend_on_the_order_of_loads(neo4j_dr
             writer.upsert_mentions([m])
         for r in order(relations):
             writer.upsert_relations([r])
-        states.append(snapshot(neo4j_driver))
+        states.append(graph_snapshot(neo4j_driver))
     assert states[0] == states[1]
     r = neo4j_driver.execute_query("MATCH ()-[r:MEMBER_OF]->() RETURN r.post_ids AS ids").records[0]
     assert r["ids"] == ["p1", "p2"]

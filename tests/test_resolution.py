@@ -15,6 +15,7 @@ from kg_loader.checksum import duplicates, graph_checksum
 from kg_loader.resolution import Context, EntityInfo
 from mmkg.identity import entity_id
 from mmkg.records import Mention, Post, RelationMention, TypedMention
+from tests.conftest import graph_snapshot
 
 LS = "ls-test"
 
@@ -158,16 +159,6 @@ def _load(driver):
     return writer
 
 
-def _snapshot(driver) -> tuple[list, list]:
-    nodes, _, _ = driver.execute_query("MATCH (n) RETURN labels(n) AS labels, properties(n) AS props")
-    rels, _, _ = driver.execute_query(
-        "MATCH (a)-[r]->(b) RETURN coalesce(a.id, a.sha256) AS a, type(r) AS type, properties(r) AS props, "
-        "coalesce(b.id, b.sha256) AS b"
-    )
-    canon = lambda rows: sorted(json.dumps(r.data(), sort_keys=True, default=str) for r in rows)  # noqa: E731
-    return canon(nodes), canon(rels)
-
-
 def _candidate_names(driver, status="proposed") -> set[tuple[str, str]]:
     return {tuple(sorted((f"{r['a_type']}:{r['a_name']}", f"{r['b_type']}:{r['b_name']}")))
             for r in res.list_candidates(driver, status=status)}  # fmt: skip
@@ -202,9 +193,9 @@ def test_proposals_on_a_loaded_graph(neo4j_driver):
 
     triples = run_examples(neo4j_driver)["Relation triples with the most evidence (posts that support them)"]
     assert triples and all(t["relation"] != res.CANDIDATE_TYPE and t["posts"] for t in triples)
-    before = _snapshot(neo4j_driver)
+    before = graph_snapshot(neo4j_driver)
     res.propose_candidates(neo4j_driver)  # same graph, same candidates
-    assert _snapshot(neo4j_driver) == before
+    assert graph_snapshot(neo4j_driver) == before
 
 
 @pytest.mark.neo4j
@@ -233,7 +224,7 @@ def test_accepted_merge_moves_mentions_and_evidence_and_survives_reloads(neo4j_d
     assert triples.records[0]["b"] == "bergen" and r["post_ids"] == ["p1", "p2"]
     assert r["scores"] == pytest.approx([0.8, 0.9]) and r["evidence_count"] == 2
     assert r["max_score"] == pytest.approx(0.9)
-    merged, checksum = _snapshot(neo4j_driver), graph_checksum(neo4j_driver)
+    merged, checksum = graph_snapshot(neo4j_driver), graph_checksum(neo4j_driver)
     assert duplicates(neo4j_driver) == {"nodes": 0, "relationships": 0}
 
     again = res.apply_accepted_merges(neo4j_driver, symmetric=writer.symmetric_relations)
@@ -246,7 +237,7 @@ def test_accepted_merge_moves_mentions_and_evidence_and_survives_reloads(neo4j_d
     reload = load_extraction(writer, *_extraction(), run_id="run-1")
     assert reload.merges_applied == 1 and reload.as_dict()["merges_applied"] == 1
     assert not neo4j_driver.execute_query("MATCH (e:Entity {id: $id}) RETURN e", id=FESTIVAL).records
-    assert _snapshot(neo4j_driver) == merged and graph_checksum(neo4j_driver) == checksum
+    assert graph_snapshot(neo4j_driver) == merged and graph_checksum(neo4j_driver) == checksum
     # the old id written again behind the loader's back: the next apply (here in a caller's transaction) folds it in
     neo4j_driver.execute_query("CREATE (:Entity:Event {id: $id, name: 'aurora festival', type: 'Event'})", id=FESTIVAL)
     with neo4j_driver.session() as session:
