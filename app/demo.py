@@ -175,7 +175,8 @@ def run(days: list[str] | None = None) -> int:
     with connect(neo, notifications_min_severity="OFF") as driver:
         answers = run_examples(driver, neo.database)
         totals, _, _ = driver.execute_query(
-            "MATCH (n) WITH count(n) AS nodes OPTIONAL MATCH ()-[r]->() RETURN nodes, count(r) AS relationships"
+            "MATCH (n) WITH count(n) AS nodes OPTIONAL MATCH ()-[r]->() RETURN nodes, count(r) AS relationships",
+            database_=neo.database, routing_="r",
         )
     print(f"\n=== Graph at {neo.uri}: {totals[0]['nodes']} nodes, {totals[0]['relationships']} relationships ===")
     print(f"    Browser: http://127.0.0.1:{neo.http_port}/browser/")

@@ -19,8 +19,10 @@ LIMIT 10""",
 
 
 def run_examples(driver, database: str | None = None) -> dict[str, list[dict]]:
+    """Each example's rows. Read-only, so routed to a reader: under ``neo4j://`` (a cluster, Aura) they run on
+    a follower or read replica, not the server taking the writes."""
     out = {}
     for title, query in EXAMPLE_QUERIES.items():
-        records, _, _ = driver.execute_query(query, database_=database)
+        records, _, _ = driver.execute_query(query, database_=database, routing_="r")
         out[title] = [r.data() for r in records]
     return out

@@ -507,7 +507,7 @@ def ensure_schema(driver, database: str | None = None) -> None:
 
 
 def read_decisions(driver, database: str | None = None) -> list[Decision]:
-    records, _, _ = driver.execute_query(READ_DECISIONS, database_=database)
+    records, _, _ = driver.execute_query(READ_DECISIONS, database_=database, routing_="r")
     return [_decision(r["d"]) for r in records]
 
 
@@ -518,7 +518,7 @@ def _decision(props: Mapping[str, Any]) -> Decision:
 
 
 def read_entities(driver, database: str | None = None) -> list[EntityInfo]:
-    records, _, _ = driver.execute_query(READ_ENTITIES, database_=database)
+    records, _, _ = driver.execute_query(READ_ENTITIES, database_=database, routing_="r")
     return [
         EntityInfo(r["id"], r["name"] or "", r["type"] or "", tuple(r["aliases"]), r["mentions"],
                    bool(r["tag"]) or any(a.startswith(("#", "@")) for a in r["aliases"]))
@@ -530,7 +530,8 @@ def read_contexts(driver, ids: Iterable[str], database: str | None = None) -> di
     ids = sorted(set(ids))
     out = {}
     for start in range(0, len(ids), 1000):
-        records, _, _ = driver.execute_query(READ_CONTEXT, ids=ids[start : start + 1000], database_=database)
+        records, _, _ = driver.execute_query(READ_CONTEXT, ids=ids[start : start + 1000], database_=database,
+                                            routing_="r")
         out.update({r["id"]: Context(frozenset(r["posts"]), frozenset(r["neighbours"])) for r in records})
     return out
 
@@ -590,7 +591,7 @@ def propose_candidates(
 
 def list_candidates(driver, database: str | None = None, status: str | None = "proposed") -> list[dict[str, Any]]:
     """Candidate edges (``status`` None: all), best first, each with both entities and its evidence."""
-    records, _, _ = driver.execute_query(LIST_CANDIDATES, status=status, database_=database)
+    records, _, _ = driver.execute_query(LIST_CANDIDATES, status=status, database_=database, routing_="r")
     return [r.data() for r in records]
 
 
@@ -608,14 +609,15 @@ def resolve_entity(driver, ref: str, database: str | None = None, entity_type: s
         except cypher.InvalidIdentifier:
             pass  # a name with a colon in it
     if entity_type is None and _ENTITY_ID.match(ref):
-        records, _, _ = driver.execute_query(FIND_BY_ID_PREFIX, prefix=ref, database_=database)
+        records, _, _ = driver.execute_query(FIND_BY_ID_PREFIX, prefix=ref, database_=database, routing_="r")
         ids = {r["id"] for r in records} | {m for m in aliases.parent if m.startswith(ref)}
         if len(ids) > 1:
             raise ResolutionError(f"id prefix {ref!r} matches {len(ids)} entities: {', '.join(sorted(ids))}")
         if ids:
             return aliases.root(ids.pop())
     name = normalize_name(ref) if ref else ""
-    records, _, _ = driver.execute_query(FIND_BY_NAME, name=name, type=entity_type, database_=database)
+    records, _, _ = driver.execute_query(FIND_BY_NAME, name=name, type=entity_type, database_=database,
+                                          routing_="r")
     found = [r.data() for r in records]
     if not found:  # merged away? its id is (name, type) under identity
         types = [entity_type] if entity_type else sorted({t for t in _entity_types(driver, database)})
@@ -633,7 +635,7 @@ def resolve_entity(driver, ref: str, database: str | None = None, entity_type: s
 def _entity_types(driver, database: str | None) -> list[str]:
     records, _, _ = driver.execute_query(
         "MATCH (e:Entity) RETURN DISTINCT e.type AS t UNION MATCH (d:MergeDecision) "
-        "WHERE d.merged_type IS NOT NULL RETURN DISTINCT d.merged_type AS t", database_=database)
+        "WHERE d.merged_type IS NOT NULL RETURN DISTINCT d.merged_type AS t", database_=database, routing_="r")
     return [r["t"] for r in records if r["t"]]
 
 
@@ -656,7 +658,7 @@ def accept(
     previous = {d.id: d for d in read_decisions(driver, database)}.get(key)
     if previous is not None and previous.decision == "accepted":
         return previous
-    records, _, _ = driver.execute_query(ENTITY_EVIDENCE, ids=[ra, rb], database_=database)
+    records, _, _ = driver.execute_query(ENTITY_EVIDENCE, ids=[ra, rb], database_=database, routing_="r")
     info = {r["id"]: r.data() for r in records}
     if missing := [i for i in (ra, rb) if i not in info]:
         raise ResolutionError(f"entity {missing[0]} is not in the graph (run `mmkg entities apply`, then retry)")
@@ -710,7 +712,7 @@ def reject(driver, a: str, b: str, database: str | None = None, *, decided_by: s
 def _candidate_edge(driver, a: str, b: str, database: str | None) -> dict | None:
     records, _, _ = driver.execute_query(
         f"MATCH (:Entity {{id: $a}})-[c:{CANDIDATE_TYPE}]-(:Entity {{id: $b}}) RETURN properties(c) AS c",
-        a=a, b=b, database_=database,
+        a=a, b=b, database_=database, routing_="r",
     )
     return records[0]["c"] if records else None
 

@@ -65,7 +65,8 @@ class Neo4jSettings:
         uri = _env("MMKG_NEO4J_URI", local_uri)
         home = Path(_env("MMKG_NEO4J_HOME", str(mmkg_home() / "neo4j"))).expanduser()
         password = _env("MMKG_NEO4J_PASSWORD", "")
-        if not password and uri == local_uri:
+        # The embedded server by either scheme: bolt:// (one server) or neo4j:// (routing, as clusters use).
+        if not password and uri in (local_uri, f"neo4j://127.0.0.1:{bolt_port}"):
             password = read_neo4j_password(home)
         return cls(
             uri=uri,
