@@ -643,6 +643,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _decision_pair(driver, a: str, b: str, database: str | None, same: str) -> tuple[str, str, str, Decision | None]:
+    """What accepting and rejecting both start from: the two references resolved (refused when they are one
+    entity, with ``same`` saying so), the pair's key and its earlier decision, if any."""
+    ensure_schema(driver, database)
+    ra, rb = resolve_entity(driver, a, database), resolve_entity(driver, b, database)
+    if ra == rb:
+        raise ResolutionError(f"{a!r} and {b!r} {same} ({ra})")
+    key = pair_id(ra, rb)
+    return ra, rb, key, {d.id: d for d in read_decisions(driver, database)}.get(key)
+
+
 def accept(
     driver, a: str, b: str, database: str | None = None, *, decided_by: str = "user", note: str | None = None,
     allow_cross_type: bool = False,
@@ -650,12 +661,7 @@ def accept(
     """Record that entities ``a`` and ``b`` (references as ``resolve_entity`` takes) are one; the merge
     itself happens in ``apply_accepted_merges``. Across two types only when proposed as ``cross_type``
     (equal normalised names) or with ``allow_cross_type``."""
-    ensure_schema(driver, database)
-    ra, rb = resolve_entity(driver, a, database), resolve_entity(driver, b, database)
-    if ra == rb:
-        raise ResolutionError(f"{a!r} and {b!r} are already one entity ({ra})")
-    key = pair_id(ra, rb)
-    previous = {d.id: d for d in read_decisions(driver, database)}.get(key)
+    ra, rb, key, previous = _decision_pair(driver, a, b, database, "are already one entity")
     if previous is not None and previous.decision == "accepted":
         return previous
     records, _, _ = driver.execute_query(ENTITY_EVIDENCE, ids=[ra, rb], database_=database, routing_="r")
@@ -689,12 +695,8 @@ def reject(driver, a: str, b: str, database: str | None = None, *, decided_by: s
            note: str | None = None) -> Decision:  # fmt: skip
     """Record that ``a`` and ``b`` are different entities: the pair (and any pair their merges make of
     them later) is never proposed again. An accepted merge cannot be rejected (it has been applied)."""
-    ensure_schema(driver, database)
-    ra, rb = resolve_entity(driver, a, database), resolve_entity(driver, b, database)
-    if ra == rb:
-        raise ResolutionError(f"{a!r} and {b!r} are one entity already ({ra}): an applied merge is not undone")
-    key = pair_id(ra, rb)
-    previous = {d.id: d for d in read_decisions(driver, database)}.get(key)
+    ra, rb, key, previous = _decision_pair(driver, a, b, database,
+                                           "are one entity already: an applied merge is not undone")
     if previous is not None and previous.decision == "accepted":
         raise ResolutionError(f"the pair {key} was accepted on {previous.decided_at}: an accepted merge is not undone")
     if previous is not None:
