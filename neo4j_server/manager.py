@@ -24,7 +24,15 @@ origin), not Neo4j's default ``*``. Bolt has no TLS: it listens on loopback only
 Java: ``MMKG_JAVA_HOME`` if set, else a Java 17 (then 21) under /usr/lib/jvm, else ``JAVA_HOME``
 or ``java`` on PATH if it is 17..21. Neo4j 5.26 does not run on newer Javas.
 
-Python API: :func:`build_launcher`, :func:`start`, :func:`stop`, :func:`status`, :func:`cli`.
+APOC core (``org.neo4j.procedure:apoc-core``, built into ``launcher/target/plugins``) is loaded only
+when asked: ``start(settings, apoc=True)`` (the load benchmark, whose peer neo4j-graphrag calls
+``apoc.merge.relationship``). mmkg itself never calls a plugin, so its servers run without one.
+
+:func:`admin` runs Neo4j's admin tool (``org.neo4j.cli.AdminTool``: ``database import full`` and
+the rest) from the launcher's classpath against a home of its own, e.g. a throw-away store for
+the bulk importer.
+
+Python API: :func:`build_launcher`, :func:`start`, :func:`stop`, :func:`status`, :func:`admin`, :func:`cli`.
 Only the standard library is imported at module level; the neo4j driver is imported when used.
 """
 
@@ -52,6 +60,8 @@ if TYPE_CHECKING:  # pragma: no cover
 LAUNCHER_DIR = Path(__file__).resolve().parent / "launcher"
 TARGET_DIR = LAUNCHER_DIR / "target"
 LAUNCHER_JAR = TARGET_DIR / "neo4j-launcher.jar"
+#: Procedure jars the build copies (APOC core and its libraries), loaded by ``start(apoc=True)``.
+PLUGINS_DIR = TARGET_DIR / "plugins"
 BUILD_STAMP = TARGET_DIR / ".mmkg-build-stamp"
 
 HOST = "127.0.0.1"
@@ -506,7 +516,7 @@ def _refused_message(s: Neo4jSettings, why: str) -> str:
     )
 
 
-def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
+def start(settings: Neo4jSettings | None = None, timeout: float = 120, *, apoc: bool = False) -> int:
     """Start the local server (building the launcher if needed) and return its pid.
 
     Idempotent: when a launcher for this home is already running, waits until it answers and
@@ -515,6 +525,8 @@ def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
     ``timeout`` seconds pass (a server that did not come up in time is stopped again), and at once
     when the server refuses the password (a server this call started is then stopped again).
     Settings without a password use (and at the first start generate) ``<home>/password``.
+    ``apoc=True`` loads APOC core (``PLUGINS_DIR``) into a server this call starts; a server that
+    is already running is returned as it is.
     """
     s = _settings(settings)
     home = _home(s)
@@ -568,6 +580,8 @@ def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
             "--user", s.user,
             "--initial-password-env", PASSWORD_ENV,
         ]  # fmt: skip
+        if apoc:
+            cmd = _with_plugins(cmd, jar)
         env = dict(os.environ)
         env[PASSWORD_ENV] = s.password
         with open(log, "ab") as out:
@@ -619,6 +633,25 @@ def start(settings: Neo4jSettings | None = None, timeout: float = 120) -> int:
         )
 
 
+def _with_plugins(cmd: list[str], jar: Path) -> list[str]:
+    """The launcher command that loads APOC core: its jars go on the JVM's classpath too (APOC's
+    kernel extension, which its procedures are injected with, is found there only, as the ``neo4j``
+    script puts ``plugins/*`` on the classpath), and ``--plugins`` registers their procedures. With
+    ``-cp`` instead of ``-jar`` the jar manifest's ``Add-Opens`` are passed as flags."""
+    if not any(PLUGINS_DIR.glob("apoc-core-*.jar")):
+        raise Neo4jServerError(f"APOC core is not in {PLUGINS_DIR}: rebuild with `mmkg neo4j build`")
+    import zipfile
+
+    with zipfile.ZipFile(jar) as archive:
+        manifest = archive.read("META-INF/MANIFEST.MF").decode().replace("\r\n ", "").replace("\n ", "")
+    opens = next((line.split(":", 1)[1].split() for line in manifest.splitlines() if line.startswith("Add-Opens:")), [])
+    main = next(line.split(":", 1)[1].strip() for line in manifest.splitlines() if line.startswith("Main-Class:"))
+    i = cmd.index("-jar")
+    classpath = os.pathsep.join([str(jar), f"{TARGET_DIR / 'lib'}/*", f"{PLUGINS_DIR}/*"])
+    return [*cmd[:i], *(f"--add-opens={m}=ALL-UNNAMED" for m in opens), "-cp", classpath, main,
+            *cmd[i + 2 :], "--plugins", str(PLUGINS_DIR)]
+
+
 def _ready_line_since(log: Path, offset: int) -> bool:
     try:
         with open(log, "rb") as handle:
@@ -655,6 +688,29 @@ def status(settings: Neo4jSettings | None = None) -> dict:
         "home": str(_home(s)),
         "log": str(log_file(s)),
     }
+
+
+def admin(args: list[str], home: Path, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Run Neo4j's admin tool (``neo4j-admin``: ``org.neo4j.cli.AdminTool``, on the launcher's
+    classpath) with ``args``, e.g. ``["database", "import", "full", "neo4j", "--nodes=...", ...]``,
+    with ``home`` as its NEO4J_HOME (stores under ``<home>/data``; an empty ``<home>/conf/neo4j.conf``
+    is created). Never point it at a running server's home. Returns the finished process (stdout and
+    stderr together in ``stdout``); raises :class:`Neo4jServerError` when it exits non-zero."""
+    home = Path(home).expanduser().absolute()
+    _make_home(home)
+    conf = home / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "neo4j.conf").touch()
+    jar = build_launcher()
+    java = find_java_home() / "bin" / "java"
+    cmd = [str(java), "-cp", f"{jar}{os.pathsep}{TARGET_DIR / 'lib'}/*", "org.neo4j.cli.AdminTool", *args]
+    env = dict(os.environ, NEO4J_HOME=str(home), NEO4J_CONF=str(conf))
+    proc = subprocess.run(cmd, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-30:])
+        raise Neo4jServerError(f"neo4j-admin {' '.join(args)} failed (exit {proc.returncode}):\n{tail}")
+    return proc
 
 
 def cli(action: str) -> int:

@@ -42,8 +42,12 @@ import org.neo4j.server.configuration.ServerSettings;
  *
  * <pre>
  * java -jar neo4j-launcher.jar --home DIR [--bolt-port 7687] [--http-port 7474]
- *      [--initial-password-env VAR] [--user neo4j] [--pagecache-mb 256]
+ *      [--initial-password-env VAR] [--user neo4j] [--pagecache-mb 256] [--plugins DIR]
  * </pre>
+ *
+ * <p>{@code --plugins DIR} loads the procedure jars in DIR (the build puts APOC core and its libraries
+ * in {@code target/plugins}); without it the plugin directory is {@code <home>/plugins}, which mmkg
+ * never creates, so no plugin is loaded.
  *
  * Exit codes: 0 clean shutdown, 2 bad arguments/environment, 1 startup failure.
  */
@@ -161,6 +165,8 @@ public final class Launcher {
                 .setConfig(GraphDatabaseSettings.allow_file_urls, false)
                 .setConfig(GraphDatabaseSettings.load_csv_file_url_root, importDir(opts))
                 .setConfig(GraphDatabaseSettings.udc_enabled, false)
+                .setConfig(GraphDatabaseSettings.plugin_dir,
+                        opts.plugins != null ? opts.plugins : opts.home.resolve("plugins"))
                 // modest resources: a developer laptop / 2-core CI box
                 .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(opts.pagecacheMb))
                 .setConfig(GraphDatabaseSettings.keep_logical_logs, "2 files")
@@ -239,7 +245,7 @@ public final class Launcher {
 
     static final class Options {
         static final String USAGE = "usage: neo4j-launcher --home DIR [--bolt-port N] [--http-port N (0 = off)]"
-                + " [--initial-password-env VAR] [--user NAME] [--pagecache-mb N]";
+                + " [--initial-password-env VAR] [--user NAME] [--pagecache-mb N] [--plugins DIR]";
 
         Path home;
         int boltPort = 7687;
@@ -247,6 +253,7 @@ public final class Launcher {
         String passwordEnv = "MMKG_NEO4J_PASSWORD";
         String user = "neo4j";
         long pagecacheMb = 256;
+        Path plugins;
 
         static Options parse(String[] args) {
             Options o = new Options();
@@ -266,6 +273,7 @@ public final class Launcher {
                     case "--initial-password-env" -> o.passwordEnv = v;
                     case "--user" -> o.user = v;
                     case "--pagecache-mb" -> o.pagecacheMb = Long.parseLong(v);
+                    case "--plugins" -> o.plugins = Path.of(v).toAbsolutePath().normalize();
                     default -> throw new IllegalArgumentException("unknown argument " + a);
                 }
             }
