@@ -28,6 +28,9 @@ MNRE_SYMMETRIC = frozenset({"/per/per/siblings", "/per/per/couple", "/per/per/ne
 #: Where the ``None`` pairs of each MNRE file go: trained on, validated on, tested on.
 _NONE_PART = {"mnre_train.txt": "train_negatives", "mnre_val.txt": "negatives", "mnre_test.txt": "test_negatives"}
 WNUT_FILES = ("train", "dev", "test")
+#: Twitter-2017 (CoNLL-style PER/LOC/ORG/MISC over tweets): train, validation and test files.
+TWITTER2017_FILES = ("train.txt", "valid.txt", "test.txt")
+TWITTER2017_TYPES = ("PER", "LOC", "ORG", "MISC")
 WNUT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("geo-loc", "musicartist", "movie"),
     ("person", "sportsteam", "product"),
@@ -75,6 +78,10 @@ class ClassSplit:
     #: Classes whose head and tail may be swapped (MNRE ``/per/per/peer`` ...): a pair predicted in
     #: either order is right, and a reversed pair is no negative for them.
     symmetric: frozenset[str] = frozenset()
+    #: Label sets annotated together, when the training classes come from several datasets: a training batch
+    #: draws from one set and is scored against that set only, so a mention is never pushed away from another
+    #: dataset's overlapping type (Twitter-2017 ``ORG`` against WNUT-16 ``sportsteam``). Empty: one set.
+    train_groups: list[list[str]] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {
@@ -226,8 +233,85 @@ def load_wnut_fold(fold: int, data_dir: Path | None = None) -> ClassSplit:
     )
 
 
+def read_twitter2017(path: Path) -> list[tuple[list[str], list[str]]]:
+    """Sentences of a Twitter-2017 file; its ``IMGID:`` lines name the image, they are not tokens."""
+    sentences = []
+    for tokens, tags in read_conll(path):
+        keep = [k for k, (tok, tag) in enumerate(zip(tokens, tags))
+                if not (tok.startswith("IMGID:") or tag.startswith("IMGID:"))]
+        if keep:
+            sentences.append(([tokens[k] for k in keep], [tags[k] for k in keep]))
+    return sentences
+
+
+def non_entity_spans(tokens: list[str], gold: list[tuple[int, int]], max_words: int = 3) -> list[tuple[int, int]]:
+    """Word spans that look like mentions and are none: maximal runs (at most ``max_words``) of capitalised words
+    or hashtag words outside every gold mention — "Summer", "New Post", "#", "Awards" of ``# Awards`` — what a
+    mention detector proposes wrongly on tweets. What the typer learns to abstain on."""
+    taken = set()
+    for start, end in gold:
+        taken.update(range(start, end))
+    spans, run = [], []
+    for k, tok in enumerate(tokens + [""]):
+        looks = k not in taken and tok[:1].isupper() or (k > 0 and tokens[k - 1] == "#" and k not in taken
+                                                         and k < len(tokens))
+        if looks and len(run) < max_words:
+            run.append(k)
+            continue
+        if run:
+            spans.append((run[0], run[-1] + 1))
+        run = [k] if looks else []
+    return spans
+
+
+def load_all_types(data_dir: Path | None = None) -> ClassSplit:
+    """The shipped entity typer's split (issue 10): every labelled type there is, since the typer's job in
+    production is to transfer to the user's types. Trains on the *train* files only — WNUT-16 train (its 9
+    types; ``other`` mentions are abstention negatives) and Twitter-2017 train (PER/LOC/ORG/MISC) — as two
+    label sets (``train_groups``); early stopping and the threshold on Twitter-2017 *valid* (tweets of the
+    kind the pipeline types). Each Twitter-2017 file's ``non_entity_spans`` are its no-class samples: train's
+    teach abstention (with ``negatives_per_batch``), valid's calibrate the threshold. The dev/test files of WNUT-16 and Twitter-2017's test file are never read, so
+    both stay held out for end-to-end tests. Not a zero-shot split: the fold protocol measures transfer."""
+    data_dir = data_dir or require_data_dir()
+    counts: Counter = Counter()
+    wnut, negatives = [], []
+    for s_i, (tokens, tags) in enumerate(read_conll(data_dir / "wnut16" / "train")):
+        for start, end, kind in bio_spans(tags):
+            sample = Sample(f"wnut16/train:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind)
+            (negatives if kind == "other" else wnut).append(sample)
+    parts: dict[str, list[Sample]] = {}
+    none: dict[str, list[Sample]] = {}
+    for name in TWITTER2017_FILES[:2]:
+        parts[name], none[name] = [], []
+        for s_i, (tokens, tags) in enumerate(read_twitter2017(data_dir / "twitter2017" / name)):
+            gold = bio_spans(tags)
+            parts[name] += [Sample(f"twitter2017/{name}:{s_i}:{a}-{b}", tuple(tokens), ((a, b),), kind)
+                            for a, b, kind in gold]
+            none[name] += [Sample(f"twitter2017/{name}:{s_i}:{a}-{b}:none", tuple(tokens), ((a, b),), "None")
+                           for a, b in non_entity_spans(tokens, [(a, b) for a, b, _ in gold])]
+    wnut_types = sorted({s.label for s in wnut})
+    twitter_types = [t for t in TWITTER2017_TYPES if any(s.label == t for s in parts["train.txt"])]
+    counts.update({"wnut16_train_mentions": len(wnut), "wnut16_train_other": len(negatives),
+                   "twitter2017_train_mentions": len(parts["train.txt"]),
+                   "twitter2017_valid_mentions": len(parts["valid.txt"]),
+                   "twitter2017_train_non_entities": len(none["train.txt"]),
+                   "twitter2017_valid_non_entities": len(none["valid.txt"])})
+    return ClassSplit(
+        name="tweets-all-types", task="met", train_classes=wnut_types + twitter_types, val_classes=twitter_types,
+        test_classes=[], train=wnut + parts["train.txt"], val=parts["valid.txt"], test=[],
+        protocol=("all labelled entity types: WNUT-16 train (9 types; 'other' as abstention negatives) + "
+                  "Twitter-2017 train (PER/LOC/ORG/MISC), two label sets; validation Twitter-2017 valid; "
+                  "capitalised/hashtag non-entity spans of each Twitter-2017 file as no-class samples; "
+                  "WNUT-16 dev/test and Twitter-2017 test unread"),
+        counts=dict(counts), train_negatives=negatives + none["train.txt"], negatives=none["valid.txt"],
+        train_groups=[wnut_types, twitter_types],
+    )
+
+
 def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
-    """``mnre`` / ``mnre-seedN`` / ``wnut16-foldK`` / ``wnut16-pipeline`` -> ClassSplit."""
+    """``mnre`` / ``mnre-seedN`` / ``wnut16-foldK`` / ``wnut16-pipeline`` / ``tweets-all-types`` -> ClassSplit."""
+    if name == "tweets-all-types":
+        return load_all_types(data_dir)
     if name == "mnre":
         return load_mnre(0, data_dir)
     if name.startswith("mnre-seed"):

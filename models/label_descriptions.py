@@ -47,6 +47,15 @@ WNUT_DESCRIPTIONS: dict[str, str] = {
     "other": "any other named thing",
 }
 
+#: Twitter-2017's four CoNLL-style types (Zhang et al. 2018, following the CoNLL-2003 guidelines), written
+#: from those definitions before any result; used only to train the shipped typer (``tweets-all-types``).
+TWITTER2017_DESCRIPTIONS: dict[str, str] = {
+    "PER": "a person, a named human being or a fictional character",
+    "LOC": "a location such as a city, country, region, landmark or building",
+    "ORG": "an organization such as a company, sports team, band, university, party or government body",
+    "MISC": "another named thing such as an event, a product, a work of art, an award or a nationality",
+}
+
 _SHORT = {"per": "person", "org": "organization", "loc": "location", "misc": "miscellaneous"}
 
 #: What each argument type of an MNRE relation name (``/per/loc/...``: head person, tail location) is, in
@@ -82,7 +91,7 @@ def label_text(label: str, mode: str) -> str:
     if mode == "name":
         return label_name_text(label)
     if mode == "description":
-        for table in (MNRE_DESCRIPTIONS, WNUT_DESCRIPTIONS):
+        for table in (MNRE_DESCRIPTIONS, WNUT_DESCRIPTIONS, TWITTER2017_DESCRIPTIONS):
             if label in table:
                 return table[label]
         raise KeyError(f"no description written for label {label!r}")

@@ -227,21 +227,39 @@ def balanced_batches(samples: list[Sample], classes: list[str], steps: int, batc
     return [draws[k : k + batch_size] for k in range(0, len(draws), batch_size)]
 
 
+def grouped_batches(split: ClassSplit, steps: int, batch_size: int,
+                    rng: np.random.Generator) -> list[tuple[list[str], list[Sample]]]:
+    """An epoch's batches, each with the label set it is scored against. One label set: ``balanced_batches``
+    over the training classes. Several (``ClassSplit.train_groups``): each set gets a share of the steps in
+    proportion to its samples, class-balanced within the set, and the batches are shuffled together."""
+    if not split.train_groups:
+        return [(split.train_classes, b)
+                for b in balanced_batches(split.train, split.train_classes, steps, batch_size, rng)]
+    members = [[s for s in split.train if s.label in group] for group in split.train_groups]
+    total = sum(len(m) for m in members)
+    batches = []
+    for group, samples in zip(split.train_groups, members):
+        share = max(1, round(steps * len(samples) / total))
+        batches += [(group, b) for b in balanced_batches(samples, group, share, batch_size, rng)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def training_batch(store: FeatureStore, samples: list[Sample], split: ClassSplit, config: MGVMoEConfig,
-                   rng: np.random.Generator):
+                   rng: np.random.Generator, classes: list[str] | None = None):
     """One training batch: the class-balanced ``samples``, then ``negatives_per_batch`` no-class samples drawn
     from the split's train negatives and ``reversed_per_batch`` of the batch's pairs read tail-first (no class
-    unless their class is symmetric); both only teach the abstention terms, they are never a class."""
-    batch = store.batch(samples, split.train_classes)
+    unless their class is symmetric); both only teach the abstention terms, they are never a class. ``classes``:
+    the label set the batch is scored against (default the split's training classes)."""
+    classes = split.train_classes if classes is None else classes
+    batch = store.batch(samples, classes)
     extra = []
     if config.negatives_per_batch:
         picks = rng.choice(len(split.train_negatives), config.negatives_per_batch, replace=False)
-        extra.append(store.batch([split.train_negatives[int(k)] for k in picks], split.train_classes))
+        extra.append(store.batch([split.train_negatives[int(k)] for k in picks], classes))
     if config.reversed_per_batch and config.task == "mre":
         asym = [s for s in samples if s.label not in split.symmetric][: config.reversed_per_batch]
         if asym:
-            extra.append(store.batch([dataclasses.replace(s, label="None") for s in asym], split.train_classes,
-                                     swap=True))
+            extra.append(store.batch([dataclasses.replace(s, label="None") for s in asym], classes, swap=True))
     return concat_batches([batch, *extra]) if extra else batch
 
 
@@ -344,12 +362,13 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     if config.similarity_prior > 0:  # random heads are never a candidate, the label-similarity start is
         best_f1, best_state = val["selection"], copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
-        batches = balanced_batches(split.train, split.train_classes, steps, config.batch_size, rng)
+        batches = grouped_batches(split, steps, config.batch_size, rng)
         sums: dict[str, float] = {}
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
-        for i, batch_samples in enumerate(bar):
-            terms = training_step(model, training_batch(store, batch_samples, split, config, rng), emb("train"),
-                                  optimizer, r_optimizer)
+        for i, (classes, batch_samples) in enumerate(bar):
+            rows = [split.train_classes.index(c) for c in classes]
+            terms = training_step(model, training_batch(store, batch_samples, split, config, rng, classes),
+                                  emb("train")[rows], optimizer, r_optimizer)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
@@ -434,6 +453,7 @@ def config_from_args(args: argparse.Namespace, task: str, preset: str = "referen
         "seed": args.seed, "epochs": args.epochs, "patience": args.patience, "lr": args.lr, "beta": args.beta,
         "label_text": args.label_text, "fusion": args.fusion, "batch_size": args.batch_size,
         "similarity_prior": args.similarity_prior, "text_input": args.text_input, "prior_pool": args.prior_pool,
+        "fit_weight": args.fit_weight, "negatives_per_batch": args.negatives_per_batch,
     }.items() if v is not None}
     for flag in ("vmoe", "vat", "infonce", "image"):
         if getattr(args, f"no_{flag}"):
@@ -453,13 +473,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--similarity-prior", type=float, help="start from label similarity (0 = reference)")
     parser.add_argument("--text-input", choices=["markers", "spans"])
     parser.add_argument("--prior-pool", choices=["text", "entities"])
+    parser.add_argument("--fit-weight", type=float, help="weight of the per-class 'does it fit at all' loss")
+    parser.add_argument("--negatives-per-batch", type=int,
+                        help="no-class samples (the split's train negatives) per batch: abstention is trained")
     for flag in ("vmoe", "vat", "infonce", "image"):
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline")
+    parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline | tweets-all-types")
     parser.add_argument("--out", help="checkpoint directory to write (none: report only)")
     parser.add_argument("--name", help="checkpoint name (default: directory name)")
     parser.add_argument("--dry-run", action="store_true", help="stop after one training batch")

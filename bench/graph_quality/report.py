@@ -248,7 +248,7 @@ def markdown(res: dict) -> str:
     tw = res.get("twitter2017")
     if tw:
         parts += [
-            "## Twitter-2017 test — typed entities",
+            f"## Twitter-2017 {tw['file'].split('/')[-1].removesuffix('.txt')} — typed entities",
             f"{tw['tweets']} tweets as written (`@`/`#` glued), {tw['gold_mentions']} gold mentions {tw['gold_by_type']}. "
             f"Ontology: `ontology/ontology.yaml`; {tw['ontology']['type_map']}.",
             *entity_tables(tw),
@@ -291,7 +291,8 @@ def plot(res: dict, path: Path) -> None:
         names = list(tw["systems"])
         bars = [("typed F1", [tw["systems"][s]["typed"]["f1"] for s in names]),
                 ("span F1 (untyped)", [tw["systems"][s]["untyped"]["f1"] for s in names])]
-        _bars(ax, names, bars, f"Twitter-2017 test entities ({tw['tweets']} tweets)")
+        _bars(ax, names, bars, f"Twitter-2017 {tw['file'].split('/')[-1].removesuffix('.txt')} entities "
+                               f"({tw['tweets']} tweets)")
     fig.suptitle("Graph quality, scored with Cypher over the loaded graph", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

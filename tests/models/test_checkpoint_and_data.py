@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from mmkg.settings import research_data_dir
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.config import MGVMoEConfig
-from models.data import bio_spans, load_mnre, load_wnut_fold
+from models.data import NO_CLASS, ClassSplit, Sample, bio_spans, load_mnre, load_split, load_wnut_fold, non_entity_spans
 from models.modeling import MGVMoE
+from models.train import balanced_batches, grouped_batches
 from tests.models.conftest import random_batch
 
 needs_data = pytest.mark.skipif(research_data_dir() is None,
@@ -103,3 +106,41 @@ def test_wnut_folds_rotate_disjoint_groups():
         assert all(s.label in f.test_classes for s in f.test)
         assert "other" not in {s.label for s in f.train + f.val + f.test}
     assert len(folds[0].train) == len(folds[2].val) == len(folds[1].test)
+
+
+def test_non_entity_spans_are_capitalised_or_hashtag_runs_outside_gold():
+    tokens = "RT @ Foo : Summer is the best New Post Today in # Nashville area !".split()
+    # "Foo" (gold) and lowercase words are never proposed; a run stops at three words; "#" itself is no span
+    assert non_entity_spans(tokens, [(2, 3)]) == [(0, 1), (4, 5), (8, 11), (13, 14)]
+    assert non_entity_spans(["A", "B", "C", "D"], []) == [(0, 3), (3, 4)]
+
+
+def test_grouped_batches_score_each_batch_against_its_own_label_set():
+    def sample(i: int, label: str) -> Sample:
+        return Sample(f"s{i}", ("w",), ((0, 1),), label)
+
+    wnut = [sample(i, c) for i, c in enumerate(["person", "company"] * 5)]
+    tw = [sample(100 + i, c) for i, c in enumerate(["PER", "ORG", "LOC", "MISC"] * 10)]
+    groups = [["person", "company"], ["PER", "ORG", "LOC", "MISC"]]
+    split = ClassSplit("x", "met", groups[0] + groups[1], ["PER"], [], wnut + tw, [], [], "p", train_groups=groups)
+    batches = grouped_batches(split, steps=10, batch_size=4, rng=np.random.default_rng(0))
+    assert len(batches) == 10
+    assert sum(classes == groups[0] for classes, _ in batches) == 2  # 10 of 50 samples: 2 of 10 steps
+    for classes, samples in batches:
+        assert all(s.label in classes for s in samples)
+    # one label set: exactly the class-balanced batches over the training classes, as before
+    single = dataclasses.replace(split, train_groups=[])
+    plain = balanced_batches(split.train, split.train_classes, 3, 4, np.random.default_rng(1))
+    assert [b for _, b in grouped_batches(single, 3, 4, np.random.default_rng(1))] == plain
+
+
+@needs_data
+def test_the_all_types_split_reads_train_files_only_and_keeps_test_unread():
+    split = load_split("tweets-all-types")
+    assert split.train_groups[1] == ["PER", "LOC", "ORG", "MISC"] == split.val_classes
+    assert set(split.train_classes) == set(split.train_groups[0]) | set(split.train_groups[1])
+    files = {s.uid.split(":")[0] for s in split.train + split.train_negatives}
+    assert files == {"wnut16/train", "twitter2017/train.txt"}
+    assert {s.uid.split(":")[0] for s in split.val + split.negatives} == {"twitter2017/valid.txt"}
+    assert not split.test and "other" not in {s.label for s in split.train}
+    assert all(s.label in NO_CLASS for s in split.train_negatives + split.negatives)
