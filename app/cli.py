@@ -34,6 +34,12 @@ def _airflow(args: argparse.Namespace) -> int:
     return local_airflow.cli(args.action)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from app import cluster
+
+    return cluster.cli(args.action, args.rest)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from app import demo
 
@@ -56,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("action", choices=["init", "start", "stop", "status"])
     af.add_argument("--gpu-slots", type=int, default=1, help="slots of a newly created gpu pool (init)")
     af.set_defaults(func=_airflow)
+
+    cl = sub.add_parser(
+        "cluster",
+        help="Airflow on CeleryExecutor on 127.0.0.1 (PostgreSQL, Redis, two Celery workers) as one process group: "
+        "start/stop/status; `mmkg cluster airflow ARGS` runs the airflow CLI against it (needs bin/setup --cluster)",
+    )
+    cl.add_argument("action", choices=["start", "stop", "status", "airflow"])
+    cl.add_argument("rest", nargs=argparse.REMAINDER, help="airflow CLI arguments (with `airflow`)")
+    cl.set_defaults(func=_cluster)
 
     demo = sub.add_parser("demo", help="run mmkg_ingest over the sample days and query the graph")
     demo.add_argument("days", nargs="*", help="YYYY-MM-DD partitions (default: all in the landing dir)")

@@ -120,9 +120,11 @@ def passwords_file(home: Path) -> Path:
 MAX_RESTARTS = 3
 
 
-def supervise() -> int:
-    """Run the components until SIGTERM/SIGINT or until one of them exits for good (cleanly, or
+def supervise(extra: dict[str, list[str]] | None = None) -> int:
+    """Run the components (``COMPONENTS`` and ``extra``: name -> ``airflow`` arguments, e.g. the Celery
+    workers of ``app.cluster``) until SIGTERM/SIGINT or until one of them exits for good (cleanly, or
     failing more than ``MAX_RESTARTS`` times); then stop the rest."""
+    components = {**COMPONENTS, **(extra or {})}
     os.close(_open_private(passwords_file(Path(os.environ["AIRFLOW_HOME"])), os.O_WRONLY | os.O_CREAT))  # Airflow opens it "a+": keeps 0600
     env = {**os.environ, "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{MODULE}.loopback_hostname"}
     stopping = False
@@ -135,7 +137,7 @@ def supervise() -> int:
     signal.signal(signal.SIGINT, _stop)
     children = {
         name: subprocess.Popen([sys.executable, "-m", "airflow", *args], env=env)
-        for name, args in COMPONENTS.items()
+        for name, args in components.items()
     }
     children["log-server"] = subprocess.Popen([sys.executable, "-m", MODULE, "serve-logs"], env=env)
     print(f"[mmkg airflow] started {', '.join(f'{n} (pid {p.pid})' for n, p in children.items())}", flush=True)
@@ -152,7 +154,7 @@ def supervise() -> int:
                 restarts[name] += 1
                 print(f"[mmkg airflow] {name} exited with {rc}; restarting it ({restarts[name]} of {MAX_RESTARTS})",
                       flush=True)
-                argv = [sys.executable, "-m", "airflow", *COMPONENTS[name]] if name in COMPONENTS else \
+                argv = [sys.executable, "-m", "airflow", *components[name]] if name in components else \
                     [sys.executable, "-m", MODULE, "serve-logs"]
                 children[name] = subprocess.Popen(argv, env=env)
         elif exited:
@@ -202,6 +204,9 @@ class LocalAirflow:
     """Start/stop one local Airflow for ``home``. ``port=None`` takes ``[api] port`` when ``home`` is
     the configured AIRFLOW_HOME (``mmkg airflow start``), else a free port; the log-server ports are
     free ports too for a throw-away home (tests), so two runs on one machine never collide."""
+
+    #: The module whose ``supervise`` command leads the session (``app.cluster`` adds PostgreSQL, Redis, workers).
+    supervisor_module = MODULE
 
     def __init__(self, home: Path, env: dict[str, str] | None = None, port: int | None = None, private_ports: bool = True):
         self.home = Path(home)
@@ -267,7 +272,7 @@ class LocalAirflow:
         log_fd = _open_private(self.log_path)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", MODULE, "supervise"],
+                [sys.executable, "-m", self.supervisor_module, "supervise"],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:
