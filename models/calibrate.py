@@ -1,6 +1,6 @@
 """Re-calibrate a checkpoint's abstention threshold on its split's *validation* classes.
 
-    python -m models.calibrate models/checkpoints/met-wnut16 --split wnut16-pipeline
+    python -m models.calibrate models/checkpoints/met-tweets --split tweets-all-types
     python -m models.calibrate models/checkpoints/mre-mnre --split mnre-pipeline
 
 The threshold is on the best class's raw score (``models.train.THRESHOLD_STATISTIC``; unlike a softmax

@@ -27,7 +27,7 @@ FORMAT = "mg-vmoe-heads/1"
 #: The checkpoints shipped in the package, the pipeline's defaults (``MMKG_ENTITY_CHECKPOINT`` /
 #: ``MMKG_RELATION_CHECKPOINT`` override them).
 SHIPPED = Path(__file__).resolve().parent / "checkpoints"
-DEFAULT_ENTITY_CHECKPOINT = SHIPPED / "met-wnut16"
+DEFAULT_ENTITY_CHECKPOINT = SHIPPED / "met-tweets"
 DEFAULT_RELATION_CHECKPOINT = SHIPPED / "mre-mnre"
 
 

@@ -1,7 +1,7 @@
 """Score a saved MG-VMoE checkpoint on one part of a zero-shot split.
 
     python -m models.evaluate models/checkpoints/mre-mnre --split mnre --part test
-    python -m models.evaluate models/checkpoints/met-wnut16 --split wnut16-fold3 --part val --dry-run
+    python -m models.evaluate models/checkpoints/met-tweets --split wnut16-fold3 --part val --dry-run
 
 The checkpoint's marker embeddings are installed into the text encoder before features are computed,
 so the features match the ones the heads were trained on.

@@ -100,7 +100,7 @@ def test_dag_run_over_a_sample_day_builds_the_graph(neo4j_driver, neo4j_conn, ai
     assert len(records) >= expected["posts"]  # sample posts name several entities each
     for r in records:
         assert all(r["m"].get(k) is not None for k in PROVENANCE), r["m"]
-        assert r["m"]["model_version"].startswith("mg-vmoe/met-wnut16@")  # MG-VMoE is the default typer
+        assert r["m"]["model_version"].startswith("mg-vmoe/met-tweets@")  # MG-VMoE is the default typer
         assert 0.0 <= r["m"]["score"] <= 1.0 and r["m"]["run_id"] == dag_run.run_id
         assert r["type"] in r["labels"] and "Entity" in r["labels"]
     typed = {(r["name"], r["type"]) for r in records}

@@ -400,7 +400,7 @@ STAGE_SOURCES = (
     "extraction/pipeline.py", "kg_loader/load.py", "kg_loader/records.py", "kg_loader/writer.py",
     "kg_loader/cypher.py", "mmkg/identity.py", "mmkg/ontology.py", "mmkg/records.py", "ontology/ontology.yaml",
     "models/modeling.py", "models/label_descriptions.py", "models/mention_tagger.py",
-    "models/checkpoints/met-wnut16/checkpoint.json", "models/checkpoints/met-wnut16/heads.safetensors",
+    "models/checkpoints/met-tweets/checkpoint.json", "models/checkpoints/met-tweets/heads.safetensors",
     "models/checkpoints/mre-mnre/checkpoint.json", "models/checkpoints/mre-mnre/heads.safetensors",
 )
 CHECKPOINTS = "models/checkpoints"  # every file under it is hashed too (a mention-tagger checkpoint, say)
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                      "tagger_card": {k: v for k, v in (getattr(detector, "tagger_card", None) or {}).items()
                                      if isinstance(v, (str, int, float, bool))}}
     print(f"detected {len(mnre_mentions)} mentions in {len(mnre['posts']) if mnre else 0} MNRE posts, "
-          f"{len(tw_mentions)} in {len(tw['posts']) if tw else 0} Twitter-2017 posts", flush=True)
+          f"{len(tw_mentions)} in {len(tw['posts']) if tw else 0} {args.entity_set} posts", flush=True)
 
     entity_results: dict = {}
     relation_results: dict = {}  # ontology key -> system -> result
@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_entity(name: str, r: dict) -> None:
     t, u = r["typed"], r["untyped"]
-    print(f"[twitter2017] {name}: typed P/R/F1 {t['precision']}/{t['recall']}/{t['f1']}, untyped F1 {u['f1']}, "
+    print(f"[entities] {name}: typed P/R/F1 {t['precision']}/{t['recall']}/{t['f1']}, untyped F1 {u['f1']}, "
           f"abstained {r['abstained']}", flush=True)
 
 

@@ -12,7 +12,7 @@ import torch
 from mmkg.settings import research_data_dir
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.config import MGVMoEConfig
-from models.data import NO_CLASS, ClassSplit, Sample, bio_spans, load_mnre, load_split, load_wnut_fold, non_entity_spans
+from models.data import NO_CLASS, ClassSplit, Sample, bio_spans, load_mnre, load_split, load_wnut_fold
 from models.modeling import MGVMoE
 from models.train import balanced_batches, grouped_batches
 from tests.models.conftest import random_batch
@@ -108,13 +108,6 @@ def test_wnut_folds_rotate_disjoint_groups():
     assert len(folds[0].train) == len(folds[2].val) == len(folds[1].test)
 
 
-def test_non_entity_spans_are_capitalised_or_hashtag_runs_outside_gold():
-    tokens = "RT @ Foo : Summer is the best New Post Today in # Nashville area !".split()
-    # "Foo" (gold) and lowercase words are never proposed; a run stops at three words; "#" itself is no span
-    assert non_entity_spans(tokens, [(2, 3)]) == [(0, 1), (4, 5), (8, 11), (13, 14)]
-    assert non_entity_spans(["A", "B", "C", "D"], []) == [(0, 3), (3, 4)]
-
-
 def test_grouped_batches_score_each_batch_against_its_own_label_set():
     def sample(i: int, label: str) -> Sample:
         return Sample(f"s{i}", ("w",), ((0, 1),), label)
@@ -141,6 +134,6 @@ def test_the_all_types_split_reads_train_files_only_and_keeps_test_unread():
     assert set(split.train_classes) == set(split.train_groups[0]) | set(split.train_groups[1])
     files = {s.uid.split(":")[0] for s in split.train + split.train_negatives}
     assert files == {"wnut16/train", "twitter2017/train.txt"}
-    assert {s.uid.split(":")[0] for s in split.val + split.negatives} == {"twitter2017/valid.txt"}
-    assert not split.test and "other" not in {s.label for s in split.train}
-    assert all(s.label in NO_CLASS for s in split.train_negatives + split.negatives)
+    assert {s.uid.split(":")[0] for s in split.val} == {"twitter2017/valid.txt"}
+    assert not split.test and not split.negatives and "other" not in {s.label for s in split.train}
+    assert split.train_negatives and all(s.label in NO_CLASS for s in split.train_negatives)
