@@ -125,6 +125,15 @@ DETACH DELETE p
 """
 
 
+#: Prefix of the bulk upserts: keep the cached plan when the graph's statistics drift. Their plans are
+#: unique-index seeks whatever the graph's size, so a re-plan (Neo4j re-plans a cached query once the
+#: counts it was planned on diverge, i.e. again and again while a load grows the graph) only costs
+#: server CPU. Per 100k triples (medians of 4 interleaved loads, ``python -m bench.load_profile``,
+#: bench/results/load_profile.txt): server time in statements 4.66 -> 3.54 s, server CPU 4.82 -> 4.42 s;
+#: the wall time did not move on the loaded 2-core box it ran on (6.37 vs 6.36 s).
+NO_REPLAN = "CYPHER replan=skip"
+
+
 def upsert_mentions(entity_type: str) -> str:
     """Mentions of one entity type: MERGE the entity on its constrained id, label it, link the post.
 
@@ -137,7 +146,7 @@ def upsert_mentions(entity_type: str) -> str:
     the order posts were loaded in. Returns ``written``: rows whose post was there (the others
     are counted as missing by the writer).
     """
-    return f"""
+    return f"""{NO_REPLAN}
 UNWIND $rows AS row
 MATCH (p:Post {{id: row.post_id}})
 MERGE (e:Entity {{id: row.entity_id}})
@@ -169,7 +178,7 @@ def upsert_relations(relation: str) -> str:
     an order where every item reads only properties not yet set by an earlier item: the result
     is the same whether the items are applied one by one or all at once.
     """
-    return f"""
+    return f"""{NO_REPLAN}
 UNWIND $rows AS row
 MATCH (h:Entity {{id: row.head_id}})
 MATCH (t:Entity {{id: row.tail_id}})
