@@ -478,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop(settings)
         server.stop(peer_settings)
+        for folder in (home, peer_settings.home):  # throw-away servers: their stores go with them
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
