@@ -244,13 +244,34 @@ def read_twitter2017(path: Path) -> list[tuple[list[str], list[str]]]:
     return sentences
 
 
-def load_all_types(data_dir: Path | None = None) -> ClassSplit:
+def detector_false_positives(sentences: list[tuple[list[str], list[str]]], tagger) -> list[list[tuple[int, int]]]:
+    """Per sentence, the word spans the mention ``tagger`` (``models.mention_tagger``, the pipeline's detector)
+    proposes on the post as written that are no gold mention: what the typer should abstain on. A proposed
+    character span becomes the words inside it; one covering no whole word is skipped."""
+    from models.mention_tagger import written_offsets
+
+    written = [written_offsets(tokens) for tokens, _ in sentences]
+    predicted = tagger.predict([text for text, _ in written])
+    out = []
+    for (tokens, tags), (_, offsets), spans in zip(sentences, written, predicted):
+        gold = {(a, b) for a, b, _ in bio_spans(tags)}
+        words = set()
+        for a, b in spans:
+            inside = [k for k, (s, e) in enumerate(offsets) if a <= s and e <= b]
+            if inside and (inside[0], inside[-1] + 1) not in gold:
+                words.add((inside[0], inside[-1] + 1))
+        out.append(sorted(words))
+    return out
+
+
+def load_all_types(data_dir: Path | None = None, tagger=None) -> ClassSplit:
     """The shipped entity typer's split (issue 10): every labelled type there is, since the typer's job in
     production is to transfer to the user's types. Trains on the *train* files only — WNUT-16 train (its 9
     types; ``other`` mentions are abstention negatives) and Twitter-2017 train (PER/LOC/ORG/MISC) — as two
     label sets (``train_groups``); early stopping and the threshold on Twitter-2017 *valid* (tweets of the
-    kind the pipeline types). No validation negatives: capitalised non-entity spans as negatives were tried and
-    made the threshold far too strict (docs/model.md). The dev/test files of WNUT-16 and Twitter-2017's test file are never read, so
+    kind the pipeline types). With a mention ``tagger``, its false positives on each file are no-class samples
+    (``detector_false_positives``): train's may teach abstention, valid's calibrate the threshold. (Capitalised
+    non-entity spans as negatives were tried and made the threshold far too strict: docs/model.md.) The dev/test files of WNUT-16 and Twitter-2017's test file are never read, so
     both stay held out for end-to-end tests. Not a zero-shot split: the fold protocol measures transfer."""
     data_dir = data_dir or require_data_dir()
     counts: Counter = Counter()
@@ -260,29 +281,44 @@ def load_all_types(data_dir: Path | None = None) -> ClassSplit:
             sample = Sample(f"wnut16/train:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind)
             (negatives if kind == "other" else wnut).append(sample)
     parts: dict[str, list[Sample]] = {}
+    false_positives: dict[str, list[Sample]] = {}
     for name in TWITTER2017_FILES[:2]:
+        sentences = read_twitter2017(data_dir / "twitter2017" / name)
         parts[name] = [Sample(f"twitter2017/{name}:{s_i}:{start}-{end}", tuple(tokens), ((start, end),), kind)
-                       for s_i, (tokens, tags) in enumerate(read_twitter2017(data_dir / "twitter2017" / name))
-                       for start, end, kind in bio_spans(tags)]
+                       for s_i, (tokens, tags) in enumerate(sentences) for start, end, kind in bio_spans(tags)]
+        fps = detector_false_positives(sentences, tagger) if tagger is not None else [[] for _ in sentences]
+        false_positives[name] = [Sample(f"twitter2017/{name}:{s_i}:{a}-{b}:fp", tuple(sentences[s_i][0]), ((a, b),),
+                                        "None") for s_i, spans in enumerate(fps) for a, b in spans]
     wnut_types = sorted({s.label for s in wnut})
     twitter_types = [t for t in TWITTER2017_TYPES if any(s.label == t for s in parts["train.txt"])]
     counts.update({"wnut16_train_mentions": len(wnut), "wnut16_train_other": len(negatives),
                    "twitter2017_train_mentions": len(parts["train.txt"]),
-                   "twitter2017_valid_mentions": len(parts["valid.txt"])})
+                   "twitter2017_valid_mentions": len(parts["valid.txt"]),
+                   "twitter2017_train_detector_false_positives": len(false_positives["train.txt"]),
+                   "twitter2017_valid_detector_false_positives": len(false_positives["valid.txt"])})
     return ClassSplit(
         name="tweets-all-types", task="met", train_classes=wnut_types + twitter_types, val_classes=twitter_types,
         test_classes=[], train=wnut + parts["train.txt"], val=parts["valid.txt"], test=[],
         protocol=("all labelled entity types: WNUT-16 train (9 types; 'other' as abstention negatives) + "
                   "Twitter-2017 train (PER/LOC/ORG/MISC), two label sets; validation Twitter-2017 valid; "
                   "WNUT-16 dev/test and Twitter-2017 test unread"),
-        counts=dict(counts), train_negatives=negatives, train_groups=[wnut_types, twitter_types],
+        counts=dict(counts), train_negatives=negatives + false_positives["train.txt"],
+        negatives=false_positives["valid.txt"], train_groups=[wnut_types, twitter_types],
     )
 
 
 def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     """``mnre`` / ``mnre-seedN`` / ``wnut16-foldK`` / ``wnut16-pipeline`` / ``tweets-all-types`` -> ClassSplit."""
-    if name == "tweets-all-types":
-        return load_all_types(data_dir)
+    if name in ("tweets-all-types", "tweets-all-types+fp"):
+        # "+fp": the shipped mention tagger's false positives as no-class samples
+        tagger = None
+        if name.endswith("+fp"):
+            from models.mention_tagger import DEFAULT_MENTION_CHECKPOINT, load_tagger
+
+            tagger, _ = load_tagger(DEFAULT_MENTION_CHECKPOINT)
+        split = load_all_types(data_dir, tagger)
+        split.name = name
+        return split
     if name == "mnre":
         return load_mnre(0, data_dir)
     if name.startswith("mnre-seed"):

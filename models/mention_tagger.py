@@ -124,10 +124,9 @@ class TaggedText:
     ignore: tuple[tuple[int, int], ...] = ()
 
 
-def written_form(tokens: Sequence[str], tags: Sequence[str], glue_sigils: bool = True) -> TaggedText:
-    """Tokens joined by single spaces (a lone ``@``/``#`` glued to the next token when ``glue_sigils``:
-    the post as written) and the BIO tags' spans as character offsets, types ignored: a span opens at
-    ``B-`` or at an ``I-`` after ``O``, and an ``I-`` of any type continues it."""
+def written_offsets(tokens: Sequence[str], glue_sigils: bool = True) -> tuple[str, list[tuple[int, int]]]:
+    """Tokens joined by single spaces, a lone ``@``/``#`` glued to the next token when ``glue_sigils`` (the
+    post as written), and each token's character span in that text."""
     text, offsets = "", []
     for i, token in enumerate(tokens):
         glued = glue_sigils and i > 0 and tokens[i - 1] in ("@", "#")
@@ -135,6 +134,14 @@ def written_form(tokens: Sequence[str], tags: Sequence[str], glue_sigils: bool =
             text += " "
         offsets.append((len(text), len(text) + len(token)))
         text += token
+    return text, offsets
+
+
+def written_form(tokens: Sequence[str], tags: Sequence[str], glue_sigils: bool = True) -> TaggedText:
+    """Tokens joined by single spaces (a lone ``@``/``#`` glued to the next token when ``glue_sigils``:
+    the post as written) and the BIO tags' spans as character offsets, types ignored: a span opens at
+    ``B-`` or at an ``I-`` after ``O``, and an ``I-`` of any type continues it."""
+    text, offsets = written_offsets(tokens, glue_sigils)
     spans, start = [], None
     for i, tag in enumerate(list(tags) + ["O"]):
         if tag == "O" or tag.startswith("B-") or start is None:

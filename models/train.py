@@ -482,7 +482,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline | tweets-all-types")
+    parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline | tweets-all-types[+fp]")
     parser.add_argument("--out", help="checkpoint directory to write (none: report only)")
     parser.add_argument("--name", help="checkpoint name (default: directory name)")
     parser.add_argument("--dry-run", action="store_true", help="stop after one training batch")

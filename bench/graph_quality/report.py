@@ -212,7 +212,7 @@ def markdown(res: dict) -> str:
         signed = g.get("entities_whose_surface_has_a_sign", {})
         one_name = g.get("pairs_whose_two_spans_are_one_name_by_scope", {})
         parts += [
-            "## MNRE test — relations",
+            f"## MNRE {mnre['file'].split('_')[-1].removesuffix('.txt')} — relations",
             f"{mnre['lines']} lines → {mnre['posts_distinct_texts']} posts (lines sharing a text are one post). "
             f"**Excluded** {ex['posts']} posts ({ex['lines']} lines, {ex['annotations']} annotations; their pairs by scope "
             f"{ex['pairs_by_scope']}, {ex['test_relation_annotations']} test-relation annotations): {ex['reason']}. "
@@ -285,7 +285,8 @@ def plot(res: dict, path: Path) -> None:
                 (f"relation micro F0.5 ({mode})", [o["systems"][s][mode]["micro"]["f0_5"] for s in names]),
                 (f"relation micro R ({mode})", [o["systems"][s][mode]["micro"]["recall"] for s in names])]
         title = {"typed": "(b) typed ontology — headline", "any": "(a) any-types ontology"}.get(key, key)
-        _bars(ax, names, bars, f"MNRE test relations, {title} ({mnre['scored_posts']} posts)")
+        part = mnre["file"].split("_")[-1].removesuffix(".txt")
+        _bars(ax, names, bars, f"MNRE {part} relations, {title} ({mnre['scored_posts']} posts)")
     if tw and tw["systems"]:
         ax = axes[0][k]
         names = list(tw["systems"])

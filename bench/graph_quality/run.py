@@ -110,14 +110,17 @@ def mnre_ontology(test_relations: list[str], allowed: str = HEADLINE_ONTOLOGY):
     }, where=f"graph-quality MNRE ontology ({allowed})")
 
 
-def prepare_mnre(data: Path, limit: int | None) -> dict:
+def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
+    """MNRE posts of the ``test`` file (the headline), or of the ``val`` file: the same relations and rules on
+    posts no reported number uses, for choices about the stages (the relation checkpoint early-stopped on
+    the val file's validation relations, so its relation scores there are not clean; entity coverage is)."""
     from extraction.images import validate_image
     from mmkg.records import Post
     from models.data import mnre_relation_split, read_mnre
 
     files, _ = read_mnre(data)
     train_rel, val_rel, test_rel = mnre_relation_split(files, seed=0)
-    test_rows = files[2]
+    test_rows = files[{"val": 1, "test": 2}[part]]
     posts = build_mnre_posts(test_rows)
     leaked = leaked_texts(files, train_rel)
     kept, excluded = split_leaked(posts, leaked)
@@ -146,7 +149,7 @@ def prepare_mnre(data: Path, limit: int | None) -> dict:
                     images = (check.ref,)
                     with_image += 1
                 break
-        records.append(Post(id=p.id, text=p.text, created_at=CREATED_AT, source="mnre_test", images=images))
+        records.append(Post(id=p.id, text=p.text, created_at=CREATED_AT, source=f"mnre_{part}", images=images))
 
     scope = Counter(p.scope for p in pairs)
     ontologies = {key: mnre_ontology(test_rel, key) for key in ONTOLOGIES}
@@ -157,7 +160,7 @@ def prepare_mnre(data: Path, limit: int | None) -> dict:
         "test_relations": test_rel,
         "ontologies": ontologies,
         "summary": {
-            "file": "mnre/mnre_test.txt",
+            "file": f"mnre/mnre_{part}.txt",
             "lines": len(test_rows),
             "posts_distinct_texts": len(posts),
             "split": {"seed": 0, "train_relations": train_rel, "val_relations": val_rel, "test_relations": test_rel},
@@ -437,6 +440,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--entity-set", choices=list(ENTITY_SETS), default="twitter2017-test",
                         help="tweets scored for typed entities (default twitter2017-test; twitter2017-valid for "
                              "choices made before any test score; wnut16-test: a second public set)")
+    parser.add_argument("--mnre-part", choices=["test", "val"], default="test",
+                        help="MNRE file scored for relations (val: for choices about the stages)")
     parser.add_argument("--entity-checkpoint", default="", metavar="PATH",
                         help="MG-VMoE entity checkpoint (default the shipped one)")
     parser.add_argument("--relation-checkpoint", default="", metavar="PATH",
@@ -477,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s for s in SYSTEMS if s in args.systems]
     entity_systems = [s for s in systems if SYSTEMS[s]["entity"] and "entities" in args.parts]
     relation_systems = [s for s in systems if SYSTEMS[s]["relation"] and "relations" in args.parts]
-    mnre = timed("prepare_mnre_s", prepare_mnre, data, args.limit) if relation_systems else None
+    mnre = timed("prepare_mnre_s", prepare_mnre, data, args.limit, args.mnre_part) if relation_systems else None
     tw = timed("prepare_twitter_s", prepare_twitter, data, args.limit, args.entity_set) if entity_systems else None
     from mmkg.ontology import load_ontology
 

@@ -521,14 +521,9 @@ def example_spans(example) -> set[Span]:
 def written_offsets(tweet: Sequence[tuple[str, str]]) -> tuple[str, list[Span]]:
     """The text of a tweet as written (a lone ``@``/``#`` glued to the next token, as
     ``build_example(tweet, "tweet")`` does) and each token's character span in it."""
-    text, offsets = "", []
-    for i, (token, _) in enumerate(tweet):
-        glued = i > 0 and tweet[i - 1][0] in ("@", "#")
-        if i > 0 and not glued:
-            text += " "
-        offsets.append((len(text), len(text) + len(token)))
-        text += token
-    return text, offsets
+    from models.mention_tagger import written_offsets as joined
+
+    return joined([token for token, _ in tweet])
 
 
 def _prf_counts(tp: int, fp: int, fn: int) -> dict:

@@ -12,7 +12,8 @@ import torch
 from mmkg.settings import research_data_dir
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.config import MGVMoEConfig
-from models.data import NO_CLASS, ClassSplit, Sample, bio_spans, load_mnre, load_split, load_wnut_fold
+from models.data import (NO_CLASS, ClassSplit, Sample, bio_spans, detector_false_positives, load_mnre, load_split,
+                         load_wnut_fold)
 from models.modeling import MGVMoE
 from models.train import balanced_batches, grouped_batches
 from tests.models.conftest import random_batch
@@ -137,3 +138,23 @@ def test_the_all_types_split_reads_train_files_only_and_keeps_test_unread():
     assert {s.uid.split(":")[0] for s in split.val} == {"twitter2017/valid.txt"}
     assert not split.test and not split.negatives and "other" not in {s.label for s in split.train}
     assert split.train_negatives and all(s.label in NO_CLASS for s in split.train_negatives)
+
+
+class _FixedTagger:
+    """Stands in for the mention tagger: proposes the given character spans for every text."""
+
+    def __init__(self, spans):
+        self.spans, self.texts = spans, []
+
+    def predict(self, texts):
+        self.texts += texts
+        return [self.spans for _ in texts]
+
+
+def test_detector_false_positives_are_proposed_spans_that_are_no_gold_mention():
+    tokens = ["Go", "#", "RedSox", "at", "Fenway", "Park", "!"]
+    tags = ["O", "O", "B-ORG", "O", "B-LOC", "I-LOC", "O"]
+    # written: "Go #RedSox at Fenway Park !": RedSox 4-10, Fenway Park 14-25
+    tagger = _FixedTagger([(0, 2), (4, 10), (14, 20), (14, 25), (21, 23)])
+    assert detector_false_positives([(tokens, tags)], tagger) == [[(0, 1), (4, 5)]]
+    assert tagger.texts == ["Go #RedSox at Fenway Park !"]  # the post as written, sigils glued
