@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from extraction.zero_shot import best_reading_per_pair, relation_candidates
+from extraction.zero_shot import best_reading_per_pair, narrowest, relation_candidates
 from mmkg.ontology import Ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 
@@ -237,9 +237,14 @@ class LabelSimilarityExtractor:
         inputs = [mention_input(m.text, tag=_is_tag(t, m.start)) for m, t in zip(mentions, texts)]
         sims = self.embed(inputs) @ label_emb.T  # (mentions, types)
         best, arg = sims.max(dim=1)
+        parents = ontology.parent_indices()
         out = []
-        for m, score, i in zip(mentions, best.tolist(), arg.tolist()):
-            etype = names[i] if score >= self.entity_threshold else OTHER_TYPE
+        for m, row, score, i in zip(mentions, sims, best.tolist(), arg.tolist()):
+            if score >= self.entity_threshold:
+                i = narrowest(row, i, parents, self.entity_threshold)  # a fitting narrower type wins
+                etype, score = names[i], float(row[i])
+            else:
+                etype = OTHER_TYPE
             out.append(TypedMention(m, etype, float(score), self.model_version, ontology.label_set_id))
         return out
 

@@ -281,7 +281,8 @@ class MGVMoEExtractor:
         scores = self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
         # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
         keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
-        agreed = agree_on_types(keys, scores, float(self.met.thresholds.get("min_score", float("-inf"))))
+        agreed = agree_on_types(keys, scores, float(self.met.thresholds.get("min_score", float("-inf"))),
+                                parents=ontology.parent_indices())
         out = []
         for m, raw, p, kind in zip(mentions, scores, scores.softmax(-1), agreed):
             self.stats["abstained_types" if kind is None else "typed"] += 1

@@ -79,14 +79,30 @@ def best_reading_per_pair(scored: Iterable[tuple[RelationMention, float]]) -> li
 HOMONYM_MARGIN = 1.0
 
 
-def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = HOMONYM_MARGIN) -> list[int | None]:
+def narrowest(means, kind: int, parents: Sequence[int | None] | None, min_score: float) -> int:
+    """From type ``kind``, the narrowest kind of it whose score in ``means`` clears ``min_score``: a child
+    type (``parents[c] == kind``) that fits replaces its parent, the best-scoring child first, and so on
+    down (``Organization`` -> ``SportsTeam``)."""
+    if not parents:
+        return kind
+    while True:
+        fits = [c for c, p in enumerate(parents) if p == kind and float(means[c]) >= min_score]
+        if not fits:
+            return kind
+        kind = max(fits, key=lambda c: float(means[c]))
+
+
+def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = HOMONYM_MARGIN,
+                   parents: Sequence[int | None] | None = None) -> list[int | None]:
     """One type per surface form, decided from all its mentions' scores.
 
     ``keys`` names each mention's surface form (its normalised entity name); ``raw`` is the (mentions,
     types) tensor of raw scores. Mentions sharing a key get the type with the best *mean* raw score over
     them, kept when that mean clears ``min_score`` (else all abstain: ``None``); a second type stands only
     for the mentions that prefer it, when at least two of them do and by ``margin`` on average. So one
-    mistyped mention no longer makes a second entity (the entity id hashes the type)."""
+    mistyped mention no longer makes a second entity (the entity id hashes the type). With ``parents``
+    (``Ontology.parent_indices``), a decided type then narrows to a child type that fits too (``narrowest``,
+    on the same mean scores)."""
     out: list[int | None] = [None] * len(keys)
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
@@ -103,6 +119,7 @@ def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = H
                 clusters[consensus] = [j for j in clusters[consensus] if j not in members]
         for kind, members in clusters.items():
             if members and float(sub[members, kind].mean()) >= min_score:
+                final = narrowest(sub[members].mean(0), kind, parents, min_score)
                 for j in members:
-                    out[idx[j]] = kind
+                    out[idx[j]] = final
     return out

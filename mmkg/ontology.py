@@ -8,6 +8,11 @@ reach Cypher except through these checks (see ``kg_loader.cypher`` for the secon
     entity_types:
       - name: Person
         description: a real or fictional human being
+      - name: Organization
+        description: a company, team or institution
+      - name: SportsTeam
+        description: a sports team or club
+        parent: Organization   # optional: a narrower kind of a listed type (see EntityType.parent)
     relation_types:
       - name: place_of_birth
         description: the head person was born in the tail location
@@ -49,6 +54,10 @@ class OntologyError(ValueError):
 class EntityType:
     name: str
     description: str
+    #: A narrower kind of another listed type (``SportsTeam`` of ``Organization``): a mention typed as the
+    #: parent takes the child where the child's own score also clears the threshold (the narrowest type
+    #: that fits wins), and a relation allowed for the parent is allowed for the child.
+    parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +86,7 @@ class Ontology:
         canonical = json.dumps(
             {
                 "version": self.version,
-                "entity_types": [[e.name, e.description] for e in self.entity_types],
+                "entity_types": [[e.name, e.description] + ([e.parent] if e.parent else []) for e in self.entity_types],
                 "relation_types": [
                     [r.name, r.description, [list(p) for p in r.allowed]] + ([True] if r.symmetric else [])
                     for r in self.relation_types
@@ -94,9 +103,23 @@ class Ontology:
                 return e
         raise KeyError(name)
 
+    def lineage(self, name: str) -> tuple[str, ...]:
+        """``name`` and the types it is a narrower kind of, nearest first: ``SportsTeam, Organization``."""
+        out, parents = [name], {e.name: e.parent for e in self.entity_types}
+        while parents.get(out[-1]):
+            out.append(parents[out[-1]])
+        return tuple(out)
+
+    def parent_indices(self) -> list[int | None]:
+        """Each entity type's parent as an index into ``entity_types`` (None: no parent)."""
+        index = {e.name: i for i, e in enumerate(self.entity_types)}
+        return [index[e.parent] if e.parent else None for e in self.entity_types]
+
     def relations_for(self, head_type: str, tail_type: str) -> tuple[RelationType, ...]:
-        """Relation types allowed between a head of ``head_type`` and a tail of ``tail_type``."""
-        return tuple(r for r in self.relation_types if (head_type, tail_type) in r.allowed)
+        """Relation types allowed between a head of ``head_type`` and a tail of ``tail_type`` (or of the
+        types they are narrower kinds of)."""
+        pairs = {(h, t) for h in self.lineage(head_type) for t in self.lineage(tail_type)}
+        return tuple(r for r in self.relation_types if pairs & set(r.allowed))
 
     @classmethod
     def from_dict(cls, data: object, where: str = "ontology") -> "Ontology":
@@ -122,9 +145,22 @@ class Ontology:
                 )
             if name in RESERVED_LABELS:
                 raise OntologyError(f"{where}: entity_types[{i}] name {name!r} is reserved by the graph schema")
-            entity_types.append(EntityType(name, description))
+            parent = item.get("parent")
+            if parent is not None and (not isinstance(parent, str) or not parent):
+                raise OntologyError(f"{where}: entity_types[{i}] ({name}): 'parent' must be a type name")
+            entity_types.append(EntityType(name, description, parent))
         _refuse_duplicates([e.name for e in entity_types], f"{where}: entity_types")
         known = {e.name for e in entity_types}
+        parents = {e.name: e.parent for e in entity_types}
+        for e in entity_types:
+            if e.parent is not None and e.parent not in known:
+                raise OntologyError(f"{where}: entity type {e.name!r}: parent {e.parent!r} is not a listed entity type")
+            seen, at = {e.name}, e.parent
+            while at is not None:
+                if at in seen:
+                    raise OntologyError(f"{where}: entity type {e.name!r}: its parents form a cycle")
+                seen.add(at)
+                at = parents[at]
 
         relation_types: list[RelationType] = []
         raw_relations = data.get("relation_types", []) or []

@@ -204,7 +204,8 @@ def test_a_type_added_to_the_ontology_shows_up_in_the_graph_without_retraining(
 
     data = yaml.safe_load((ROOT / "ontology" / "ontology.yaml").read_text())
     data["entity_types"].append(
-        {"name": "SportsTeam", "description": "a sports team or club that plays matches, such as a football or basketball team"}
+        {"name": "SportsTeam", "description": "a sports team or club that plays matches, such as a football or basketball team",
+         "parent": "Organization"}
     )
     data["relation_types"].append(
         {"name": "plays_for", "description": "the athlete plays for the sports team", "allowed": [["Person", "SportsTeam"]]}

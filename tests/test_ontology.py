@@ -105,3 +105,31 @@ def test_reserved_relations_cover_what_the_loader_writes():
     source = Path(cypher.__file__).read_text()
     used = set(re.findall(r"\[(?:\w+)?:([A-Z_]+)", source))
     assert used and {r.upper() for r in RESERVED_RELATIONS} >= used
+
+
+def _with_sports_team(parent="Organization"):
+    data = _data()
+    data["entity_types"].append({"name": "SportsTeam", "description": "a sports team or club", "parent": parent})
+    return data
+
+
+def test_a_type_may_narrow_another_and_inherits_its_relations():
+    onto = Ontology.from_dict(_with_sports_team())
+    assert onto.entity_type("SportsTeam").parent == "Organization"
+    assert onto.lineage("SportsTeam") == ("SportsTeam", "Organization") and onto.lineage("Person") == ("Person",)
+    names = [e.name for e in onto.entity_types]
+    assert onto.parent_indices()[names.index("SportsTeam")] == names.index("Organization")
+    # member_of is allowed (Person, Organization): so (Person, SportsTeam) too, but not the other way round
+    assert "member_of" in {r.name for r in onto.relations_for("Person", "SportsTeam")}
+    assert not onto.relations_for("SportsTeam", "Person")
+    # the parent is part of the label set; an ontology without parents keeps its id
+    plain = _data()
+    plain["entity_types"].append({"name": "SportsTeam", "description": "a sports team or club"})
+    assert Ontology.from_dict(plain).label_set_id != onto.label_set_id
+
+
+@pytest.mark.parametrize("parent, message", [
+    ("Club", "not a listed entity type"), ("SportsTeam", "cycle"), (3, "must be a type name")])
+def test_a_bad_parent_is_refused_with_its_reason(parent, message):
+    with pytest.raises(OntologyError, match=message):
+        Ontology.from_dict(_with_sports_team(parent))

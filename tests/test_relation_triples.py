@@ -80,6 +80,23 @@ def test_the_loader_writes_symmetric_triples_once_and_reports_drops(neo4j_driver
     assert report.dropped["relations_self_loop"] == 1 and report.as_dict()["dropped"]["relations_self_loop"] == 1
 
 
+def test_a_narrower_type_that_fits_replaces_its_parent():
+    import torch
+
+    from extraction.zero_shot import agree_on_types, narrowest
+
+    # types: 0 Person, 1 Organization, 2 SportsTeam (parent 1), 3 Club (parent 2)
+    parents = [None, None, 1, 2]
+    assert narrowest(torch.tensor([0.0, 3.0, 1.5, 0.2]), 1, parents, min_score=1.0) == 2  # fits: narrows
+    assert narrowest(torch.tensor([0.0, 3.0, 1.5, 1.2]), 1, parents, min_score=1.0) == 3  # and on down
+    assert narrowest(torch.tensor([0.0, 3.0, 0.5, 2.0]), 1, parents, min_score=1.0) == 1  # a child must fit
+    assert narrowest(torch.tensor([3.0, 0.0, 2.0, 2.0]), 0, parents, min_score=1.0) == 0  # not its child
+    raw = torch.tensor([[0.0, 3.0, 1.4, 0.0], [0.0, 2.8, 0.8, 0.0], [0.0, 3.0, 0.2, 0.0]])
+    # one surface form: the mean SportsTeam score (1.1) fits, so both "falcons" mentions narrow together
+    assert agree_on_types(["falcons", "falcons", "acme"], raw, min_score=1.0, parents=parents) == [2, 2, 1]
+    assert agree_on_types(["falcons", "falcons", "acme"], raw, min_score=1.0) == [1, 1, 1]
+
+
 def test_one_surface_form_gets_one_type_from_all_its_mentions():
     import torch
 
