@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.local_airflow import LocalAirflow, free_port, passwords_file, session_members, stop_session
+from app.local_airflow import LocalAirflow, free_port, passwords_file, session_members, stop_cli, stop_session
 
 MODULE = "app.cluster"
 PORTS = ("postgres", "redis", "api", "worker_log", "trigger_log")
@@ -459,16 +459,7 @@ def cli(action: str, rest: list[str] | None = None) -> int:
         print("  stop         mmkg cluster stop")
         return 0
     if action == "stop":
-        pid = cluster.running_pid()
-        if pid is None:
-            print(f"no cluster runs for {cluster.cluster_home}")
-            return 0
-        left = cluster.stop()
-        if left:
-            print(f"could not stop: {[(p.pid, p.name()) for p in left]}", file=sys.stderr)
-            return 1
-        print(f"Cluster stopped (session {pid}: no process left)")
-        return 0
+        return stop_cli(cluster, "Cluster", f"cluster runs for {cluster.cluster_home}")
     pid = cluster.running_pid()
     if pid is None:
         print(f"no cluster runs for {cluster.cluster_home}")

@@ -363,6 +363,21 @@ def configured() -> LocalAirflow:
     return LocalAirflow(Path(os.environ["AIRFLOW_HOME"]), port=conf.getint("api", "port"), private_ports=False)
 
 
+def stop_cli(service, title: str, nothing: str) -> int:
+    """``stop`` of a supervised session (``LocalAirflow`` or ``app.cluster.Cluster``): stop the whole process
+    group, say which session went, and exit 1 naming any process left. ``nothing``: what runs when none does."""
+    pid = service.running_pid()
+    if pid is None:
+        print(f"no {nothing}")
+        return 0
+    left = service.stop()
+    if left:
+        print(f"could not stop: {[(p.pid, p.name()) for p in left]}", file=sys.stderr)
+        return 1
+    print(f"{title} stopped (session {pid}: no process left)")
+    return 0
+
+
 def cli(action: str) -> int:
     af = configured()
     if action == "start":
@@ -373,16 +388,7 @@ def cli(action: str) -> int:
         print("  stop:     mmkg airflow stop")
         return 0
     if action == "stop":
-        pid = af.running_pid()
-        if pid is None:
-            print(f"no local Airflow runs for {af.home}")
-            return 0
-        left = af.stop()
-        if left:
-            print(f"could not stop: {[(p.pid, p.name()) for p in left]}", file=sys.stderr)
-            return 1
-        print(f"Airflow stopped (session {pid}: no process left)")
-        return 0
+        return stop_cli(af, "Airflow", f"local Airflow runs for {af.home}")
     pid = af.running_pid()
     if pid is None:
         print(f"no local Airflow runs for {af.home}")
