@@ -134,8 +134,11 @@ DETACH DELETE p
 NO_REPLAN = "CYPHER replan=skip"
 
 
-def upsert_mentions(entity_type: str) -> str:
+def upsert_mentions(entity_type: str, broader: tuple[str, ...] = ()) -> str:
     """Mentions of one entity type: MERGE the entity on its constrained id, label it, link the post.
+
+    ``broader``: the types this one is a narrower kind of (``Ontology.lineage``), nearest first: the node
+    carries their labels too, so ``(:Organization)`` finds a ``SportsTeam``; ``e.type`` stays the narrowest.
 
     The MENTIONS relationship is keyed by its span, so a re-run updates it in place. Rows carry
     only what differs per mention (``post_id, entity_id, name, surface, start, end, score``); the
@@ -146,13 +149,14 @@ def upsert_mentions(entity_type: str) -> str:
     the order posts were loaded in. Returns ``written``: rows whose post was there (the others
     are counted as missing by the writer).
     """
+    labels = ":".join(label(t) for t in (entity_type, *broader))
     return f"""{NO_REPLAN}
 UNWIND $rows AS row
 MATCH (p:Post {{id: row.post_id}})
 MERGE (e:Entity {{id: row.entity_id}})
-  ON CREATE SET e:{label(entity_type)},
+  ON CREATE SET e:{labels},
                 e += {{name: row.name, type: $entity_type, aliases: [row.surface], first_run_id: $run_id}}
-  ON MATCH SET e:{label(entity_type)},
+  ON MATCH SET e:{labels},
                e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases
                  ELSE [a IN e.aliases WHERE a < row.surface] + row.surface + [a IN e.aliases WHERE a > row.surface] END
 MERGE (p)-[m:MENTIONS {{start: row.start, end: row.end}}]->(e)

@@ -71,8 +71,9 @@ def writer_for(driver, ontology: Ontology, database: str | None = None, settings
     settings = settings or PipelineSettings.from_env()
     entity_types, relation_names = records.ontology_labels(ontology)
     symmetric = [r.name for r in ontology.relation_types if r.symmetric]
+    broader = {e.name: ontology.lineage(e.name)[1:] for e in ontology.entity_types if e.parent}
     return GraphWriter(driver, database, settings.batch_size, entity_types, relation_names, settings.neo4j_writers,
-                       symmetric)
+                       symmetric, broader)
 
 
 def load_shard(shard: dict, plan, driver, database: str | None = None) -> dict:

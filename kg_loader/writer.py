@@ -34,7 +34,7 @@ import random
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -183,6 +183,7 @@ class GraphWriter:
         allowed_relations: Iterable[str] | None = None,
         writers: int = DEFAULT_WRITERS,
         symmetric_relations: Iterable[str] = (),
+        broader_types: Mapping[str, Sequence[str]] | None = None,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -198,6 +199,8 @@ class GraphWriter:
         self.allowed_relations = set(allowed_relations) if allowed_relations is not None else None
         #: Relations written once per entity pair in canonical order (``records.relation_rows``).
         self.symmetric_relations = frozenset(symmetric_relations)
+        #: Entity type -> the types it is a narrower kind of (``Ontology.lineage``): their labels go on its nodes.
+        self.broader_types = {t: tuple(b) for t, b in (broader_types or {}).items()}
 
     # -- schema ---------------------------------------------------------------------------
     def ensure_schema(self) -> None:
@@ -280,7 +283,8 @@ class GraphWriter:
             jobs.setdefault(job, {}).setdefault(shared, []).append(params)
         sent = len(accepted)
         rounds = _mention_rounds(parts)
-        report.merge(self._write_rounds("mention", cypher.upsert_mentions, jobs, rounds, _MENTION_SHARED))
+        query = lambda entity_type: cypher.upsert_mentions(entity_type, self.broader_types.get(entity_type, ()))  # noqa: E731
+        report.merge(self._write_rounds("mention", query, jobs, rounds, _MENTION_SHARED))
         if missing := sent - report.rows["mention"]:
             report.dropped["mentions_missing_post"] += missing
         return report

@@ -563,3 +563,25 @@ def test_keys_too_long_to_index_are_refused_and_the_rest_loads(neo4j_driver):
                                 MentionRow("p1", entity_id(long_name, "Person"), "Person", long_name, long_name, 20,
                                            20 + len(long_name), 0.9, "test/v1", "ls1", "run-1")])
     assert m.rows["mention"] == 1 and "entity name" in m.rejected[0].reason
+
+
+def test_a_narrower_type_carries_the_labels_of_the_types_it_narrows(neo4j_driver):
+    from kg_loader.load import writer_for
+    from mmkg.ontology import Ontology
+
+    onto = Ontology.from_dict({"entity_types": [
+        {"name": "Person", "description": "a person"},
+        {"name": "Organization", "description": "an organization"},
+        {"name": "SportsTeam", "description": "a sports team", "parent": "Organization"},
+        {"name": "BasketballTeam", "description": "a basketball team", "parent": "SportsTeam"}]})
+    writer = writer_for(neo4j_driver, onto)
+    writer.ensure_schema()
+    _load(writer, [_post("p1")], [_mention("p1", "Seoul Tigers", "BasketballTeam", 0),
+                                  _mention("p1", "Corvid Labs", "Organization", 20)], [])
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (e:Entity) RETURN e.name AS name, e.type AS type, labels(e) AS labels ORDER BY name")
+    got = {r["name"]: (r["type"], sorted(r["labels"])) for r in records}
+    assert got == {"corvid labs": ("Organization", ["Entity", "Organization"]),
+                   "seoul tigers": ("BasketballTeam", ["BasketballTeam", "Entity", "Organization", "SportsTeam"])}
+    records, _, _ = neo4j_driver.execute_query("MATCH (e:Organization) RETURN count(e) AS n")
+    assert records[0]["n"] == 2  # asking for organizations finds the team too
