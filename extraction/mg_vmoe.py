@@ -281,12 +281,16 @@ class MGVMoEExtractor:
         scores = self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
         # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
         keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        parents = ontology.parent_indices()
         agreed = agree_on_types(keys, scores, float(self.met.thresholds.get("min_score", float("-inf"))),
-                                parents=ontology.parent_indices())
+                                parents=parents)
         out = []
         for m, raw, p, kind in zip(mentions, scores, scores.softmax(-1), agreed):
             self.stats["abstained_types" if kind is None else "typed"] += 1
-            self.stats["types_changed_to_agree"] += kind is not None and kind != int(raw.argmax())
+            if kind is not None and kind != int(raw.argmax()):
+                # to a narrower kind of the mention's own best type, or to the type its surface form agreed on
+                narrowed = int(raw.argmax()) in _ancestors(kind, parents)
+                self.stats["types_narrowed" if narrowed else "types_changed_to_agree"] += 1
             label = OTHER_TYPE if kind is None else names[kind]
             out.append(TypedMention(m, label, float(p[kind if kind is not None else int(raw.argmax())]),
                                     self.model_version, ontology.label_set_id))
@@ -316,3 +320,12 @@ class MGVMoEExtractor:
         out = best_reading_per_pair(kept)
         self.stats["pairs_other_reading_dropped"] += len(kept) - len(out)
         return out
+
+
+def _ancestors(kind: int, parents: list[int | None]) -> set[int]:
+    """Indices of the types ``kind`` is a narrower kind of (``Ontology.parent_indices``)."""
+    out, at = set(), parents[kind]
+    while at is not None:
+        out.add(at)
+        at = parents[at]
+    return out
