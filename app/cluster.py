@@ -42,7 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-from app.local_airflow import LocalAirflow, free_port, passwords_file, session_members, stop_cli, stop_session
+from app.local_airflow import (LocalAirflow, free_port, passwords_file, running_session, session_members, stop_cli,
+                               stop_session)
 
 MODULE = "app.cluster"
 PORTS = ("postgres", "redis", "api", "worker_log", "trigger_log")
@@ -460,11 +461,10 @@ def cli(action: str, rest: list[str] | None = None) -> int:
         return 0
     if action == "stop":
         return stop_cli(cluster, "Cluster", f"cluster runs for {cluster.cluster_home}")
-    pid = cluster.running_pid()
-    if pid is None:
-        print(f"no cluster runs for {cluster.cluster_home}")
+    session = running_session(cluster, f"cluster runs for {cluster.cluster_home}")
+    if session is None:
         return 3
-    members = session_members(pid)
+    pid, members = session
     names = sorted({_role(p) for p in members} - {""})
     print(f"Cluster running (session {pid}, {len(members)} processes: {', '.join(names)})")
     print(f"  ports {json.dumps(cluster.ports)}; UI {cluster.url}/ ; log {cluster.log_path}")

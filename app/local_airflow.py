@@ -363,6 +363,15 @@ def configured() -> LocalAirflow:
     return LocalAirflow(Path(os.environ["AIRFLOW_HOME"]), port=conf.getint("api", "port"), private_ports=False)
 
 
+def running_session(service, nothing: str) -> tuple[int, list] | None:
+    """``status`` of a supervised session: its pid and member processes, or None (said: ``no <nothing>``)."""
+    pid = service.running_pid()
+    if pid is None:
+        print(f"no {nothing}")
+        return None
+    return pid, session_members(pid)
+
+
 def stop_cli(service, title: str, nothing: str) -> int:
     """``stop`` of a supervised session (``LocalAirflow`` or ``app.cluster.Cluster``): stop the whole process
     group, say which session went, and exit 1 naming any process left. ``nothing``: what runs when none does."""
@@ -389,11 +398,10 @@ def cli(action: str) -> int:
         return 0
     if action == "stop":
         return stop_cli(af, "Airflow", f"local Airflow runs for {af.home}")
-    pid = af.running_pid()
-    if pid is None:
-        print(f"no local Airflow runs for {af.home}")
+    session = running_session(af, f"local Airflow runs for {af.home}")
+    if session is None:
         return 3
-    members = session_members(pid)
+    pid, members = session
     print(f"Airflow running (session {pid}, {len(members)} processes): UI {af.url}/ , log {af.log_path}")
     return 0
 

@@ -289,7 +289,7 @@ class MGVMoEExtractor:
             self.stats["abstained_types" if kind is None else "typed"] += 1
             if kind is not None and kind != int(raw.argmax()):
                 # to a narrower kind of the mention's own best type, or to the type its surface form agreed on
-                narrowed = int(raw.argmax()) in _ancestors(kind, parents)
+                narrowed = names[int(raw.argmax())] in ontology.lineage(names[kind])
                 self.stats["types_narrowed" if narrowed else "types_changed_to_agree"] += 1
             label = OTHER_TYPE if kind is None else names[kind]
             out.append(TypedMention(m, label, float(p[kind if kind is not None else int(raw.argmax())]),
@@ -320,12 +320,3 @@ class MGVMoEExtractor:
         out = best_reading_per_pair(kept)
         self.stats["pairs_other_reading_dropped"] += len(kept) - len(out)
         return out
-
-
-def _ancestors(kind: int, parents: list[int | None]) -> set[int]:
-    """Indices of the types ``kind`` is a narrower kind of (``Ontology.parent_indices``)."""
-    out, at = set(), parents[kind]
-    while at is not None:
-        out.add(at)
-        at = parents[at]
-    return out

@@ -153,10 +153,15 @@ def written_form(tokens: Sequence[str], tags: Sequence[str], glue_sigils: bool =
     return TaggedText(text, tuple(spans))
 
 
-def _wnut_convention(example: TaggedText, tokens: Sequence[str]) -> TaggedText:
-    """WNUT-16 to the pipeline's convention: spans past a leading ``#``/``@``; handles ignored."""
+def past_sigil(text: str, start: int, end: int) -> tuple[int, int]:
+    """A WNUT-16 span moved past a leading ``#``/``@`` (the pipeline's mentions never include it)."""
+    return (start + 1, end) if text[start] in "#@" and end > start + 1 else (start, end)
+
+
+def wnut_convention(example: TaggedText, tokens: Sequence[str]) -> TaggedText:
+    """WNUT-16 to the pipeline's convention: spans ``past_sigil``; handles ignored."""
     text = example.text
-    spans = tuple((a + 1, b) if text[a] in "#@" and b > a + 1 else (a, b) for a, b in example.spans)
+    spans = tuple(past_sigil(text, a, b) for a, b in example.spans)
     ignore, pos = [], 0
     for tok in tokens:
         at = text.index(tok, pos)
@@ -178,7 +183,7 @@ def load_corpus(data_dir: Path, corpus: str, split: str, glue_sigils: bool = Tru
             continue
         example = written_form(tokens, tags, glue_sigils)
         if corpus == "wnut16":
-            example = _wnut_convention(example, tokens)
+            example = wnut_convention(example, tokens)
         out.append(example)
     return out
 

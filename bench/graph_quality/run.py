@@ -231,11 +231,10 @@ def prepare_twitter(data: Path, limit: int | None, entity_set: str = "twitter201
         if corpus == "wnut16":
             # WNUT-16 to the pipeline's convention, as the detector's benchmark reads it: a span starts past a
             # leading #/@, and @handles (never annotated in WNUT-16) are ignored regions, not false positives.
-            from models.mention_tagger import _wnut_convention
+            from models.mention_tagger import past_sigil, wnut_convention
 
-            shifted = _wnut_convention(example, [t for t, _ in tweet])
-            typed = {(a + 1 if text[a] in "#@" and b > a + 1 else a, b, t) for a, b, t in typed}
-            ignore.update((pid, a, b) for a, b in shifted.ignore)
+            typed = {(*past_sigil(text, a, b), t) for a, b, t in typed}
+            ignore.update((pid, a, b) for a, b in wnut_convention(example, [t for t, _ in tweet]).ignore)
         posts.append(Post(id=pid, text=text, created_at=CREATED_AT, source=f"{corpus}_{part}"))
         gold.update((pid, s, e, t) for s, e, t in typed)
     return {
