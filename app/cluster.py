@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from app.local_airflow import (LocalAirflow, free_port, passwords_file, running_session, session_members, stop_cli,
-                               stop_session)
+                               stop_session, stop_signals)
 
 MODULE = "app.cluster"
 PORTS = ("postgres", "redis", "api", "worker_log", "trigger_log")
@@ -291,21 +291,14 @@ def worker_components() -> dict[str, list[str]]:
 def supervise() -> int:
     home = Path(os.environ["MMKG_CLUSTER_HOME"])
     ports = json.loads((home / "cluster.json").read_text())["ports"]
-    stopping = False
-
-    def _stop(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = stop_signals()
     say = lambda line: print(f"[mmkg cluster] {line}", flush=True)  # noqa: E731
     procs: dict[str, subprocess.Popen] = {}
     code = 0
     try:
         procs["postgres"] = subprocess.Popen(postgres_argv(home, ports["postgres"]))
         _wait("PostgreSQL", lambda: _pg_connect(ports["postgres"], PG_ADMIN, password(home, "postgres_admin"), "postgres").close(),
-              time.monotonic() + 60, procs["postgres"], lambda: stopping)
+              time.monotonic() + 60, procs["postgres"], stop.is_set)
         say(f"PostgreSQL on 127.0.0.1:{ports['postgres']} (pid {procs['postgres'].pid}): {bootstrap_database(home, ports['postgres'])}")
         procs["redis"] = subprocess.Popen(["redis-server", str(home / "redis" / "redis.conf")])
 
@@ -314,16 +307,16 @@ def supervise() -> int:
 
             redis.Redis(host="127.0.0.1", port=ports["redis"], password=password(home, "redis"), socket_timeout=2).ping()
 
-        _wait("Redis", _ping, time.monotonic() + 30, procs["redis"], lambda: stopping)
+        _wait("Redis", _ping, time.monotonic() + 30, procs["redis"], stop.is_set)
         say(f"Redis on 127.0.0.1:{ports['redis']} (pid {procs['redis'].pid})")
         init = subprocess.run([sys.executable, "-m", "app.cli", "airflow", "init"], capture_output=True, text=True)
         print(init.stdout + init.stderr[-3000:], end="", flush=True)
         if init.returncode != 0:
             raise RuntimeError(f"mmkg airflow init exited with {init.returncode}")
-        if not stopping:
+        if not stop.is_set():
             procs["airflow"] = subprocess.Popen([sys.executable, "-m", MODULE, "airflow"])
             say(f"Airflow (CeleryExecutor) supervisor pid {procs['airflow'].pid}")
-        while not stopping:
+        while not stop.is_set():
             exited = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
             if exited:
                 say(f"{exited} exited; stopping the others")

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,6 +121,14 @@ def passwords_file(home: Path) -> Path:
 MAX_RESTARTS = 3
 
 
+def stop_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: a supervisor's cue to stop its components (it keeps running)."""
+    event = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: event.set())
+    return event
+
+
 def supervise(extra: dict[str, list[str]] | None = None) -> int:
     """Run the components (``COMPONENTS`` and ``extra``: name -> ``airflow`` arguments, e.g. the Celery
     workers of ``app.cluster``) until SIGTERM/SIGINT or until one of them exits for good (cleanly, or
@@ -127,14 +136,7 @@ def supervise(extra: dict[str, list[str]] | None = None) -> int:
     components = {**COMPONENTS, **(extra or {})}
     os.close(_open_private(passwords_file(Path(os.environ["AIRFLOW_HOME"])), os.O_WRONLY | os.O_CREAT))  # Airflow opens it "a+": keeps 0600
     env = {**os.environ, "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{MODULE}.loopback_hostname"}
-    stopping = False
-
-    def _stop(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = stop_signals()
     children = {
         name: subprocess.Popen([sys.executable, "-m", "airflow", *args], env=env)
         for name, args in components.items()
@@ -143,7 +145,7 @@ def supervise(extra: dict[str, list[str]] | None = None) -> int:
     print(f"[mmkg airflow] started {', '.join(f'{n} (pid {p.pid})' for n, p in children.items())}", flush=True)
     code = 0
     restarts = dict.fromkeys(children, 0)
-    while not stopping:
+    while not stop.is_set():
         exited = {n: p.returncode for n, p in children.items() if p.poll() is not None}
         # A component that fails (e.g. the scheduler loop hitting a transient SQLite race, which it
         # does not survive) is restarted, as a service manager would, up to MAX_RESTARTS times each;
