@@ -6,9 +6,10 @@ scheduled run, a backfill (UI, REST or `airflow backfill create`) and a re-run o
 produce the same graph.
 
 `plan` (checks the setup, decides the partitions) → `stage_posts` (validate, quarantine, shard as
-Parquet) → per shard: `detect_mentions` → `type_and_relate` (zero-shot, GPU pool/queue) →
-`load_graph` (Neo4j MERGE) → `report`: one XCom (the run report), a one-line summary in its log,
-and the counts on the `mmkg_graph` asset event.
+Parquet) → per shard: `detect_mentions` → `type_and_relate` (zero-shot, GPU pool/queue) → once for
+the run: `agree_types` (one surface form, one type across all shards; GPU pool/queue, it re-extracts the
+relations of retyped posts) → per shard: `load_graph` (Neo4j MERGE) → `report`: one XCom (the run
+report), a one-line summary in its log, and the counts on the `mmkg_graph` asset event.
 
 - **Before any work** `plan` fails at once, with the reason, when `mmkg airflow init` has not run
   against this Airflow (it creates the `gpu` pool: a task in a missing pool would wait forever),
@@ -184,6 +185,13 @@ def mmkg_ingest():
 
         return type_shard(shard, IntervalPlan.from_dict(plan))
 
+    @task(multiple_outputs=False, pool=GPU_POOL, queue=GPU_QUEUE, execution_timeout=timedelta(hours=1))
+    def agree_types(plan: dict, typed) -> list[dict]:
+        _no_progress_bars()
+        from extraction.pipeline import IntervalPlan, agree_run_types
+
+        return agree_run_types(IntervalPlan.from_dict(plan), list(typed[:]))
+
     @task(multiple_outputs=False)
     def load_graph(shard: dict, plan: dict) -> dict:
         from extraction.pipeline import IntervalPlan
@@ -215,7 +223,8 @@ def mmkg_ingest():
     shards = stage_posts(planned)
     detected = detect_mentions.expand(shard=shards)
     typed = type_and_relate.partial(plan=planned).expand(shard=detected)
-    loaded = load_graph.partial(plan=planned).expand(shard=typed)
+    agreed = agree_types(planned, typed)
+    loaded = load_graph.partial(plan=planned).expand(shard=agreed)
     report(planned, loaded)
 
 

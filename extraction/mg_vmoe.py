@@ -104,7 +104,9 @@ class MGVMoEExtractor:
         self.model_version = f"{self.met.model_version}+{self.mre.model_version.split('/', 1)[1]}"
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._images: dict[str, torch.Tensor | None] = {}  # image sha256 (or path) -> region tokens
-        self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # post id -> (token states, offsets)
+        # post id -> ({depth: token states}, offsets); depth k = the input of a checkpoint's k tuned top layers
+        self._texts: dict[str, tuple[dict[int, torch.Tensor], torch.Tensor]] = {}
+        self._depths = tuple(sorted({0, self.met.config.tuned_layers, self.mre.config.tuned_layers}))
         self._surfaces: dict[str, torch.Tensor] = {}  # entity surface -> its words encoded alone
         self.stats: Counter = Counter()
 
@@ -170,15 +172,16 @@ class MGVMoEExtractor:
 
     def _encode_posts(self, posts: list[Post]) -> None:
         """Token states and character offsets of each post not encoded yet in this shard: one encoder
-        pass per post, batched across posts (length-sorted, so little padding)."""
+        pass per post, batched across posts (length-sorted, so little padding). A checkpoint with tuned top
+        layers reads the states at their input, taken from the same pass."""
         todo = sorted({p.id: p for p in posts if p.id not in self._texts}.values(), key=lambda p: len(p.text))
         for k in range(0, len(todo), self.batch_size):
             chunk = todo[k : k + self.batch_size]
             with self._autocast():
-                hidden, mask, offsets = self.text_encoder.encode_plain([p.text for p in chunk])
+                states, mask, offsets = self.text_encoder.encode_depths([p.text for p in chunk], self._depths)
             for r, post in enumerate(chunk):
                 n = int(mask[r].sum())
-                self._texts[post.id] = (hidden[r, :n].float(), offsets[r, :n])
+                self._texts[post.id] = ({d: h[r, :n].float() for d, h in states.items()}, offsets[r, :n])
             self.stats["posts_encoded"] += len(chunk)
 
     def _surface_embeddings(self, ckpt: Checkpoint, items: list[Item]) -> torch.Tensor | None:
@@ -216,6 +219,7 @@ class MGVMoEExtractor:
     def _scores(self, ckpt: Checkpoint, items: list[Item], class_emb: torch.Tensor) -> torch.Tensor:
         """(N, C) raw scores of each mention / pair against each class, in input order."""
         self._encode_posts([post for post, _ in items])
+        depth = ckpt.config.tuned_layers
         surfaces = self._surface_embeddings(ckpt, items)
         scores = torch.zeros(len(items), len(class_emb))
         rows, overflow = [], []  # (item index, token bounds) read from the post; items past max_length
@@ -225,13 +229,13 @@ class MGVMoEExtractor:
                 overflow.append(i)
             else:
                 rows.append((i, found))
-        rows.sort(key=lambda r: len(self._texts[items[r[0]][0].id][0]))  # similar lengths share a batch
+        rows.sort(key=lambda r: len(self._texts[items[r[0]][0].id][1]))  # similar lengths share a batch
         for k in range(0, len(rows), HEAD_BATCH):
             part = rows[k : k + HEAD_BATCH]
             posts = [items[i][0] for i, _ in part]
             idx = [i for i, _ in part]
             scores[idx] = self._head_scores(
-                ckpt, [self._texts[p.id][0] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb,
+                ckpt, [self._texts[p.id][0][depth] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb,
                 surfaces[idx] if surfaces is not None else None)
         chars = CONTEXT_CHARS
         while overflow:
@@ -242,7 +246,7 @@ class MGVMoEExtractor:
             for k in range(0, len(overflow), self.batch_size):
                 part = range(k, min(k + self.batch_size, len(overflow)))
                 with self._autocast():
-                    hidden, mask, offsets = self.text_encoder.encode_plain([windows[j][0] for j in part])
+                    hidden, mask, offsets = self.text_encoder.encode_plain([windows[j][0] for j in part], depth)
                 read = []  # (row in this encoder batch, index into overflow, token bounds)
                 for r, j in enumerate(part):
                     found = [token_span(offsets[r], s, e) for s, e in windows[j][1]]
@@ -267,23 +271,34 @@ class MGVMoEExtractor:
         return float(raw) >= float(ckpt.thresholds.get("min_score", float("-inf")))
 
     # ----------------------------------------------------------------------------------- interface
-    @torch.inference_mode()
-    def type_mentions(self, posts: Mapping[str, Post], mentions: Sequence[Mention], ontology: Ontology) -> list[TypedMention]:
-        # Post token states and image tokens live from here to the extract_relations call of the same
-        # shard, then go: memory stays flat however many shards one task process scores.
+    @property
+    def min_type_score(self) -> float:
+        """The entity checkpoint's calibrated raw-score threshold: a mention (or a surface form's agreed
+        mean) under it abstains."""
+        return float(self.met.thresholds.get("min_score", float("-inf")))
+
+    def forget_posts(self) -> None:
+        """Drop the post token states and image tokens kept for ``extract_relations``."""
         self._images.clear()
         self._texts.clear()
         self._surfaces.clear()
+
+    @torch.inference_mode()
+    def type_scores(self, posts: Mapping[str, Post], mentions: Sequence[Mention], ontology: Ontology) -> torch.Tensor:
+        """(mentions, entity types) raw scores, in the ontology's type order. Post token states and image
+        tokens live from here to the ``extract_relations`` call of the same shard, then go: memory stays
+        flat however many shards one task process scores."""
+        self.forget_posts()
         if not mentions:
-            return []
-        names = [e.name for e in ontology.entity_types]
+            return torch.zeros(0, len(ontology.entity_types))
         items = [(posts[m.post_id], [(m.start, m.end)]) for m in mentions]
-        scores = self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
-        # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
-        keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
-        parents = ontology.parent_indices()
-        agreed = agree_on_types(keys, scores, float(self.met.thresholds.get("min_score", float("-inf"))),
-                                parents=parents)
+        return self._scores(self.met, items, self._label_embeddings(ontology, "entity", self.met))
+
+    def typed_from_scores(self, mentions: Sequence[Mention], scores: torch.Tensor, agreed: Sequence[int | None],
+                          ontology: Ontology) -> list[TypedMention]:
+        """The TypedMentions of a typing decision (``agreed``: a type index per mention, None to abstain);
+        each written score is the softmax probability of its type over the ontology's types."""
+        names = [e.name for e in ontology.entity_types]
         out = []
         for m, raw, p, kind in zip(mentions, scores, scores.softmax(-1), agreed):
             self.stats["abstained_types" if kind is None else "typed"] += 1
@@ -295,6 +310,21 @@ class MGVMoEExtractor:
             out.append(TypedMention(m, label, float(p[kind if kind is not None else int(raw.argmax())]),
                                     self.model_version, ontology.label_set_id))
         return out
+
+    def type_mentions_scored(self, posts: Mapping[str, Post], mentions: Sequence[Mention],
+                             ontology: Ontology) -> tuple[list[TypedMention], torch.Tensor]:
+        """``type_mentions`` and the raw scores it decided from (the run-wide agreement re-decides on them,
+        ``extraction.pipeline.agree_run_types``)."""
+        scores = self.type_scores(posts, mentions, ontology)
+        if not mentions:
+            return [], scores
+        # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
+        keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        agreed = agree_on_types(keys, scores, self.min_type_score, parents=ontology.parent_indices())
+        return self.typed_from_scores(mentions, scores, agreed, ontology), scores
+
+    def type_mentions(self, posts: Mapping[str, Post], mentions: Sequence[Mention], ontology: Ontology) -> list[TypedMention]:
+        return self.type_mentions_scored(posts, mentions, ontology)[0]
 
     @torch.inference_mode()
     def extract_relations(

@@ -6,8 +6,11 @@ deterministic per data interval, run and shard (``extraction.staging``): a retri
 exactly its own files, two runs of one interval at once never touch each other's, and the graph
 load stays idempotent.
 
-    plan_interval -> stage_posts -> [detect_shard -> type_shard -> kg_loader.load.load_shard] per shard
-                                                                              -> run_report
+    plan_interval -> stage_posts -> [detect_shard -> type_shard] per shard -> agree_run_types
+                  -> [kg_loader.load.load_shard] per shard -> run_report
+
+``agree_run_types`` is the one step that sees every shard of the run: one surface form gets one type
+across the whole run, decided from all its mentions' raw scores (see its docstring).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from extraction import staging
+from extraction.zero_shot import agree_on_types
 from mmkg.files import atomic_write_text
 from mmkg.ontology import load_ontology
 from mmkg.records import OTHER_TYPE, Mention, QuarantinedRecord, RelationMention, TypedMention
@@ -121,7 +125,7 @@ def stage_posts(plan: IntervalPlan, settings: PipelineSettings | None = None) ->
         staging.remove_temporary_files(run)
         staging.record_attempt(run, "stage")
         staging.remove_stale_runs(plan.staging_dir, plan.interval_key, keep=run)
-        for kind in ("mentions", "typed_mentions", "relations"):  # derived from the shards restaged now
+        for kind in ("mentions", "typed_mentions", "relations", "type_scores"):  # derived from the shards restaged now
             for old in staging.shard_paths_in(run, kind):
                 old.unlink(missing_ok=True)
         shards: list[dict] = []
@@ -191,6 +195,7 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
         )
     posts = {p.id: p for p in staging.read_posts(staging.shard_file(shard, "posts"))}
     mentions = staging.read_mentions(staging.shard_file(shard, "mentions"))
+    staging.shard_file(shard, "type_scores").unlink(missing_ok=True)  # written again below when the typer scores
     if not posts:  # an empty shard (a partition with no valid post) loads no model
         staging.write_records(staging.shard_file(shard, "typed_mentions"), [], TypedMention)
         staging.write_records(staging.shard_file(shard, "relations"), [], RelationMention)
@@ -200,7 +205,11 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
     extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
     readable = [m for m in mentions if readable_script(m.text)]
     stats_before = Counter(getattr(extractor, "stats", {}))
-    typed = extractor.type_mentions(posts, readable, ontology)
+    if hasattr(extractor, "type_mentions_scored"):  # its raw scores are the run-wide agreement's evidence
+        typed, raw = extractor.type_mentions_scored(posts, readable, ontology)
+        write_type_evidence(shard, posts, typed, raw, extractor.min_type_score, ontology)
+    else:
+        typed = extractor.type_mentions(posts, readable, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
     # Images the model could not read (undecodable, or swapped on disk since staging): those posts were scored
     # on their text alone.
@@ -220,6 +229,126 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
         "images_changed_since_staging": image_stats["images_changed_since_staging"],
         "relations": len(relations),
         "model_version": extractor.model_version,
+    }
+
+
+def write_type_evidence(shard: dict, posts: dict, typed: list[TypedMention], raw, min_score: float, ontology) -> None:
+    """The shard's ``type_scores`` file: each typed mention's surface key, shard decision and raw scores."""
+    from mmkg.identity import entity_name
+
+    staging.write_type_scores(staging.shard_file(shard, "type_scores"), staging.TypeScores(
+        entity_types=tuple(e.name for e in ontology.entity_types), min_score=float(min_score),
+        label_set_id=ontology.label_set_id, post_ids=tuple(t.mention.post_id for t in typed),
+        spans=tuple((t.mention.start, t.mention.end) for t in typed),
+        keys=tuple(entity_name(t.mention, {t.mention.post_id: posts[t.mention.post_id].text}) for t in typed),
+        shard_types=tuple(t.entity_type for t in typed), scores=tuple(tuple(map(float, r)) for r in raw.tolist()),
+    ))  # fmt: skip
+
+
+def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
+    """One type per surface form across the whole run, not only per shard.
+
+    Reads every shard's ``type_scores`` (written by ``type_shard``) and decides again over all of the
+    run's mentions at once with the same rule the typer applies per shard (``zero_shot.agree_on_types``:
+    the best mean raw score over all mentions of the form, a second type only for a homonym with strong
+    evidence, then narrowed to a fitting subtype). Where the run's decision differs from a shard's, that
+    shard's ``typed_mentions`` get the run's type (score: its softmax probability) and the relations of
+    the posts holding a retyped mention are extracted again (their candidates depend on the types); the
+    other posts' relations stay as they are. So the entity id, which hashes the type, is the same in every
+    shard of the run.
+
+    Deterministic and idempotent: the decision depends only on the staged scores (in shard order), and
+    what changed is measured against the shard's own decision in ``type_scores``, not against the file
+    this step rewrites; a retry rewrites the same files with the same content. A run of one shard
+    changes nothing (the rule is the one the shard applied). Runs of other intervals are not consulted:
+    a decision that read the graph would depend on which interval loaded first; the same name typed
+    differently by two runs is a cross-type candidate of ``kg_loader.resolution`` instead.
+
+    Returns the shard dicts with the counts updated and ``mentions_retyped_in_run`` added; writes
+    ``type_agreement.json`` (what changed) into the run's folder.
+    """
+    import torch
+
+    from mmkg.ontology import load_ontology
+
+    ontology = load_ontology(plan.ontology_path)
+    if ontology.label_set_id != plan.label_set_id:
+        raise RuntimeError(f"ontology {plan.ontology_path} changed during the run ({plan.label_set_id} -> "
+                           f"{ontology.label_set_id}); re-run the interval")
+    evidence = []  # (shard position, TypeScores)
+    for i, shard in enumerate(shards):
+        path = staging.shard_file(shard, "type_scores")
+        if path.exists():
+            evidence.append((i, staging.read_type_scores(path)))
+    out = [{**shard, "mentions_retyped_in_run": 0} for shard in shards]
+    summary = {"shards_with_scores": len(evidence), "surface_forms": 0, "mentions_retyped": 0,
+               "posts_relations_redone": 0, "retyped": []}
+    if evidence:
+        names = [e.name for e in ontology.entity_types]
+        first = evidence[0][1]
+        for _, ts in evidence:
+            if (list(ts.entity_types), ts.label_set_id, ts.min_score) != (names, ontology.label_set_id, first.min_score):
+                raise RuntimeError(f"type scores of one run disagree on label set or typer ({ts.label_set_id}, "
+                                   f"{ts.min_score} vs {ontology.label_set_id}, {first.min_score}); re-run the interval")
+        keys = [k for _, ts in evidence for k in ts.keys]
+        raw = torch.tensor([r for _, ts in evidence for r in ts.scores], dtype=torch.float32).reshape(len(keys), len(names))
+        decided = agree_on_types(keys, raw, first.min_score, parents=ontology.parent_indices())
+        summary["surface_forms"] = len(set(keys))
+        probs = raw.softmax(-1) if len(keys) else raw
+        retyped: dict[tuple[str, str, str], int] = Counter()
+        row = 0
+        extractor = None
+        for i, ts in evidence:
+            changes = {}  # (post id, start, end) -> (type, score)
+            for j in range(len(ts.keys)):
+                kind = decided[row + j]
+                label = OTHER_TYPE if kind is None else names[kind]
+                if label != ts.shard_types[j]:
+                    score = float(probs[row + j][kind if kind is not None else int(raw[row + j].argmax())])
+                    changes[(ts.post_ids[j], *ts.spans[j])] = (label, score)
+                    retyped[(ts.keys[j], ts.shard_types[j], label)] += 1
+            row += len(ts.keys)
+            if changes:
+                if extractor is None:
+                    settings = PipelineSettings.from_env()
+                    extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
+                out[i].update(_apply_run_types(out[i], changes, extractor, ontology))
+                summary["mentions_retyped"] += len(changes)
+                summary["posts_relations_redone"] += len({k[0] for k in changes})
+        summary["retyped"] = [{"name": k, "from": a, "to": b, "mentions": n} for (k, a, b), n in sorted(retyped.items())]
+    _write_json(plan.run_dir / "type_agreement.json", summary)
+    return out
+
+
+def _apply_run_types(shard: dict, changes: dict, extractor, ontology) -> dict:
+    """Rewrite one shard's typed mentions with the run's types and re-extract the relations of the posts
+    holding a retyped mention; the shard's counts after it."""
+    import dataclasses
+
+    typed_path, relations_path = staging.shard_file(shard, "typed_mentions"), staging.shard_file(shard, "relations")
+    typed = []
+    for tm in staging.read_typed_mentions(typed_path):
+        change = changes.get((tm.mention.post_id, tm.mention.start, tm.mention.end))
+        typed.append(tm if change is None else dataclasses.replace(tm, entity_type=change[0], score=change[1]))
+    redo = {post_id for post_id, _, _ in changes}
+    all_posts = staging.read_posts(staging.shard_file(shard, "posts"))
+    posts = {p.id: p for p in all_posts if p.id in redo}
+    if hasattr(extractor, "forget_posts"):
+        extractor.forget_posts()
+    fresh = extractor.extract_relations(posts, [t for t in typed if t.mention.post_id in redo], ontology)
+    if hasattr(extractor, "forget_posts"):
+        extractor.forget_posts()
+    by_post: dict[str, list[RelationMention]] = {}
+    for rel in [r for r in staging.read_relations(relations_path) if r.post_id not in redo] + fresh:
+        by_post.setdefault(rel.post_id, []).append(rel)
+    relations = [rel for p in all_posts for rel in by_post.get(p.id, [])]  # in post order, as type_shard wrote them
+    staging.write_records(typed_path, typed, TypedMention)
+    staging.write_records(relations_path, relations, RelationMention)
+    return {
+        "typed_mentions": sum(t.entity_type != OTHER_TYPE for t in typed),
+        "mentions_abstained": sum(t.entity_type == OTHER_TYPE for t in typed) - shard.get("mentions_unreadable_script", 0),
+        "relations": len(relations),
+        "mentions_retyped_in_run": len(changes),
     }
 
 
@@ -283,6 +412,7 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "images_unusable_by_the_model": sum(load.get("images_unusable", 0) for load in loads),
         "images_changed_since_staging": sum(load.get("images_changed_since_staging", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),
+        "mentions_retyped_in_run": sum(load.get("mentions_retyped_in_run", 0) for load in loads),
         "graph": dict(sorted(total.items())),
         "rejected_by_loader": rejected,
         "costs": {
@@ -346,4 +476,5 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-__all__ = ["IntervalPlan", "plan_interval", "stage_posts", "read_counts", "detect_shard", "type_shard", "run_report"]
+__all__ = ["IntervalPlan", "plan_interval", "stage_posts", "read_counts", "detect_shard", "type_shard",
+           "agree_run_types", "run_report"]

@@ -6,6 +6,8 @@ Layout, one folder per data interval, and in it one folder per run of that inter
     <staging>/<interval_key>/runs/<run>/mentions-00000.parquet
     <staging>/<interval_key>/runs/<run>/typed_mentions-00000.parquet
     <staging>/<interval_key>/runs/<run>/relations-00000.parquet
+    <staging>/<interval_key>/runs/<run>/type_scores-00000.parquet   (raw type scores, for the run's agreement)
+    <staging>/<interval_key>/runs/<run>/type_agreement.json         (what the run-wide agreement changed)
     <staging>/<interval_key>/runs/<run>/quarantine.parquet, read_counts.json
     <staging>/<interval_key>/runs/<run>/*.attempts                  (one line per attempt of a task)
     <staging>/<interval_key>/quarantine.parquet, read_counts.json, run_report.json   (published)
@@ -61,7 +63,7 @@ from mmkg.records import Mention, Post, QuarantinedRecord, RelationMention, Type
 T = TypeVar("T")
 
 #: Kinds of staged files; all but quarantine are sharded.
-SHARDED_KINDS = ("posts", "mentions", "typed_mentions", "relations")
+SHARDED_KINDS = ("posts", "mentions", "typed_mentions", "relations", "type_scores")
 QUARANTINE = "quarantine"
 
 _META_TYPE = b"mmkg.record_type"
@@ -275,6 +277,67 @@ def read_typed_mentions(path: str | Path) -> list[TypedMention]:
 
 def read_relations(path: str | Path) -> list[RelationMention]:
     return read_records(path, RelationMention)
+
+
+# --- raw type scores (the run-wide type agreement's evidence) -------------------------------------
+
+_META_TYPES = b"mmkg.entity_types"
+_META_MIN_SCORE = b"mmkg.min_score"
+_META_LABEL_SET = b"mmkg.label_set_id"
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeScores:
+    """One shard's typing evidence: per typed mention (post id, span), its surface form's key (the entity
+    name), the type its shard decided (``shard_types``, ``OTHER_TYPE`` when abstaining) and its raw score
+    for each of ``entity_types``; with the typer's ``min_score`` and the label set they were scored under."""
+
+    entity_types: tuple[str, ...]
+    min_score: float
+    label_set_id: str
+    post_ids: tuple[str, ...] = ()
+    spans: tuple[tuple[int, int], ...] = ()
+    keys: tuple[str, ...] = ()
+    shard_types: tuple[str, ...] = ()
+    scores: tuple[tuple[float, ...], ...] = ()
+
+
+def write_type_scores(path: str | Path, ts: TypeScores) -> Path:
+    """Write a shard's ``TypeScores`` atomically (raw scores as float32 lists)."""
+    n = len(ts.keys)
+    if not (len(ts.post_ids) == len(ts.spans) == len(ts.shard_types) == len(ts.scores) == n):
+        raise ValueError("TypeScores columns differ in length")
+    schema = pa.schema(
+        [pa.field("post_id", pa.string(), nullable=False), pa.field("start", pa.int64(), nullable=False),
+         pa.field("end", pa.int64(), nullable=False), pa.field("key", pa.string(), nullable=False),
+         pa.field("shard_type", pa.string(), nullable=False), pa.field("scores", pa.list_(pa.float32()), nullable=False)],
+        metadata={_META_TYPE: b"TypeScores", _META_VERSION: SCHEMA_VERSION.encode(),
+                  _META_TYPES: json.dumps(list(ts.entity_types)).encode(), _META_MIN_SCORE: repr(ts.min_score).encode(),
+                  _META_LABEL_SET: ts.label_set_id.encode()},
+    )  # fmt: skip
+    table = pa.table({
+        "post_id": list(ts.post_ids), "start": [s for s, _ in ts.spans], "end": [e for _, e in ts.spans],
+        "key": list(ts.keys), "shard_type": list(ts.shard_types), "scores": [list(r) for r in ts.scores],
+    }, schema=schema)  # fmt: skip
+    _atomic_write_table(Path(path), table)
+    return Path(path)
+
+
+def read_type_scores(path: str | Path) -> TypeScores:
+    """Read a file ``write_type_scores`` wrote; ``StagingSchemaError`` for another kind or schema version."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    version = meta.get(_META_VERSION, b"").decode(errors="replace") or None
+    if meta.get(_META_TYPE) != b"TypeScores" or version != SCHEMA_VERSION:
+        raise StagingSchemaError(f"{path} is not a TypeScores file of schema version {SCHEMA_VERSION} "
+                                 f"(holds {meta.get(_META_TYPE)!r}, version {version})")
+    cols = table.to_pydict()
+    return TypeScores(
+        entity_types=tuple(json.loads(meta[_META_TYPES])), min_score=float(meta[_META_MIN_SCORE]),
+        label_set_id=meta[_META_LABEL_SET].decode(), post_ids=tuple(cols["post_id"]),
+        spans=tuple(zip(cols["start"], cols["end"])), keys=tuple(cols["key"]), shard_types=tuple(cols["shard_type"]),
+        scores=tuple(tuple(r) for r in cols["scores"]),
+    )  # fmt: skip
 
 
 # --- dataclass <-> Arrow --------------------------------------------------------------------------

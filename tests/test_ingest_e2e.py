@@ -123,7 +123,8 @@ def test_dag_run_over_a_sample_day_builds_the_graph(neo4j_driver, neo4j_conn, ai
     assert report["posts_quarantined"] == sum(expected["rejected"].values())
     # One XCom per task (a `-> dict` task used to store a row per key), the counts on the asset event.
     rows, extra = _run_outputs(dag_run.run_id)
-    assert rows == {"plan": 1, "stage_posts": 1, "detect_mentions": 1, "type_and_relate": 1, "load_graph": 1, "report": 1}
+    assert rows == {"plan": 1, "stage_posts": 1, "detect_mentions": 1, "type_and_relate": 1, "agree_types": 1,
+                    "load_graph": 1, "report": 1}
     assert extra["posts_valid"] == expected["posts"] and extra["empty"] is False
     assert extra["relations"] == report["relations"] and extra["partitions"] == [day]
 

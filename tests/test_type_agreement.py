@@ -1,0 +1,157 @@
+"""One surface form, one type, across the whole run (issue 10 item 2): ``extraction.pipeline.agree_run_types``.
+
+A fake typer stands in for MG-VMoE (same interface: ``type_mentions_scored`` with the per-shard agreement of
+``zero_shot.agree_on_types``, ``extract_relations``), so the scores are chosen here and the test is fast."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from extraction import pipeline, staging
+from extraction.zero_shot import agree_on_types, relation_candidates
+from mmkg.identity import entity_id, entity_name
+from mmkg.ontology import load_ontology
+from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
+
+ROOT = Path(__file__).resolve().parent.parent
+ONTOLOGY = ROOT / "ontology" / "ontology.yaml"
+TYPES = [e.name for e in load_ontology(ONTOLOGY).entity_types]  # Person, Location, Organization, Event, Product
+
+
+def scores(**by_type: float) -> list[float]:
+    return [by_type.get(t, -2.0) for t in TYPES]
+
+
+class FakeTyper:
+    """Raw scores looked up per (post id, surface); a relation for every allowed pair (its first relation)."""
+
+    model_version = "fake/typer@1"
+    min_type_score = 0.5
+
+    def __init__(self, table: dict[tuple[str, str], list[float]]):
+        self.table = table
+        self.stats: Counter = Counter()
+        self.relation_calls: list[list[str]] = []
+
+    def type_mentions_scored(self, posts, mentions, ontology):
+        raw = torch.tensor([self.table[(m.post_id, m.text)] for m in mentions]).reshape(len(mentions), len(TYPES))
+        keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        agreed = agree_on_types(keys, raw, self.min_type_score, parents=ontology.parent_indices())
+        names = [e.name for e in ontology.entity_types]
+        typed = [TypedMention(m, OTHER_TYPE if k is None else names[k], float(r.softmax(-1)[k or 0]),
+                              self.model_version, ontology.label_set_id) for m, r, k in zip(mentions, raw, agreed)]
+        return typed, raw
+
+    def type_mentions(self, posts, mentions, ontology):
+        return self.type_mentions_scored(posts, mentions, ontology)[0]
+
+    def forget_posts(self):
+        pass
+
+    def extract_relations(self, posts, typed, ontology):
+        self.relation_calls.append(sorted(posts))
+        return [RelationMention(h.mention.post_id, h, t, allowed[0].name, 0.9, self.model_version, ontology.label_set_id)
+                for h, t, allowed in relation_candidates(typed, ontology)]
+
+
+def _mention(post: Post, surface: str) -> Mention:
+    start = post.text.index(surface)
+    return Mention(post.id, start, start + len(surface), surface, "test")
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, staging_dir):
+    """A run of two shards staged by hand: shard 0 holds one 'Seoul Tigers' that alone reads as a place,
+    shard 1 two that read as a team; 'Porto' is a homonym (two strong city mentions, two strong club ones)."""
+    posts = [
+        [Post("a1", "Jon Park dropped 31 for the Seoul Tigers tonight", "2026-11-01T00:00:00+00:00"),
+         Post("a2", "Porto is lovely in spring, Porto old town", "2026-11-01T00:00:00+00:00")],
+        [Post("b1", "Seoul Tigers win again", "2026-11-01T00:00:00+00:00"),
+         Post("b2", "Jon Park signs with the Seoul Tigers", "2026-11-01T00:00:00+00:00"),
+         Post("b3", "Porto beat Benfica, Porto top of the league", "2026-11-01T00:00:00+00:00")],
+    ]
+    table = {
+        ("a1", "Jon Park"): scores(Person=3.0), ("a1", "Seoul Tigers"): scores(Location=2.9, Organization=2.4),
+        ("a2", "Porto"): scores(Location=4.0, Organization=1.0),
+        ("b1", "Seoul Tigers"): scores(Location=1.9, Organization=2.5),
+        ("b2", "Jon Park"): scores(Person=3.0), ("b2", "Seoul Tigers"): scores(Location=1.9, Organization=2.5),
+        ("b3", "Porto"): scores(Location=1.0, Organization=4.0),
+    }
+    plan = pipeline.IntervalPlan("2026-11-01", ("2026-11-01",), "run-1", str(ONTOLOGY),
+                                 load_ontology(ONTOLOGY).label_set_id, str(staging_dir))
+    typer = FakeTyper(table)
+    monkeypatch.setattr(pipeline, "extractor_for", lambda *a, **k: typer)
+    shards = []
+    for number, chunk in enumerate(posts):
+        shard = {"staging_dir": str(staging_dir), "interval_key": plan.interval_key, "run_dir": str(plan.run_dir),
+                 "shard": number, "posts": len(chunk), "partition": "2026-11-01"}
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        staging.write_posts(staging.shard_file(shard, "posts"), chunk)
+        mentions = [_mention(p, s) for p in chunk for s in ("Jon Park", "Seoul Tigers", "Porto") if s in p.text]
+        # "Porto ... Porto": the second mention of the post too
+        mentions += [Mention(p.id, p.text.rindex("Porto"), p.text.rindex("Porto") + 5, "Porto", "test")
+                     for p in chunk if p.text.count("Porto") == 2]
+        staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
+        shards.append(pipeline.type_shard({**shard, "mentions": len(mentions)}, plan))
+    return plan, shards, typer
+
+
+def _entities(shards) -> dict[str, set[str]]:
+    """Surface name -> entity ids its mentions get, over the run's staged typed mentions."""
+    out: dict[str, set[str]] = {}
+    for shard in shards:
+        posts = {p.id: p.text for p in staging.read_posts(staging.shard_file(shard, "posts"))}
+        for tm in staging.read_typed_mentions(staging.shard_file(shard, "typed_mentions")):
+            name = entity_name(tm.mention, posts)
+            out.setdefault(name, set()).add(entity_id(name, tm.entity_type))
+    return out
+
+
+def test_one_surface_form_typed_differently_in_two_shards_ends_as_one_entity(run):
+    plan, shards, typer = run
+    before = _entities(shards)
+    assert len(before["seoul tigers"]) == 2  # per shard: Location in shard 0, Organization in shard 1
+
+    agreed = pipeline.agree_run_types(plan, shards)
+
+    after = _entities(agreed)
+    assert after["seoul tigers"] == {entity_id("seoul tigers", "Organization")}
+    assert after["jon park"] == {entity_id("jon park", "Person")}
+    # The homonym keeps both readings: two strong city mentions, two strong club mentions.
+    assert after["porto"] == {entity_id("porto", "Location"), entity_id("porto", "Organization")}
+    # Only the post with the retyped mention had its relations extracted again; they follow the new type.
+    assert typer.relation_calls[-1] == ["a1"]
+    rels = staging.read_relations(staging.shard_file(agreed[0], "relations"))
+    assert [(r.head.mention.text, r.tail.mention.text, r.relation) for r in rels if r.post_id == "a1"] == [
+        ("Jon Park", "Seoul Tigers", "member_of")]
+    assert [s["mentions_retyped_in_run"] for s in agreed] == [1, 0]
+    assert agreed[0]["typed_mentions"] == shards[0]["typed_mentions"]
+    summary = (plan.run_dir / "type_agreement.json").read_text()
+    assert '"from": "Location"' in summary and '"to": "Organization"' in summary
+
+
+def test_run_agreement_is_idempotent_and_a_one_shard_run_changes_nothing(run):
+    plan, shards, _ = run
+    first = pipeline.agree_run_types(plan, shards)
+    snapshot = {(s["shard"], k): staging.shard_file(s, k).read_bytes() for s in shards for k in ("typed_mentions", "relations")}
+    second = pipeline.agree_run_types(plan, shards)  # a retried task
+    assert second == first
+    assert {(s["shard"], k): staging.shard_file(s, k).read_bytes() for s in shards
+            for k in ("typed_mentions", "relations")} == snapshot
+
+    one = pipeline.agree_run_types(plan, shards[1:])  # shard 1 alone: its own decision stands
+    assert one[0]["mentions_retyped_in_run"] == 0
+
+
+def test_type_scores_round_trip_and_refuse_another_kind(tmp_path):
+    ts = staging.TypeScores(("Person", "Location"), 0.5, "abc", ("p1",), ((0, 4),), ("kofi",), ("Person",),
+                            ((1.5, -0.25),))
+    path = staging.write_type_scores(tmp_path / "type_scores-00000.parquet", ts)
+    assert staging.read_type_scores(path) == ts
+    staging.write_records(tmp_path / "m.parquet", [], Mention)
+    with pytest.raises(staging.StagingSchemaError):
+        staging.read_type_scores(tmp_path / "m.parquet")
