@@ -10,7 +10,11 @@ graph and *proposes* them; nothing is merged until someone accepts a pair.
    ``(a:Entity)-[:SAME_AS_CANDIDATE {score, reasons, ..., status: 'proposed'}]->(b:Entity)`` with
    ``a.id < b.id``. Same graph, same candidates: the run is deterministic and replaces the previous
    proposals. A pair of two entity types is proposed only when their normalised names are equal once
-   spaces and punctuation are dropped (``same_name``), and is marked ``cross_type``.
+   spaces and punctuation are dropped (``same_name``), and is marked ``cross_type``. Such a pair is
+   what one name typed differently by two runs (two days) leaves: typing agrees within a run
+   (``extraction.pipeline.agree_run_types``) but never reads the graph, so that a backfill gives the same
+   graph in any order. Its ``type_evidence`` says how many mentions each type holds and their mean score,
+   and ``suggested_type`` the type with more mentions (then the higher mean score), for the reviewer.
 2. ``accept`` / ``reject`` store the decision as a ``(:MergeDecision {id: 'a|b'})`` node, which lives
    apart from the entities (a load may delete and recreate an entity; the decision stays). A rejected
    pair (or any pair whose two sides contain a rejected pair after merges) is never proposed again.
@@ -90,6 +94,8 @@ class EntityInfo:
     mentions: int = 0
     #: Written as a ``#tag`` or ``@handle`` somewhere (alias or the post text before a mention).
     tag: bool = False
+    #: Mean typing score of its mentions (``MENTIONS.score``): a cross-type pair's evidence.
+    mean_score: float = 0.0
     #: Derived once (pairs compare them many times): the name's words, and the name and aliases compacted.
     tokens: tuple[str, ...] = field(init=False, repr=False, compare=False)
     compacts: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -236,6 +242,9 @@ class Candidate:
     shared_neighbours: int
     neighbour_jaccard: float
     cross_type: bool
+    #: Cross-type pairs: "Type: N mentions, mean score S" per side, and the type with more evidence.
+    type_evidence: tuple[str, ...] = ()
+    suggested_type: str | None = None
 
     @property
     def pair_id(self) -> str:
@@ -250,7 +259,8 @@ class Candidate:
             "shared_posts": self.shared_posts, "shared_post_sample": list(self.shared_post_sample),
             "shared_neighbours": self.shared_neighbours, "neighbour_jaccard": self.neighbour_jaccard,
             "cross_type": self.cross_type, "status": "proposed", "resolver": RESOLVER_VERSION,
-        }  # fmt: skip
+        } | ({"type_evidence": list(self.type_evidence), "suggested_type": self.suggested_type}
+             if self.cross_type else {})  # fmt: skip
 
 
 def pair_id(a: str, b: str) -> str:
@@ -289,12 +299,22 @@ def score_pair(
     if common:
         reasons.append("shared_neighbours")
     reasons.append("cross_type" if cross_type else "same_type")
+    evidence, suggested = type_evidence(a, b) if cross_type else ((), None)
     return Candidate(
         a_id=a.id, b_id=b.id, a_name=a.name, b_name=b.name, a_type=a.type, b_type=b.type, score=score,
         name_similarity=round(sim, 4), reasons=tuple(reasons), edit_similarity=signals.get("edit_similarity", 0.0),
         shared_posts=len(shared), shared_post_sample=tuple(sorted(shared)[:5]), shared_neighbours=len(common),
-        neighbour_jaccard=round(jaccard, 4), cross_type=cross_type,
+        neighbour_jaccard=round(jaccard, 4), cross_type=cross_type, type_evidence=evidence, suggested_type=suggested,
     )  # fmt: skip
+
+
+def type_evidence(a: EntityInfo, b: EntityInfo) -> tuple[tuple[str, ...], str]:
+    """What each side of a cross-type pair holds ("Organization: 3 mentions, mean score 0.412"), and the
+    type with more mentions, then the higher mean score, then the smaller name (a suggestion, not a merge)."""
+    lines = tuple(f"{e.type}: {e.mentions} mention{'s' * (e.mentions != 1)}, mean score {e.mean_score:.3f}"
+                  for e in (a, b))
+    best = min((a, b), key=lambda e: (-e.mentions, -e.mean_score, e.type))
+    return lines, best.type
 
 
 def find_candidates(
@@ -370,7 +390,7 @@ SCHEMA_STATEMENTS = (
 READ_ENTITIES = """
 MATCH (e:Entity)
 RETURN e.id AS id, e.name AS name, e.type AS type, coalesce(e.aliases, []) AS aliases,
-       COUNT { (e)<-[:MENTIONS]-(:Post) } AS mentions,
+       COUNT { (e)<-[:MENTIONS]-(:Post) } AS mentions, [(:Post)-[m:MENTIONS]->(e) | m.score] AS scores,
        EXISTS { MATCH (p:Post)-[m:MENTIONS]->(e)
                 WHERE 0 < m.start <= size(p.text) AND substring(p.text, m.start - 1, 1) IN ['#', '@'] } AS tag
 ORDER BY id
@@ -521,9 +541,14 @@ def read_entities(driver, database: str | None = None) -> list[EntityInfo]:
     records, _, _ = driver.execute_query(READ_ENTITIES, database_=database, routing_="r")
     return [
         EntityInfo(r["id"], r["name"] or "", r["type"] or "", tuple(r["aliases"]), r["mentions"],
-                   bool(r["tag"]) or any(a.startswith(("#", "@")) for a in r["aliases"]))
+                   bool(r["tag"]) or any(a.startswith(("#", "@")) for a in r["aliases"]),
+                   _mean([x for x in r["scores"] if x is not None]))
         for r in records
     ]  # fmt: skip
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values), 4) if values else 0.0
 
 
 def read_contexts(driver, ids: Iterable[str], database: str | None = None) -> dict[str, Context]:

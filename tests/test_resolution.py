@@ -62,6 +62,28 @@ def test_weak_name_evidence_needs_context_and_types_need_an_equal_name():
     product, event = _e("e", "coastline games", "Product"), _e("f", "coastlinegames", "Event", True)
     cross = res.score_pair(product, event, Context(), Context())
     assert cross is not None and cross.cross_type and "cross_type" in cross.reasons and "same_name" in cross.reasons
+    assert fest_pair_has_no_type_evidence(res.score_pair(_e("g", "aurora fest", "Event"),
+                                                         _e("h", "aurorafest", "Event", True), Context(), Context()))
+
+
+def fest_pair_has_no_type_evidence(c) -> bool:
+    return c is not None and not c.cross_type and c.type_evidence == () and "type_evidence" not in c.edge_properties()
+
+
+def test_a_name_typed_two_ways_by_two_runs_is_a_cross_type_candidate_with_its_type_evidence():
+    """Typing never reads the graph (backfills stay order-independent), so a name one day typed Location and
+    another Organization is two entities; the candidate says which type holds more evidence."""
+    place = EntityInfo("a1", "seoul tigers", "Location", (), 1, False, 0.41)
+    team = EntityInfo("b2", "seoul tigers", "Organization", (), 3, True, 0.38)
+    c = res.score_pair(place, team, Context(), Context())
+    assert c is not None and c.cross_type and c.suggested_type == "Organization"
+    assert c.type_evidence == ("Location: 1 mention, mean score 0.410", "Organization: 3 mentions, mean score 0.380")
+    props = c.edge_properties()
+    assert props["suggested_type"] == "Organization" and props["type_evidence"] == list(c.type_evidence)
+    # equal mentions: the higher mean score
+    assert res.score_pair(EntityInfo("a1", "byteconf", "Event", (), 2, False, 0.5),
+                          EntityInfo("b2", "byteconf", "Product", (), 2, False, 0.4),
+                          Context(), Context()).suggested_type == "Event"
 
 
 def test_candidates_are_deterministic_and_canonically_ordered():
@@ -186,9 +208,12 @@ def test_proposals_on_a_loaded_graph(neo4j_driver):
     assert fest.shared_post_sample == ("p1",) and fest.shared_neighbours == 1
     edges, _, _ = neo4j_driver.execute_query(
         "MATCH (a:Entity)-[c:SAME_AS_CANDIDATE]->(b:Entity) RETURN a.id < b.id AS ordered, c.status AS status, "
-        "c.cross_type AS cross, c.score AS score")
+        "c.cross_type AS cross, c.score AS score, c.suggested_type AS suggested, c.type_evidence AS evidence")
     assert len(edges) == 4 and all(r["ordered"] and r["status"] == "proposed" for r in edges)
     assert sorted(r["cross"] for r in edges) == [False, False, False, True]
+    cross = next(r for r in edges if r["cross"])  # each side's mentions and mean score, read from the graph
+    assert cross["suggested"] in ("Event", "Product") and len(cross["evidence"]) == 2
+    assert all("mean score 0." in line or "mean score 1." in line for line in cross["evidence"]), cross
     from kg_loader.queries import run_examples  # the example query lists relation triples, not proposals
 
     triples = run_examples(neo4j_driver)["Relation triples with the most evidence (posts that support them)"]
