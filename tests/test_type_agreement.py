@@ -155,3 +155,37 @@ def test_type_scores_round_trip_and_refuse_another_kind(tmp_path):
     staging.write_records(tmp_path / "m.parquet", [], Mention)
     with pytest.raises(staging.StagingSchemaError):
         staging.read_type_scores(tmp_path / "m.parquet")
+
+
+@pytest.mark.slow
+def test_with_the_shipped_typer_a_sample_day_cut_in_small_shards_is_typed_as_one_shard(tmp_path, monkeypatch):
+    """The real MG-VMoE typer on a sample day: cut into shards of 4 posts, after ``agree_run_types`` every
+    mention has the type the whole day typed as one shard gives it (the agreement does not depend on the
+    shard size), where the small shards on their own disagree with it."""
+    from datetime import UTC, datetime, timedelta
+
+    from mmkg.settings import PipelineSettings
+
+    day = "2026-11-03"
+    monkeypatch.setenv("MMKG_EXTRACTOR", "mg-vmoe")
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+    def run_day(size: int, name: str):
+        settings = PipelineSettings(landing_dir=ROOT / "sample_data" / "landing", staging_dir=tmp_path / name,
+                                    ontology_path=ONTOLOGY, shard_size=size)
+        plan = pipeline.plan_interval(name, start, start + timedelta(days=1), settings=settings)
+        shards, _ = pipeline.stage_posts(plan, settings)
+        typed = [pipeline.type_shard(pipeline.detect_shard(s), plan) for s in shards]
+        before = _types(typed)
+        return before, _types(pipeline.agree_run_types(plan, typed)), len(shards)
+
+    _, whole, one = run_day(200, "one-shard")
+    small_before, small_after, many = run_day(4, "small-shards")
+    assert one == 1 and many >= 5
+    assert small_after == whole
+    assert small_before != whole  # without the run's agreement the small shards type some names otherwise
+
+
+def _types(shards) -> dict[tuple[str, int, int], str]:
+    return {(t.mention.post_id, t.mention.start, t.mention.end): t.entity_type for s in shards
+            for t in staging.read_typed_mentions(staging.shard_file(s, "typed_mentions"))}
