@@ -102,7 +102,11 @@ def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = H
     for the mentions that prefer it, when at least two of them do and by ``margin`` on average. So one
     mistyped mention no longer makes a second entity (the entity id hashes the type). With ``parents``
     (``Ontology.parent_indices``), a decided type then narrows to a child type that fits too (``narrowest``,
-    on the same mean scores)."""
+    on the same mean scores).
+
+    The typer applies it to a shard's mentions; ``extraction.pipeline.agree_run_types`` applies it again to
+    all of a run's mentions (every shard's staged raw scores, in shard order), so the decision is the
+    run's, not the shard's. Deterministic: equal inputs in equal order give equal outputs."""
     out: list[int | None] = [None] * len(keys)
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
