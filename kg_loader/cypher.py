@@ -147,7 +147,8 @@ def upsert_mentions(entity_type: str, broader: tuple[str, ...] = ()) -> str:
     plan has no Eager: rows stream, and a later row of the batch sees an earlier row's entity.
     ``aliases`` stay sorted (a new surface form is inserted in place), so they do not depend on
     the order posts were loaded in. Returns ``written``: rows whose post was there (the others
-    are counted as missing by the writer).
+    are counted as missing by the writer), and the ``elementId`` of each row's entity node (``ids``,
+    ``element_ids``: parallel lists), which the writer hands to ``upsert_relations_by_element_id``.
     """
     labels = ":".join(label(t) for t in (entity_type, *broader))
     return f"""{NO_REPLAN}
@@ -162,7 +163,7 @@ MERGE (e:Entity {{id: row.entity_id}})
 MERGE (p)-[m:MENTIONS {{start: row.start, end: row.end}}]->(e)
 SET m += {{text: row.surface, score: row.score, model_version: $model_version,
           label_set_id: $label_set_id, run_id: $run_id}}
-RETURN count(*) AS written
+RETURN count(*) AS written, collect(row.entity_id) AS ids, collect(elementId(e)) AS element_ids
 """
 
 
@@ -206,6 +207,41 @@ MERGE (h)-[r:{relationship_type(relation)}]->(t)
     r.model_version = $model_version, r.label_set_id = $label_set_id, r.run_id = $run_id
 RETURN count(*) AS written
 """
+
+_RELATION_ENDPOINTS_BY_KEY = """UNWIND $rows AS row
+MATCH (h:Entity {id: row.head_id})
+MATCH (t:Entity {id: row.tail_id})
+"""
+#: Endpoints found by the ``elementId`` a mention MERGE returned, checked to still be the entity of
+#: the row (an element id names a node only while it exists: Neo4j reuses the ids of deleted nodes).
+#: The check is the ``id`` alone: an entity id is a 32-hex-digit hash (``mmkg.identity``) that no
+#: other node's ``id`` equals. (Adding ``h:Entity AND t:Entity`` cost 0.7 s more server CPU per 100k
+#: triples, as much as the two index seeks it replaces.)
+_RELATION_ENDPOINTS_BY_ELEMENT_ID = """UNWIND $rows AS row
+MATCH (h) WHERE elementId(h) = row.h
+MATCH (t) WHERE elementId(t) = row.t
+WITH * WHERE h.id = row.head_id AND t.id = row.tail_id
+"""
+
+
+def upsert_relations_by_element_id(relation: str) -> str:
+    """``upsert_relations`` with its endpoints found by ``elementId`` (rows carry ``h``, ``t``: the
+    element ids of the head and tail nodes, and ``i``: the row's index in the batch) instead of two
+    unique-index seeks per row; the MERGE and its evidence updates are the same text. A row whose
+    element id no longer names its entity (the node was deleted, its id reused) writes nothing; ``done``
+    lists the indices of the rows written, and the writer re-sends the others by key
+    (``upsert_relations``), in the same transaction.
+
+    Per 100k triples (the triple stage alone, 2 writers, medians of 5 interleaved loads on one server,
+    load average 4-5): server CPU 3.62 -> 3.00 s, Python CPU 0.59 -> 0.90 s (longer rows); the id
+    check costs 0.33 s of server CPU per 100k rows against 1.0 s for no check at all.
+    """
+    query = upsert_relations(relation)
+    if _RELATION_ENDPOINTS_BY_KEY not in query or " AS written" not in query:
+        raise ValueError("upsert_relations no longer has the shape upsert_relations_by_element_id rewrites")
+    return (query.replace(_RELATION_ENDPOINTS_BY_KEY, _RELATION_ENDPOINTS_BY_ELEMENT_ID)
+            .replace(" AS written", " AS written, collect(row.i) AS done"))
+
 
 #: Which of ``$ids`` are not entities in the graph (names the endpoints a relation batch missed).
 MISSING_ENTITIES = """

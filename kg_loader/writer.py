@@ -22,6 +22,11 @@ at commit), so a few deadlocks per 100k rows are expected and cost one batch eac
 ``LoadReport.deadlock_retries`` counts them. A load too small to give every job a full batch (an ingestion
 shard of a few hundred rows) is not split: one stream of transactions, as with one writer.
 
+Triples find their endpoints by the ``elementId`` their entities' mention MERGEs returned to this writer
+(``cypher.upsert_relations_by_element_id``, each checked to still name the row's entity) instead of two
+unique-index seeks per row; a row whose element id is stale or unknown goes by key in the same
+transaction. Per 100k triples this saved 0.67 s of server CPU (6.07 -> 5.40 s per load; README).
+
 Rows whose label or relationship type is not allowed (not in the label set, or not a safe
 identifier) are rejected with a reason, and the rest of the batch still loads.
 """
@@ -55,6 +60,9 @@ DEFAULT_WRITERS = PipelineSettings.neo4j_writers
 #: A batch that keeps deadlocking this often fails loudly (each retry waits at most 50 ms x attempt).
 DEADLOCK_RETRIES = 10
 DEADLOCK_CODE = "Neo.TransientError.Transaction.DeadlockDetected"
+#: Most entity element ids a writer remembers (entity id -> ``elementId``, from its mention MERGEs, for
+#: its triples' endpoints); past this it forgets them all and starts again (about 150 bytes each).
+MAX_REMEMBERED_ENTITIES = 1_000_000
 #: Longest indexed key the loader sends (UTF-8 bytes): Neo4j's range index refuses keys over about
 #: 8 KB with an error that is not retryable, so a post id or entity name over this is refused with
 #: its reason instead (and the rest of the shard loads).
@@ -201,6 +209,9 @@ class GraphWriter:
         self.symmetric_relations = frozenset(symmetric_relations)
         #: Entity type -> the types it is a narrower kind of (``Ontology.lineage``): their labels go on its nodes.
         self.broader_types = {t: tuple(b) for t, b in (broader_types or {}).items()}
+        #: Entity id -> ``elementId`` of its node, as this writer's mention MERGEs returned them: its
+        #: triples find their endpoints by element id (checked) instead of two index seeks per row.
+        self._entity_nodes: dict[str, str] = {}
 
     # -- schema ---------------------------------------------------------------------------
     def ensure_schema(self) -> None:
@@ -223,6 +234,7 @@ class GraphWriter:
             attempts += 1
             bound = copy.copy(self)
             bound._tx = tx
+            bound._entity_nodes = {}  # this attempt's nodes only (a rolled-back attempt's are gone)
             return work(bound)
 
         with self.driver.session(database=self.database) as session:
@@ -315,8 +327,43 @@ class GraphWriter:
                 job = tuple(sorted((_partition(row.head_id, parts), _partition(row.tail_id, parts))))
                 jobs.setdefault(job, {}).setdefault(shared, []).append(params)
         rounds = _relation_rounds(parts)
-        report.merge(self._write_rounds("relation", cypher.upsert_relations, jobs, rounds, _RELATION_SHARED))
+        report.merge(self._write_rounds("relation", self._relation_statement, jobs, rounds, _RELATION_SHARED))
         return report
+
+    def _relation_statement(self, relation: str) -> Callable[[Any, dict], tuple[list[dict], Any]]:
+        """One relation batch, run in a transaction: the rows whose endpoints this writer's mention
+        MERGEs returned by element id (``cypher.upsert_relations_by_element_id``), then the rest, and
+        any row whose element ids no longer name its entities, by key (``cypher.upsert_relations``).
+        Returns ``[{"written": n}]`` and the two statements' counters summed."""
+
+        def run(tx, params: dict) -> tuple[list[dict], Any]:
+            known = self._entity_nodes
+            by_id, by_key = [], []
+            for row in params["rows"]:
+                h, t = known.get(row["head_id"]), known.get(row["tail_id"])
+                if h is not None and t is not None:  # (the rows are this call's own dicts)
+                    row["h"], row["t"], row["i"] = h, t, len(by_id)
+                    by_id.append(row)
+                else:
+                    by_key.append(row)
+            written, counters = 0, _Counters()
+            if by_id:
+                records, c = _run_batch(tx, cypher.upsert_relations_by_element_id(relation), {**params, "rows": by_id})
+                counters.add(c)
+                done = set(records[0]["done"]) if records else set()
+                written += len(done)
+                for i in (i for i in range(len(by_id)) if i not in done):  # stale element ids: by key
+                    row = by_id[i]
+                    known.pop(row["head_id"], None)
+                    known.pop(row["tail_id"], None)
+                    by_key.append({k: row[k] for k in ("head_id", "tail_id", "post_id", "score")})
+            if by_key:
+                records, c = _run_batch(tx, cypher.upsert_relations(relation), {**params, "rows": by_key})
+                counters.add(c)
+                written += sum(r["written"] for r in records)
+            return [{"written": written}], counters
+
+        return run
 
     def retract_vanished_posts(self, partition: str, lo: str, hi: str | None, keep: Sequence[str]) -> LoadReport:
         """Remove the posts of landing ``partition`` with ids in ``[lo, hi)`` (no upper bound when
@@ -439,10 +486,12 @@ class GraphWriter:
                 batch = rows[start : start + self.batch_size]
                 params = {**(shared or {}), param: batch}
                 if self._tx is not None:
-                    records, counters = _run_batch(self._tx, query, params)
+                    records, counters = _execute(self._tx, query, params)
                 else:
                     records, counters = _write_batch(session, query, params, report)
                 report.add_counters(counters)
+                if records and "element_ids" in records[0]:
+                    self._remember_entities(records)
                 if records and "written" in records[0]:
                     written = sum(r["written"] for r in records)
                     if kind == "relation" and written < len(batch):
@@ -453,6 +502,14 @@ class GraphWriter:
                         results.extend(records)
                 report.rows[kind] += written
         return report
+
+    def _remember_entities(self, records: list[dict]) -> None:
+        """Keep the element ids a mention batch returned (``ids``, ``element_ids``) for the triples."""
+        known = self._entity_nodes
+        if len(known) > MAX_REMEMBERED_ENTITIES:
+            known.clear()
+        for record in records:
+            known.update(zip(record["ids"], record["element_ids"]))
 
     def _report_missing_endpoints(self, batch: list[dict], missing: int, report: LoadReport) -> None:
         report.dropped["relations_missing_endpoint"] += missing
@@ -535,6 +592,28 @@ def _run_batch(tx, query: str, params: dict) -> tuple[list[dict], Any]:
     return records, result.consume().counters
 
 
+def _execute(tx, query, params: dict) -> tuple[list[dict], Any]:
+    """One batch in ``tx``: a query text (``_run_batch``), or a function of ``(tx, params)`` that runs
+    its statements (``GraphWriter._relation_statement``)."""
+    return query(tx, params) if callable(query) else _run_batch(tx, query, params)
+
+
+@dataclass
+class _Counters:
+    """The update counters of several statements of one batch, summed (``LoadReport.add_counters``)."""
+
+    nodes_created: int = 0
+    nodes_deleted: int = 0
+    relationships_created: int = 0
+    relationships_deleted: int = 0
+    properties_set: int = 0
+    labels_added: int = 0
+
+    def add(self, counters: Any) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(counters, f.name))
+
+
 def _version(row: PostRow) -> tuple:
     """A post row's version as ``cypher.UPSERT_POSTS`` compares it: (created_at, digest)."""
     return datetime.fromisoformat(row.created_at.replace("Z", "+00:00")), row.digest
@@ -565,7 +644,7 @@ def _write_batch(session, query: str, params: dict, report: LoadReport):
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         try:
             with session.begin_transaction() as tx:
-                outcome = _run_batch(tx, query, params)
+                outcome = _execute(tx, query, params)
                 tx.commit()
             return outcome
         except neo4j.exceptions.TransientError as exc:
@@ -580,7 +659,7 @@ def _write_batch(session, query: str, params: dict, report: LoadReport):
             if not exc.is_retryable():
                 raise
             break
-    return session.execute_write(_run_batch, query, params)
+    return session.execute_write(_execute, query, params)
 
 
 def _partition(node_id: str, parts: int) -> int:

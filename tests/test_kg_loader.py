@@ -350,6 +350,36 @@ def test_server_stopped_mid_load_fails_loudly_and_rerun_completes_without_duplic
         driver.close()
 
 
+def test_triples_find_their_endpoints_by_element_id_and_stale_ids_fall_back_to_the_key(neo4j_driver):
+    """A writer's triples use the element ids its mention MERGEs returned. One that no longer names its
+    entity (the node was deleted and its id reused by another entity, or it is gone) writes nothing by
+    id: the row goes by key in the same transaction, so the graph and the counters are those of a writer
+    that never knew an element id."""
+    writer = GraphWriter(neo4j_driver)
+    writer.ensure_schema()
+    writer.upsert_posts([_post("p1"), _post("p2")])
+    people = [("Ana", "Person"), ("Rui", "Person"), ("Eva", "Person"), ("Lia", "Person")]
+    writer.upsert_mentions([_mention("p1", name, etype, 10 * i) for i, (name, etype) in enumerate(people)])
+    ids = [entity_id(*p) for p in people]
+    assert set(ids) <= set(writer._entity_nodes)
+    fresh = GraphWriter(neo4j_driver)  # knows no element id: every row by key
+    eid = writer._entity_nodes
+    eid[ids[0]], eid[ids[1]] = eid[ids[1]], eid[ids[0]]  # element ids of other entities
+    eid[ids[2]] = "4:00000000-0000-0000-0000-000000000000:999999"  # no such node
+    rows = [_relation("p1", people[0], "peer", people[1]), _relation("p1", people[2], "peer", people[3]),
+            _relation("p2", people[3], "peer", people[1]), _relation("p2", people[1], "peer", people[0], 0.6)]
+    report = writer.upsert_relations(rows)
+    assert report.rows["relation"] == 4 and report.relationships_created == 4 and not report.dropped
+    assert ids[0] not in eid and ids[2] not in eid  # the stale ones are forgotten
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (h:Entity)-[r:PEER]->(t:Entity) RETURN h.id AS h, t.id AS t, r.post_ids AS posts ORDER BY h, t")
+    assert sorted((r["h"], r["t"], tuple(r["posts"])) for r in records) == sorted(
+        (row.head_id, row.tail_id, (row.post_id,)) for row in rows)
+    again = fresh.upsert_relations(rows)  # by key: matches what was written by id, creates nothing
+    assert again.rows["relation"] == 4 and again.relationships_created == 0
+    assert (report.properties_set, report.batches) == (4 * 9, 1)  # nine properties each, once; one batch
+
+
 # --- what a load really wrote, versions of a post, corrected partitions -------------------------------
 
 from mmkg.records import ImageRef, Mention, Post, RelationMention, TypedMention  # noqa: E402
