@@ -104,7 +104,9 @@ class MGVMoEExtractor:
         self.model_version = f"{self.met.model_version}+{self.mre.model_version.split('/', 1)[1]}"
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._images: dict[str, torch.Tensor | None] = {}  # image sha256 (or path) -> region tokens
-        self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # post id -> (token states, offsets)
+        # post id -> ({depth: token states}, offsets); depth k = the input of a checkpoint's k tuned top layers
+        self._texts: dict[str, tuple[dict[int, torch.Tensor], torch.Tensor]] = {}
+        self._depths = tuple(sorted({0, self.met.config.tuned_layers, self.mre.config.tuned_layers}))
         self._surfaces: dict[str, torch.Tensor] = {}  # entity surface -> its words encoded alone
         self.stats: Counter = Counter()
 
@@ -170,15 +172,16 @@ class MGVMoEExtractor:
 
     def _encode_posts(self, posts: list[Post]) -> None:
         """Token states and character offsets of each post not encoded yet in this shard: one encoder
-        pass per post, batched across posts (length-sorted, so little padding)."""
+        pass per post, batched across posts (length-sorted, so little padding). A checkpoint with tuned top
+        layers reads the states at their input, taken from the same pass."""
         todo = sorted({p.id: p for p in posts if p.id not in self._texts}.values(), key=lambda p: len(p.text))
         for k in range(0, len(todo), self.batch_size):
             chunk = todo[k : k + self.batch_size]
             with self._autocast():
-                hidden, mask, offsets = self.text_encoder.encode_plain([p.text for p in chunk])
+                states, mask, offsets = self.text_encoder.encode_depths([p.text for p in chunk], self._depths)
             for r, post in enumerate(chunk):
                 n = int(mask[r].sum())
-                self._texts[post.id] = (hidden[r, :n].float(), offsets[r, :n])
+                self._texts[post.id] = ({d: h[r, :n].float() for d, h in states.items()}, offsets[r, :n])
             self.stats["posts_encoded"] += len(chunk)
 
     def _surface_embeddings(self, ckpt: Checkpoint, items: list[Item]) -> torch.Tensor | None:
@@ -216,6 +219,7 @@ class MGVMoEExtractor:
     def _scores(self, ckpt: Checkpoint, items: list[Item], class_emb: torch.Tensor) -> torch.Tensor:
         """(N, C) raw scores of each mention / pair against each class, in input order."""
         self._encode_posts([post for post, _ in items])
+        depth = ckpt.config.tuned_layers
         surfaces = self._surface_embeddings(ckpt, items)
         scores = torch.zeros(len(items), len(class_emb))
         rows, overflow = [], []  # (item index, token bounds) read from the post; items past max_length
@@ -225,13 +229,13 @@ class MGVMoEExtractor:
                 overflow.append(i)
             else:
                 rows.append((i, found))
-        rows.sort(key=lambda r: len(self._texts[items[r[0]][0].id][0]))  # similar lengths share a batch
+        rows.sort(key=lambda r: len(self._texts[items[r[0]][0].id][1]))  # similar lengths share a batch
         for k in range(0, len(rows), HEAD_BATCH):
             part = rows[k : k + HEAD_BATCH]
             posts = [items[i][0] for i, _ in part]
             idx = [i for i, _ in part]
             scores[idx] = self._head_scores(
-                ckpt, [self._texts[p.id][0] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb,
+                ckpt, [self._texts[p.id][0][depth] for p in posts], torch.tensor([b for _, b in part]), posts, class_emb,
                 surfaces[idx] if surfaces is not None else None)
         chars = CONTEXT_CHARS
         while overflow:
@@ -242,7 +246,7 @@ class MGVMoEExtractor:
             for k in range(0, len(overflow), self.batch_size):
                 part = range(k, min(k + self.batch_size, len(overflow)))
                 with self._autocast():
-                    hidden, mask, offsets = self.text_encoder.encode_plain([windows[j][0] for j in part])
+                    hidden, mask, offsets = self.text_encoder.encode_plain([windows[j][0] for j in part], depth)
                 read = []  # (row in this encoder batch, index into overflow, token bounds)
                 for r, j in enumerate(part):
                     found = [token_span(offsets[r], s, e) for s, e in windows[j][1]]

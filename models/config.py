@@ -25,6 +25,11 @@ class MGVMoEConfig:
     image_hidden: int = 1280  # width of the image region tokens (EfficientNet-Lite0 last map: 1280 x 7x7)
     image_size: int = 224  # EfficientNet-Lite0's native input; gives the 7x7 = 49 region grid
     max_length: int = 128  # reference value; tweets are far shorter, truncation is counted, not silent
+    tuned_layers: int = 0  # > 0: the text encoder's top N layers are fine-tuned with the heads (copies initialised
+    #                       from the encoder, saved in the checkpoint); features are cached at their input, and
+    #                       learned head / tail embeddings (zero at the start) are added to each entity's tokens
+    #                       there, so the tuned layers read the post *for this pair*. 0 = frozen encoder
+    tuned_lr: float = 2e-5  # step size of the tuned encoder layers (the reference fine-tunes BERT at 1e-5)
     text_input: str = "markers"  # "markers" (reference): one encoder pass per marked mention / pair, an entity
     #                              is its start marker's state; "spans": each post encoded once, unmarked, an
     #                              entity is the mean of its word pieces (what the pipeline runs: encode once)
@@ -103,6 +108,10 @@ class MGVMoEConfig:
             raise ValueError("selection='pair_f0.5' scores relation pairs: it needs task='mre'")
         if self.label_text not in ("name", "description"):
             raise ValueError(f"label_text must be name|description, got {self.label_text!r}")
+        if self.tuned_layers < 0:
+            raise ValueError(f"tuned_layers must be >= 0, got {self.tuned_layers}")
+        if self.tuned_layers and self.text_input != "spans":
+            raise ValueError("tuned_layers reads each post encoded once up to the tuned layers: it needs text_input='spans'")
         if self.argument_input not in ("span", "surface", "both"):
             raise ValueError(f"argument_input must be span|surface|both, got {self.argument_input!r}")
 

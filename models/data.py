@@ -345,6 +345,16 @@ def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     raise ValueError(f"unknown split {name!r}")
 
 
+def validation_file_samples(split: ClassSplit) -> list[Sample]:
+    """The validation samples that come from the validation *file* (MNRE ``mnre_val.txt``): beside that file's
+    ``None`` pairs (the split's ``negatives``) they are the mix of related and unrelated pairs that posts as they
+    come hold (about 3 ``None`` pairs per related pair), where the pooled validation relations of all three files
+    hold 0.3. Other splits: all validation samples."""
+    if split.task != "mre":
+        return list(split.val)
+    return [s for s in split.val if s.uid.startswith(f"mnre/{MNRE_FILES[1]}:")]
+
+
 def samples_fingerprint(samples: list[Sample]) -> str:
     """Content hash of a sample list: keys feature caches and is written into checkpoints."""
     h = hashlib.sha256()

@@ -98,7 +98,12 @@ def encode_samples(
     image_encoder: ImageRegionEncoder | None,
     batch_size: int = 64,
     progress: bool = True,
+    depth: int = 0,
 ) -> FeatureStore:
+    """Encoder outputs of ``samples``; ``depth`` > 0 (``text_input="spans"`` only) keeps the token states at the
+    input of the encoder's top ``depth`` layers, which a checkpoint with ``tuned_layers`` runs itself."""
+    if depth and text_input != "spans":
+        raise ValueError("features below the top layers are read from plain text: depth needs text_input='spans'")
     plain = [words_to_text(s.tokens, s.spans) for s in samples]
     texts = [marked_text(t, spans, task) for t, spans in plain] if text_input == "markers" else [t for t, _ in plain]
     order = sorted(range(len(samples)), key=lambda i: len(texts[i]))  # length-sorted: little padding
@@ -110,7 +115,7 @@ def encode_samples(
         if text_input == "markers":
             feats = text_encoder([texts[i] for i in ids], task)
         else:
-            feats = text_encoder.encode_spans([texts[i] for i in ids], [plain[i][1] for i in ids])
+            feats = text_encoder.encode_spans([texts[i] for i in ids], [plain[i][1] for i in ids], depth)
         truncated += feats.truncated_spans
         for j, i in enumerate(ids):
             n = int(feats.mask[j].sum())
@@ -130,7 +135,7 @@ def encode_samples(
             images.append(image_encoder(pixels)[0].to(torch.float16))
     image_index = torch.tensor([image_rows.get(s.image, -1) if s.image else -1 for s in samples])
     stacked = torch.stack(images) if images else torch.zeros(0, 0, 1, dtype=torch.float16)
-    stats = {"samples": len(samples), "text_input": text_input, "truncated_spans": truncated, "images_used": len(images),
+    stats = {"samples": len(samples), "text_input": text_input, "depth": depth, "truncated_spans": truncated, "images_used": len(images),
              "images_failed": failed, "samples_with_image": int((image_index >= 0).sum())}
     if truncated:
         log.warning("%d entities fell beyond max_length; [CLS] stands in for them", truncated)
@@ -190,13 +195,16 @@ class FeatureCache:
     def key(self) -> str:
         return encoder_key(self.text_encoder, self.text_path, self.image_path)
 
-    def features(self, samples: list[Sample], task: str, name: str, text_input: str = "markers") -> FeatureStore:
-        path = cache_dir() / f"{name}-{task}-{text_input}-{self.key()}-{samples_fingerprint(samples)}.pt"
+    def features(self, samples: list[Sample], task: str, name: str, text_input: str = "markers",
+                 depth: int = 0) -> FeatureStore:
+        """``depth`` > 0: token states at the input of the top ``depth`` layers (``encode_samples``)."""
+        at = f"-depth{depth}" if depth else ""
+        path = cache_dir() / f"{name}-{task}-{text_input}{at}-{self.key()}-{samples_fingerprint(samples)}.pt"
         store = None
         if self.use_disk and path.is_file():
             store = FeatureStore(**torch.load(path, weights_only=True))
         if store is None:
-            store = self._encode(samples, task, text_input, path)
+            store = self._encode(samples, task, text_input, path, depth)
         if task == "mre":
             store.surfaces = self.surfaces(samples, name)
         return store
@@ -210,10 +218,10 @@ class FeatureCache:
             torch.save(emb, path)
         return emb
 
-    def _encode(self, samples: list[Sample], task: str, text_input: str, path: Path) -> FeatureStore:
+    def _encode(self, samples: list[Sample], task: str, text_input: str, path: Path, depth: int = 0) -> FeatureStore:
         needs_images = any(s.image for s in samples)
         store = encode_samples(samples, task, text_input, self.text_encoder,
-                               self.image_encoder if needs_images else None)
+                               self.image_encoder if needs_images else None, depth=depth)
         if self.use_disk:
             torch.save({k: getattr(store, k) for k in ("uids", "text", "span_bounds", "image_index", "images", "stats")},
                        path)

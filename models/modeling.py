@@ -122,18 +122,27 @@ class TextTokenEncoder(nn.Module):
         with torch.no_grad():
             self.model.get_input_embeddings().weight[ids] = rows.to(self.model.get_input_embeddings().weight)
 
-    def _run(self, texts: list[str], offsets: bool = False):
+    def _run(self, texts: list[str], offsets: bool = False, depths: tuple[int, ...] = (0,)):
+        """Token states of ``texts`` at each of ``depths`` (0 = the last layer's output, k = the input of the
+        top k layers, what ``TunedLayers`` reads), the tokenizer's tensors and, when asked, character offsets."""
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
                              return_offsets_mapping=offsets)
         offset_mapping = enc.pop("offset_mapping", None)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        return out.last_hidden_state, enc, offset_mapping
+        deep = any(depths)
+        out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=deep)
+        states = {d: (out.hidden_states[-1 - d] if deep else out.last_hidden_state) for d in depths}
+        return states, enc, offset_mapping
+
+    def layers_from_top(self, k: int) -> list[nn.Module]:
+        """The encoder's top ``k`` transformer layers (what ``TunedLayers`` copies)."""
+        return list(self.model.encoder.layer[len(self.model.encoder.layer) - k:])
 
     @torch.no_grad()  # not inference_mode: label embeddings later enter autograd graphs as constants
     def forward(self, texts: list[str], task: str) -> TextFeatures:
         """Texts with entity markers (``marked_text``): each entity is its start marker's token."""
-        hidden, enc, _ = self._run(texts)
+        states, enc, _ = self._run(texts)
+        hidden = states[0]
         starts = ["<e>"] if task == "met" else ["<h>", "<t>"]
         bounds = torch.zeros(len(texts), len(starts), 2, dtype=torch.long, device=self.model.device)
         missing = 0
@@ -146,16 +155,22 @@ class TextTokenEncoder(nn.Module):
         return TextFeatures(hidden, enc["attention_mask"].bool(), bounds, missing)
 
     @torch.no_grad()
-    def encode_plain(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Plain texts, each encoded once: token states (B, L, H), mask (B, L) and the character
-        offsets of every token (B, L, 2, on the CPU) for ``token_span``."""
-        hidden, enc, offsets = self._run(texts, offsets=True)
-        return hidden, enc["attention_mask"].bool(), offsets
+    def encode_plain(self, texts: list[str], depth: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Plain texts, each encoded once: token states (B, L, H) at ``depth`` (``_run``), mask (B, L) and the
+        character offsets of every token (B, L, 2, on the CPU) for ``token_span``."""
+        states, mask, offsets = self.encode_depths(texts, (depth,))
+        return states[depth], mask, offsets
 
     @torch.no_grad()
-    def encode_spans(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> TextFeatures:
+    def encode_depths(self, texts: list[str], depths: tuple[int, ...]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """``encode_plain`` at several depths from one pass: ({depth: (B, L, H)}, mask, offsets)."""
+        states, enc, offsets = self._run(texts, offsets=True, depths=depths)
+        return states, enc["attention_mask"].bool(), offsets
+
+    @torch.no_grad()
+    def encode_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], depth: int = 0) -> TextFeatures:
         """Plain texts with the character spans of their entities (``text_input="spans"``)."""
-        hidden, mask, offsets = self.encode_plain(texts)
+        hidden, mask, offsets = self.encode_plain(texts, depth)
         bounds = torch.zeros(len(texts), len(spans[0]), 2, dtype=torch.long)
         missing = 0
         for b, row in enumerate(spans):
@@ -173,6 +188,49 @@ class TextTokenEncoder(nn.Module):
         hidden = self.model(**enc).last_hidden_state
         m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def encoder_layers(config: MGVMoEConfig) -> list[nn.Module]:
+    """``config.tuned_layers`` fresh transformer layers shaped like the text encoder's (its transformers config;
+    a tiny test config of another width gets layers of that width). ``TunedLayers.copy_from`` fills them."""
+    from transformers import AutoConfig, AutoModel
+
+    from models.encoders import default_text_encoder_path
+
+    cfg = AutoConfig.from_pretrained(config.text_encoder or default_text_encoder_path())
+    if cfg.hidden_size != config.text_hidden:
+        cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads = config.text_hidden, 2 * config.text_hidden, 2
+    cfg.num_hidden_layers, cfg.vocab_size = config.tuned_layers, 8
+    return list(AutoModel.from_config(cfg).encoder.layer)
+
+
+class TunedLayers(nn.Module):
+    """The text encoder's top layers, fine-tuned with the MG-VMoE heads (``MGVMoEConfig.tuned_layers``).
+
+    They read token states taken at their input (``TextTokenEncoder`` at ``depth = tuned_layers``; once per
+    post in the pipeline, cached for training) with a learned embedding added to each entity's tokens, one per
+    role (head, tail): the layers read the post for *this* pair, in this direction. The role embeddings start
+    at zero, so before training the copy reproduces the frozen encoder's output exactly."""
+
+    def __init__(self, config: MGVMoEConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(encoder_layers(config))
+        self.roles = nn.Parameter(torch.zeros(config.num_spans, config.text_hidden))
+
+    def copy_from(self, encoder: "TextTokenEncoder") -> None:
+        for mine, theirs in zip(self.layers, encoder.layers_from_top(len(self.layers)), strict=True):
+            mine.load_state_dict(theirs.state_dict())
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, span_bounds: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(h.shape[1], device=h.device)[None]
+        for j in range(span_bounds.shape[1]):
+            inside = (positions >= span_bounds[:, j, :1]) & (positions < span_bounds[:, j, 1:])
+            h = h + inside[..., None].to(h.dtype) * self.roles[j]
+        bias = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill(~mask, torch.finfo(h.dtype).min)
+        for layer in self.layers:
+            out = layer(h, attention_mask=bias[:, None, None])
+            h = out[0] if isinstance(out, tuple) else out
+        return h
 
 
 # ----------------------------------------------------------------------------------------- 2. image side
@@ -424,6 +482,11 @@ class MGVMoE(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.proj_x = nn.Linear(feat_dim, c.proj_dim)
         self.proj_c = nn.Linear(c.text_hidden, c.proj_dim)
+        self.tuned = TunedLayers(c) if c.tuned_layers else None
+        # Where the "does it fit" logistic loss puts 0.5: a learned offset on the raw scores (training starts it
+        # at the validation-calibrated threshold of the untrained model), so the loss does not drag every raw
+        # score towards 0 and the priors' scale is kept.
+        self.fit_offset = nn.Parameter(torch.zeros(())) if c.fit_weight > 0 else None
         if c.similarity_prior > 0:  # start exactly at label similarity; training learns a correction
             nn.init.zeros_(self.proj_x.weight)
             nn.init.zeros_(self.proj_x.bias)
@@ -431,6 +494,13 @@ class MGVMoE(nn.Module):
     def head_parameters(self):
         """Everything but the perturbation r, which has its own maximisation step."""
         return [p for n, p in self.named_parameters() if not n.startswith("vat.")]
+
+    def parameter_groups(self) -> list[dict]:
+        """``head_parameters`` for the optimiser: the tuned encoder layers (if any) at ``config.tuned_lr``."""
+        tuned = {id(p) for p in self.tuned.parameters()} if self.tuned is not None else set()
+        heads = [p for p in self.head_parameters() if id(p) not in tuned]
+        return [{"params": heads}] + ([{"params": list(self.tuned.parameters()), "lr": self.config.tuned_lr}]
+                                     if tuned else [])
 
     def image_sequence(self, batch: MGVMoEBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Projected image tokens, their mask, and which rows hold a real image. Image-less posts get
@@ -465,6 +535,8 @@ class MGVMoE(nn.Module):
         if sample is None:
             sample = self.training or c.sample_at_inference
         text = batch.text_tokens.float()
+        if self.tuned is not None:
+            text = self.tuned(text, batch.text_mask, batch.span_bounds)
         sentence = text[:, 0] if c.sentence_pool == "cls" else masked_mean(text, batch.text_mask)
         entities = [span_mean(text, batch.span_bounds[:, j]) for j in range(batch.span_bounds.shape[1])]
         h_e = torch.cat([sentence, *entities], -1)  # concat(h[CLS] or mean, each entity's marker / span)
@@ -539,7 +611,8 @@ class MGVMoE(nn.Module):
             # Does the sample fit each description at all: a logistic loss on the raw score of every class,
             # 1 for the gold class, 0 for the others and for every class of a no-class sample. It is what
             # makes a raw-score threshold mean "related" for relations never trained on.
-            losses["fit"] = (F.binary_cross_entropy_with_logits(scores, onehot.float(), reduction="none").sum(1).mean()
+            losses["fit"] = (F.binary_cross_entropy_with_logits(scores - self.fit_offset, onehot.float(),
+                                                                reduction="none").sum(1).mean()
                              if c.fit_weight > 0 else zero)
             loss = (losses["rank"] + c.fit_weight * losses["fit"]
                     + c.beta * (losses["vmoe"] + losses["infonce"] + losses["vat"]))

@@ -194,7 +194,7 @@ def calibrate_thresholds(model: MGVMoE, data: "PreparedSplit", samples: list[Sam
     split, config = data.split, model.config
     samples = (split.val if samples is None else samples) + split.negatives
     emb = data.class_emb[(config.label_text, "val")]
-    store = data.store(config.text_input)
+    store = data.features_of(config)
     if config.task == "mre":
         d = score_pairs(model, store, samples, split.val_classes, emb, split.symmetric, config.eval_batch_size)
         threshold = calibrate_pair_threshold(d)
@@ -288,14 +288,21 @@ class PreparedSplit:
     cache: FeatureCache | None  # None: only the given ``stores`` exist (tests)
     stores: dict = field(default_factory=dict)  # text_input -> FeatureStore, encoded on first use
 
-    def store(self, text_input: str = "markers") -> FeatureStore:
-        if text_input not in self.stores:
+    def store(self, text_input: str = "markers", depth: int = 0) -> FeatureStore:
+        """Cached features of every sample of the pool; ``depth`` > 0: at the input of the encoder's top
+        ``depth`` layers (for a config with ``tuned_layers``, see ``features_of``)."""
+        key = (text_input, depth) if depth else text_input
+        if key not in self.stores:
             # One cache per dataset pool: folds and split seeds re-partition the same samples.
             split = self.split
             samples = sorted(split.train + split.val + split.test + split.negatives + split.train_negatives
                              + split.test_negatives, key=lambda s: s.uid)
-            self.stores[text_input] = self.cache.features(samples, split.task, split.name.split("-")[0], text_input)
-        return self.stores[text_input]
+            self.stores[key] = self.cache.features(samples, split.task, split.name.split("-")[0], text_input, depth)
+        return self.stores[key]
+
+    def features_of(self, config: MGVMoEConfig) -> FeatureStore:
+        """The features a model of ``config`` reads."""
+        return self.store(config.text_input, config.tuned_layers)
 
 
 def prepare(split: ClassSplit, cache: FeatureCache) -> PreparedSplit:
@@ -320,19 +327,21 @@ def evaluate_checkpoint(checkpoint, data: PreparedSplit, part: str, samples: lis
     scored against that part's classes; ``samples`` defaults to all of the part's."""
     config, split = checkpoint.config, data.split
     samples = getattr(split, part) if samples is None else samples
-    metrics, _ = evaluate(checkpoint.model, data.store(config.text_input), samples, getattr(split, f"{part}_classes"),
+    metrics, _ = evaluate(checkpoint.model, data.features_of(config), samples, getattr(split, f"{part}_classes"),
                           data.class_emb[(config.label_text, part)], config.eval_batch_size)
     return metrics
 
 
 def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_run: bool = False) -> TrainResult:
-    split, store = data.split, data.store(config.text_input)
+    split, store = data.split, data.features_of(config)
     if config.task != split.task:
         raise ValueError(f"config task {config.task} != split task {split.task}")
     started = time.perf_counter()
     seed_everything(config.seed)
     model = MGVMoE(config)
-    optimizer = torch.optim.Adam(model.head_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if model.tuned is not None and data.cache is not None:
+        model.tuned.copy_from(data.cache.text_encoder)  # start from the encoder's own top layers
+    optimizer = torch.optim.Adam(model.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
     r_optimizer = torch.optim.Adam([model.vat.r], lr=config.vat_lr)
     rng = np.random.default_rng(config.seed)
     emb = lambda part: data.class_emb[(config.label_text, part)]  # noqa: E731
@@ -350,13 +359,17 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
         if config.selection == "pair_f0.5":
             d = score_pairs(model, store, val_samples + split.negatives, split.val_classes, emb("val"),
                             split.symmetric, config.eval_batch_size)
-            val["pair_f05"] = pair_metrics(d, calibrate_pair_threshold(d))["micro_f05"]
+            val["pair_threshold"] = calibrate_pair_threshold(d)
+            val["pair_f05"] = pair_metrics(d, val["pair_threshold"])["micro_f05"]
         val["selection"] = val["pair_f05"] if config.selection == "pair_f0.5" else val["macro_f1"]
         return val
 
     # Epoch 0 = the untrained heads: with a similarity prior they are the label-similarity scorer, and
     # early stopping may keep them if training only hurts the validation classes.
     val = validate()
+    if model.fit_offset is not None and "pair_threshold" in val:
+        with torch.no_grad():  # the fit loss's 0.5 starts where the untrained scorer's threshold is
+            model.fit_offset.fill_(val["pair_threshold"])
     history.append({"epoch": 0, "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"],
                     "val_selection": val["selection"], "seconds": 0.0})
     if config.similarity_prior > 0:  # random heads are never a candidate, the label-similarity start is
@@ -454,6 +467,8 @@ def config_from_args(args: argparse.Namespace, task: str, preset: str = "referen
         "label_text": args.label_text, "fusion": args.fusion, "batch_size": args.batch_size,
         "similarity_prior": args.similarity_prior, "text_input": args.text_input, "prior_pool": args.prior_pool,
         "fit_weight": args.fit_weight, "negatives_per_batch": args.negatives_per_batch,
+        "reversed_per_batch": args.reversed_per_batch, "tuned_layers": args.tuned_layers, "tuned_lr": args.tuned_lr,
+        "steps_per_epoch": args.steps_per_epoch,
     }.items() if v is not None}
     for flag in ("vmoe", "vat", "infonce", "image"):
         if getattr(args, f"no_{flag}"):
@@ -476,6 +491,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-weight", type=float, help="weight of the per-class 'does it fit at all' loss")
     parser.add_argument("--negatives-per-batch", type=int,
                         help="no-class samples (the split's train negatives) per batch: abstention is trained")
+    parser.add_argument("--reversed-per-batch", type=int,
+                        help="MRE: training pairs read tail-first per batch, as no-class samples (direction is trained)")
+    parser.add_argument("--tuned-layers", type=int,
+                        help="fine-tune the text encoder's top N layers with the heads (0: frozen encoder)")
+    parser.add_argument("--tuned-lr", type=float, help="step size of the tuned encoder layers")
+    parser.add_argument("--steps-per-epoch", type=int, help="batches per epoch (0: one pass over the training samples)")
     for flag in ("vmoe", "vat", "infonce", "image"):
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 

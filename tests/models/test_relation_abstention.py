@@ -183,3 +183,26 @@ def test_a_swapped_batch_swaps_the_surfaces_too():
     store.surfaces = torch.arange(2 * 2 * 3, dtype=torch.float16).reshape(2, 2, 3)
     plain, swapped = store.batch(samples, ["r0"]), store.batch(samples, ["r0"], swap=True)
     assert torch.equal(plain.surfaces[:, 0], swapped.surfaces[:, 1])
+
+
+def test_the_fit_loss_reads_scores_relative_to_its_learned_offset():
+    config = MGVMoEConfig.tiny("mre", fit_weight=1.0)
+    batch, class_emb = random_batch(config)
+    batch.labels = torch.tensor([0, -1, 1, -1, 2, 3])
+    model = MGVMoE(config).eval()
+    base = model(batch, class_emb).losses["fit"]
+    with torch.no_grad():
+        model.fit_offset.fill_(-5.0)  # every score now reads as far above 0.5: the None rows cost more
+    assert model(batch, class_emb).losses["fit"] > base
+    assert MGVMoE(MGVMoEConfig.tiny("mre")).fit_offset is None  # no fit loss, no parameter (older cards load)
+
+
+def test_the_validation_file_mix_keeps_only_pairs_of_the_validation_file():
+    from models.data import ClassSplit, Sample, validation_file_samples
+
+    def pair(uid: str, label: str) -> Sample:
+        return Sample(uid, ("a", "b"), ((0, 1), (1, 2)), label)
+
+    val = [pair("mnre/mnre_train.txt:3", "r"), pair("mnre/mnre_val.txt:7", "r"), pair("mnre/mnre_test.txt:1", "r")]
+    split = ClassSplit("s", "mre", [], ["r"], [], [], val, [], "test", negatives=[pair("mnre/mnre_val.txt:9", "None")])
+    assert [s.uid for s in validation_file_samples(split)] == ["mnre/mnre_val.txt:7"]
