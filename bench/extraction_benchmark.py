@@ -65,7 +65,7 @@ def synthetic_shards(n: int, shard_size: int, image_dir: Path, seed: int = 0):
         yield posts, mentions
 
 
-def child(n: int, shard_size: int, threads: int, entity_checkpoint: str = "") -> dict:
+def child(n: int, shard_size: int, threads: int, entity_checkpoint: str = "", relation_checkpoint: str = "") -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -76,7 +76,8 @@ def child(n: int, shard_size: int, threads: int, entity_checkpoint: str = "") ->
     from models.modeling import marked_text
 
     ontology = load_ontology(PipelineSettings.from_env().ontology_path)
-    ex = MGVMoEExtractor(**({"entity_checkpoint": entity_checkpoint} if entity_checkpoint else {}))
+    ex = MGVMoEExtractor(**({"entity_checkpoint": entity_checkpoint} if entity_checkpoint else {}),
+                         **({"relation_checkpoint": relation_checkpoint} if relation_checkpoint else {}))
     tmp = Path(tempfile.mkdtemp(prefix="mmkg-bench-extract-"))
     warm = tmp / "warm"
     warm.mkdir()
@@ -150,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS), help="results JSON (a .txt summary is written beside it)")
     ap.add_argument("--entity-checkpoint", default="", help="MG-VMoE entity checkpoint (default the shipped one)")
+    ap.add_argument("--relation-checkpoint", default="", help="MG-VMoE relation checkpoint (default the shipped one)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT" + json.dumps(child(args.child, args.shard_size, args.threads, args.entity_checkpoint)))
+        print("RESULT" + json.dumps(child(args.child, args.shard_size, args.threads, args.entity_checkpoint,
+                                           args.relation_checkpoint)))
         return 0
     from bench.machine import describe
 
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.extraction_benchmark", "--child", str(n), "--shard-size", str(args.shard_size),
-             "--threads", str(args.threads), "--entity-checkpoint", args.entity_checkpoint],
+             "--threads", str(args.threads), "--entity-checkpoint", args.entity_checkpoint,
+             "--relation-checkpoint", args.relation_checkpoint],
             capture_output=True, text=True, check=True,
         )
         runs.append(json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[6:]))
