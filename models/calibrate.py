@@ -31,8 +31,10 @@ from models.data import load_split, validation_file_samples
 from models.train import calibrate_thresholds, prepare_for_checkpoint
 
 
-def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = None, mix: str = "pooled") -> dict:
+def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = None, mix: str | None = None) -> dict:
+    """Recompute the card's thresholds on ``mix`` (default: the checkpoint's own ``config.calibrate_on``)."""
     ckpt = load_checkpoint(checkpoint)
+    mix = mix or ckpt.config.calibrate_on
     split = load_split(split_name, data_dir)
     if split.task != ckpt.config.task or not split.val:
         raise ValueError(f"split {split_name!r} has no validation samples for task {ckpt.config.task}")
@@ -51,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--split", required=True)
-    parser.add_argument("--mix", choices=["pooled", "validation-file"], default="pooled",
-                        help="validation pairs the threshold is chosen on (see the module docstring)")
+    parser.add_argument("--mix", choices=["pooled", "validation-file"],
+                        help="validation pairs the threshold is chosen on (default: the checkpoint's calibrate_on; "
+                             "see the module docstring)")
     args = parser.parse_args(argv)
     print(json.dumps(calibrate(args.checkpoint, args.split, mix=args.mix), indent=2))
     return 0

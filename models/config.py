@@ -75,6 +75,10 @@ class MGVMoEConfig:
     negatives_per_batch: int = 0  # no-class samples (the split's train_negatives: MNRE None pairs) per batch
     reversed_per_batch: int = 0  # MRE: training pairs read tail-first, as no-class samples (symmetric classes
     #                              excepted), so the score tells a pair's direction
+    calibrate_on: str = "pooled"  # the abstention threshold's validation pairs: "pooled" (every validation sample) or,
+    #                              for relations, "validation-file" (the validation file's own related and None pairs:
+    #                              about 3 None per related pair, the mix of a post's candidate pairs; see
+    #                              models.data.validation_file_samples)
     selection: str = "macro_f1"  # early stopping on validation classes: "macro_f1" (reference) or, for
     #                              relations with None pairs, "pair_f0.5" (micro-F0.5, both readings of a pair)
     # --- optimisation ----------------------------------------------------------------------------------
@@ -108,6 +112,8 @@ class MGVMoEConfig:
             raise ValueError("selection='pair_f0.5' scores relation pairs: it needs task='mre'")
         if self.label_text not in ("name", "description"):
             raise ValueError(f"label_text must be name|description, got {self.label_text!r}")
+        if self.calibrate_on not in ("pooled", "validation-file"):
+            raise ValueError(f"calibrate_on must be pooled|validation-file, got {self.calibrate_on!r}")
         if self.tuned_layers < 0:
             raise ValueError(f"tuned_layers must be >= 0, got {self.tuned_layers}")
         if self.tuned_layers and self.text_input != "spans":
@@ -155,6 +161,13 @@ class MGVMoEConfig:
         return cls(**(base | changes))
 
     @classmethod
+    def for_shipping(cls, task: str, **changes) -> "MGVMoEConfig":
+        """``for_pipeline`` plus what the shipped checkpoint of ``task`` adds (``SHIPPED_CHANGES``): for relations,
+        MiniLM's top layer fine-tuned on seen relations, ``None`` and reversed pairs, the threshold calibrated on
+        the validation file's own pair mix (docs/model.md, *The top encoder layer fine-tuned*)."""
+        return cls.for_pipeline(task, **(SHIPPED_CHANGES.get(task, {}) | changes))
+
+    @classmethod
     def pipeline_candidates(cls, task: str, **changes) -> list["MGVMoEConfig"]:
         """The pipeline preset's candidate settings (``PIPELINE_CANDIDATES``), the preset's own first: what
         nested selection chooses among on a split's validation classes (``bench.zero_shot``, ``models.train
@@ -178,4 +191,11 @@ class MGVMoEConfig:
 PIPELINE_CANDIDATES: dict[str, tuple[dict, ...]] = {
     "met": tuple({"prior_pool": pool, "lr": lr} for pool in ("entities", "text") for lr in (1e-4, 1e-3)),
     "mre": tuple({"argument_input": arg, "lr": lr} for arg in ("both", "span") for lr in (1e-4, 1e-3)),
+}
+
+#: What each shipped checkpoint adds to ``for_pipeline``, chosen on validation classes only (docs/model.md): relations
+#: fine-tune the encoder's top layer with the heads fixed at their prior start (validation pair F0.5 37.1 -> 41.3).
+SHIPPED_CHANGES: dict[str, dict] = {
+    "mre": dict(tuned_layers=1, lr=0.0, tuned_lr=1e-4, fit_weight=1.0, negatives_per_batch=16, reversed_per_batch=8,
+                epochs=5, patience=2, calibrate_on="validation-file"),
 }

@@ -72,7 +72,7 @@ def train_candidate(
     from models.train import checkpoint_card, prepare, train
 
     split = load_split(split_name, Path(data_dir) if data_dir else None)
-    config = MGVMoEConfig.for_pipeline(split.task, seed=seed)
+    config = MGVMoEConfig.for_shipping(split.task, seed=seed)  # as the shipped checkpoints are trained
     if epochs:
         config = config.replace(epochs=epochs)
     config.extra = {"split": split.name}

@@ -23,7 +23,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
 from models.config import PIPELINE_CANDIDATES, MGVMoEConfig
-from models.data import ClassSplit, Sample, load_split, samples_fingerprint
+from models.data import ClassSplit, Sample, load_split, samples_fingerprint, validation_file_samples
 from models.features import FeatureCache, FeatureStore
 from models.modeling import MGVMoE, concat_batches, seed_everything, training_step
 
@@ -407,7 +407,9 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
     model.eval()
     result = TrainResult(model, config, history, best_epoch)
     result.val, _ = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
-    result.thresholds = calibrate_thresholds(model, data, val_samples)
+    result.thresholds = calibrate_thresholds(
+        model, data, validation_file_samples(split) if config.calibrate_on == "validation-file" else val_samples,
+        mix=config.calibrate_on)
     if config.use_vmoe and config.fusion == "attention":
         # Measured, not assumed: validation macro-F1 with the mean mu vs with one sampled z.
         torch.manual_seed(config.seed)
@@ -461,7 +463,8 @@ def checkpoint_card(name: str, result: TrainResult, data: PreparedSplit) -> dict
 
 
 def config_from_args(args: argparse.Namespace, task: str, preset: str = "reference") -> MGVMoEConfig:
-    config = MGVMoEConfig.for_pipeline(task) if preset == "pipeline" else MGVMoEConfig(task=task)
+    config = {"pipeline": MGVMoEConfig.for_pipeline, "shipped": MGVMoEConfig.for_shipping}.get(
+        preset, lambda task: MGVMoEConfig(task=task))(task)
     overrides = {k: v for k, v in {
         "seed": args.seed, "epochs": args.epochs, "patience": args.patience, "lr": args.lr, "beta": args.beta,
         "label_text": args.label_text, "fusion": args.fusion, "batch_size": args.batch_size,
@@ -507,8 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="checkpoint directory to write (none: report only)")
     parser.add_argument("--name", help="checkpoint name (default: directory name)")
     parser.add_argument("--dry-run", action="store_true", help="stop after one training batch")
-    parser.add_argument("--preset", choices=["reference", "pipeline"], default="reference",
-                        help="reference: MG-VMoE as specified; pipeline: MGVMoEConfig.for_pipeline (shipped checkpoints)")
+    parser.add_argument("--preset", choices=["reference", "pipeline", "shipped"], default="reference",
+                        help="reference: MG-VMoE as specified; pipeline: MGVMoEConfig.for_pipeline (each post encoded "
+                             "once); shipped: MGVMoEConfig.for_shipping, how the shipped checkpoints are trained")
     parser.add_argument("--select", action="store_true",
                         help="with --preset pipeline: train every candidate setting (models.config.PIPELINE_CANDIDATES) "
                              "and keep the one best on the split's validation classes")
