@@ -640,8 +640,8 @@ def _too_long(what: str, value: str) -> str:
             "of an indexed key")
 
 
-def _write_batch(session, query: str, params: dict, report: LoadReport):
-    """One batch in one transaction.
+def _write_batch(session, query, params: dict, report: LoadReport):
+    """One batch in one transaction (``query``: a text, or a function of ``(tx, params)``, see ``_execute``).
 
     Neo4j picks a deadlock victim when the transaction commits, after a managed transaction's
     function has returned, and the driver would then wait about a second before retrying. So the
