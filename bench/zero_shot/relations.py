@@ -307,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     split_seeds = args.split_seeds[:1] if args.dry_run else args.split_seeds
     results = {"train_seeds": args.train_seeds, "machine": machine(), "splits": {},
-               "shipped_config": MGVMoEConfig.for_pipeline("mre").to_dict()}
+               "shipped_config": MGVMoEConfig.for_shipping("mre").to_dict()}
     cache = FeatureCache()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for k in split_seeds:
         results["splits"][str(k)] = run_split(k, args.train_seeds, args.systems, cache, args.dry_run)
         if not args.dry_run:
