@@ -45,6 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from kg_loader import cypher
@@ -67,6 +68,9 @@ MAX_REMEMBERED_ENTITIES = 1_000_000
 #: 8 KB with an error that is not retryable, so a post id or entity name over this is refused with
 #: its reason instead (and the rest of the shard loads).
 MAX_INDEX_KEY_BYTES = 4096
+#: The update counters of Neo4j's result summary that a ``LoadReport`` sums.
+COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "relationships_deleted", "properties_set",
+            "labels_added")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +119,18 @@ class LoadReport:
         return max(sum(self.rows.values()) - self.created, 0)
 
     def add_counters(self, counters: Any) -> None:
-        self.nodes_created += counters.nodes_created
-        self.nodes_deleted += counters.nodes_deleted
-        self.relationships_created += counters.relationships_created
-        self.relationships_deleted += counters.relationships_deleted
-        self.properties_set += counters.properties_set
-        self.labels_added += counters.labels_added
+        """One batch's update counters (Neo4j's result summary, or ``_summed``)."""
+        self._add(counters)
         self.batches += 1
+
+    def _add(self, counters: Any) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(counters, name))
 
     def merge(self, other: "LoadReport") -> "LoadReport":
         for k, v in other.rows.items():
             self.rows[k] += v
-        self.nodes_created += other.nodes_created
-        self.nodes_deleted += other.nodes_deleted
-        self.relationships_created += other.relationships_created
-        self.relationships_deleted += other.relationships_deleted
-        self.properties_set += other.properties_set
-        self.labels_added += other.labels_added
+        self._add(other)
         self.batches += other.batches
         self.deadlock_retries += other.deadlock_retries
         self.transaction_retries += other.transaction_retries
@@ -346,10 +345,10 @@ class GraphWriter:
                     by_id.append(row)
                 else:
                     by_key.append(row)
-            written, counters = 0, _Counters()
+            written, counters = 0, []
             if by_id:
                 records, c = _run_batch(tx, cypher.upsert_relations_by_element_id(relation), {**params, "rows": by_id})
-                counters.add(c)
+                counters.append(c)
                 done = set(records[0]["done"]) if records else set()
                 written += len(done)
                 for i in (i for i in range(len(by_id)) if i not in done):  # stale element ids: by key
@@ -359,9 +358,9 @@ class GraphWriter:
                     by_key.append({k: row[k] for k in ("head_id", "tail_id", "post_id", "score")})
             if by_key:
                 records, c = _run_batch(tx, cypher.upsert_relations(relation), {**params, "rows": by_key})
-                counters.add(c)
+                counters.append(c)
                 written += sum(r["written"] for r in records)
-            return [{"written": written}], counters
+            return [{"written": written}], _summed(counters)
 
         return run
 
@@ -609,20 +608,9 @@ def _execute(tx, query, params: dict) -> tuple[list[dict], Any]:
     return query(tx, params) if callable(query) else _run_batch(tx, query, params)
 
 
-@dataclass
-class _Counters:
-    """The update counters of several statements of one batch, summed (``LoadReport.add_counters``)."""
-
-    nodes_created: int = 0
-    nodes_deleted: int = 0
-    relationships_created: int = 0
-    relationships_deleted: int = 0
-    properties_set: int = 0
-    labels_added: int = 0
-
-    def add(self, counters: Any) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(counters, f.name))
+def _summed(counters: list) -> SimpleNamespace:
+    """The update counters of several statements of one batch, summed (what ``LoadReport.add_counters`` reads)."""
+    return SimpleNamespace(**{name: sum(getattr(c, name) for c in counters) for name in COUNTERS})
 
 
 def _version(row: PostRow) -> tuple:
