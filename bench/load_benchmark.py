@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
@@ -42,7 +41,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.machine import describe
+from bench.machine import describe, save_and_announce
 from kg_loader import cypher
 from kg_loader.checksum import graph_checksum
 from mmkg.identity import entity_id
@@ -455,11 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             imported["ratio_batched_over_import_and_schema"] = b_total / (imported["median_s"]["import_s"] + imported["schema_s"])
             result["import"] = imported
         result["load_average_after"] = os.getloadavg()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"# {result['command']}")
-        print(f"machine: {result['machine']['cpu']}, {result['machine']['logical_cpus']} logical CPUs; load average "
-              f"before {load_before[0]:.1f}, after {result['load_average_after'][0]:.1f}")
+        save_and_announce(result, args.out)
         print(f"{'':12}{'posts':>10}{'entities':>10}{'triples':>10}{'total':>10}  (median seconds)")
         rows = ((f"batched x{args.writers}", result["batched_median_s"]), ("second load", result["second_load_median_s"]),
                 *((f"batched x{w}", t) for w, t in result["other_writers_median_s"].items()), ("naive", result["naive_median_s"]))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.load_benchmark import clear, server_cpu_s, synthetic
-from bench.machine import describe
+from bench.machine import describe, save_and_announce
 from kg_loader import cypher
 from kg_loader import writer as writer_module
 from kg_loader.writer import GraphWriter, connect
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": describe(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "writers": args.writers, "repeats": args.repeats, "medians": medians, "runs": runs,
               "jfr_samples_triples": samples}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"# {result['command']}")
-    print(f"machine: {result['machine']['cpu']}, {result['machine']['logical_cpus']} CPUs; load average before "
-          f"{load_before[0]:.1f}, after {result['load_average_after'][0]:.1f}")
+    save_and_announce(result, args.out)
     print(f"triple stage, 100k triples, {args.writers} writers, medians of {args.repeats} interleaved loads:")
     for v, m in medians.items():
         print(f"  {v:26} wall {m['triples_s']:.2f} s ({100_000 / m['triples_s']:,.0f} rel/s); CPU: python {m['python_cpu_s']:.2f} s, "

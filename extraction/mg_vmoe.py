@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from extraction.zero_shot import agree_on_types, best_reading_per_pair, relation_candidates
+from extraction.zero_shot import agree_on_types, best_reading_per_pair, decided_type, relation_candidates
 from mmkg.identity import entity_name
 from mmkg.images import load_image_rgb
 from mmkg.ontology import Ontology
@@ -300,15 +300,14 @@ class MGVMoEExtractor:
         each written score is the softmax probability of its type over the ontology's types."""
         names = [e.name for e in ontology.entity_types]
         out = []
-        for m, raw, p, kind in zip(mentions, scores, scores.softmax(-1), agreed):
+        for m, raw, kind in zip(mentions, scores, agreed):
             self.stats["abstained_types" if kind is None else "typed"] += 1
             if kind is not None and kind != int(raw.argmax()):
                 # to a narrower kind of the mention's own best type, or to the type its surface form agreed on
                 narrowed = names[int(raw.argmax())] in ontology.lineage(names[kind])
                 self.stats["types_narrowed" if narrowed else "types_changed_to_agree"] += 1
-            label = OTHER_TYPE if kind is None else names[kind]
-            out.append(TypedMention(m, label, float(p[kind if kind is not None else int(raw.argmax())]),
-                                    self.model_version, ontology.label_set_id))
+            label, score = decided_type(raw, kind, names)
+            out.append(TypedMention(m, label, score, self.model_version, ontology.label_set_id))
         return out
 
     def type_mentions_scored(self, posts: Mapping[str, Post], mentions: Sequence[Mention],

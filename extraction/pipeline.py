@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from extraction import staging
-from extraction.zero_shot import agree_on_types
+from extraction.zero_shot import agree_on_types, decided_type
 from mmkg.files import atomic_write_text
 from mmkg.ontology import load_ontology
 from mmkg.records import OTHER_TYPE, Mention, QuarantinedRecord, RelationMention, TypedMention
@@ -294,17 +294,14 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
         raw = torch.tensor([r for _, ts in evidence for r in ts.scores], dtype=torch.float32).reshape(len(keys), len(names))
         decided = agree_on_types(keys, raw, first.min_score, parents=ontology.parent_indices())
         summary["surface_forms"] = len(set(keys))
-        probs = raw.softmax(-1) if len(keys) else raw
         retyped: dict[tuple[str, str, str], int] = Counter()
         row = 0
         extractor = None
         for i, ts in evidence:
             changes = {}  # (post id, start, end) -> (type, score)
             for j in range(len(ts.keys)):
-                kind = decided[row + j]
-                label = OTHER_TYPE if kind is None else names[kind]
+                label, score = decided_type(raw[row + j], decided[row + j], names)
                 if label != ts.shard_types[j]:
-                    score = float(probs[row + j][kind if kind is not None else int(raw[row + j].argmax())])
                     changes[(ts.post_ids[j], *ts.spans[j])] = (label, score)
                     retyped[(ts.keys[j], ts.shard_types[j], label)] += 1
             row += len(ts.keys)

@@ -92,6 +92,14 @@ def narrowest(means, kind: int, parents: Sequence[int | None] | None, min_score:
         kind = max(fits, key=lambda c: float(means[c]))
 
 
+def decided_type(raw, kind: int | None, names: Sequence[str]) -> tuple[str, float]:
+    """A mention's written type and score for a typing decision ``kind`` (a type index, None to abstain) over its
+    raw scores ``raw`` (one row, the label set's type order): the type's name (``OTHER_TYPE`` when it abstains)
+    and that type's softmax probability over the label set (an abstaining mention: its best type's)."""
+    p = raw.softmax(-1)
+    return (OTHER_TYPE if kind is None else names[kind]), float(p[int(raw.argmax()) if kind is None else kind])
+
+
 def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = HOMONYM_MARGIN,
                    parents: Sequence[int | None] | None = None) -> list[int | None]:
     """One type per surface form, decided from all its mentions' scores.
