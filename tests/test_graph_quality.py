@@ -448,3 +448,29 @@ def test_cypher_maps_triples_back_to_posts_and_mention_spans(neo4j_driver):
     assert (shape["self_loops"], shape["both_direction_pairs"]) == (0, 0)
     assert sorted((m["post_id"], m["start"], m["name"]) for m in graph.mentions(neo4j_driver))[:2] == [
         ("p1", 0, "ann"), ("p1", 10, "bob")]
+
+
+def _candidate(post, spans, raw, p, relation="located_in", ids=("h", "t")):
+    (hs, ts) = spans
+    return {"post_id": post, "relation": relation, "raw": raw, "p": p, "spans": tuple(sorted(spans)),
+            "head_id": ids[0], "tail_id": ids[1], "head_name": ids[0], "tail_name": ids[1],
+            "head_span": hs, "tail_span": ts}
+
+
+def test_decision_rules_keep_the_better_reading_drop_self_loops_and_cap_per_post():
+    from bench.graph_quality.decision_rules import apply_rule
+
+    to_mnre = {"located_in": "/org/loc/locate_at", "peer": "/per/per/peer"}
+    cands = [
+        _candidate("p1", ((0, 3), (5, 8)), 5.0, 0.9),
+        _candidate("p1", ((5, 8), (0, 3)), 4.5, 0.9, ids=("t", "h")),  # the other reading of the same pair
+        _candidate("p1", ((10, 12), (14, 16)), 4.2, 0.3, ids=("a", "b")),
+        _candidate("p1", ((20, 22), (24, 26)), 6.0, 0.9, ids=("s", "s")),  # one entity: a self-loop
+        _candidate("p2", ((0, 2), (4, 6)), 3.0, 0.9, ids=("x", "y")),  # under the threshold
+    ]
+    kept = apply_rule(cands, 4.0, 0.0, None, 0.0, to_mnre)
+    assert [(i.post_id, i.head_id, i.tail_id) for i in kept] == [("p1", "h", "t"), ("p1", "a", "b")]
+    assert [i.head_id for i in apply_rule(cands, 4.0, 0.0, 1, 0.0, to_mnre)] == ["h"]  # the self-loop takes no place
+    assert [i.head_id for i in apply_rule(cands, 4.0, 0.0, None, 0.5, to_mnre)] == ["h"]
+    assert [i.head_id for i in apply_rule(cands, 4.0, 1.5, None, 0.0, to_mnre)] == []
+    assert [i.head_id for i in apply_rule(cands, 4.0, -1.0, None, 0.0, to_mnre)] == ["h", "a", "x"]

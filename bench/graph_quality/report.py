@@ -212,7 +212,10 @@ def markdown(res: dict) -> str:
         signed = g.get("entities_whose_surface_has_a_sign", {})
         one_name = g.get("pairs_whose_two_spans_are_one_name_by_scope", {})
         parts += [
-            f"## MNRE {mnre['file'].split('_')[-1].removesuffix('.txt')} — relations",
+            f"## MNRE {mnre['file'].split('_')[-1].removesuffix('.txt')} — relations"
+            + (" (dev protocol: validation relations)" if mnre.get("part") == "dev" else ""),
+            *([f"**Part `{mnre['part']}`**: {mnre['part_description']}. Below, \"test relation\" reads "
+               "\"validation relation\": the relations this run scores."] if mnre.get("part") == "dev" else []),
             f"{mnre['lines']} lines → {mnre['posts_distinct_texts']} posts (lines sharing a text are one post). "
             f"**Excluded** {ex['posts']} posts ({ex['lines']} lines, {ex['annotations']} annotations; their pairs by scope "
             f"{ex['pairs_by_scope']}, {ex['test_relation_annotations']} test-relation annotations): {ex['reason']}. "
@@ -226,7 +229,7 @@ def markdown(res: dict) -> str:
                f"{signed['#']} hashtags (`#…`) by their gold span: `exact` can never match those." if signed else "")
             + (f" Gold pairs whose two spans are one entity by name (e.g. `#NYC` and `NYC`), by scope: {one_name}."
                if one_name else ""),
-            "**Ontologies.** Both use the shipped entity types and the 7 seed-0 test relations "
+            f"**Ontologies.** Both use the shipped entity types and the 7 seed-0 {mnre.get('scored_relations', 'test')} relations "
             f"({', '.join(next(iter(mnre['ontologies'].values()))['relation_types'])}), both run on the same posts, "
             f"the same detected mentions and the same typing ({mnre.get('typing', '')}). "
             + " ".join(f"{_ontology_title(k, mnre, headline)}: {o['description']}."

@@ -28,6 +28,7 @@ from bench.graph_quality.scoring import (
     example_spans,
     gold_pairs,
     leaked_texts,
+    mnre_text,
     one_name_pairs,
     relation_name,
     score_entities,
@@ -110,19 +111,36 @@ def mnre_ontology(test_relations: list[str], allowed: str = HEADLINE_ONTOLOGY):
     }, where=f"graph-quality MNRE ontology ({allowed})")
 
 
+#: ``--mnre-part``: which MNRE file's posts are scored, and against which relations of the seed-0 split.
+MNRE_PARTS = {
+    "test": "the test file's posts, the 7 test relations (the headline)",
+    "dev": ("the val file's posts, the 7 validation relations: the development protocol on which the relation "
+            "stage's decision rule is chosen; no test relation and no test-file text in it"),
+    "val": "the val file's posts, the 7 test relations (for choices about detection and typing, not relations)",
+}
+
+
 def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
-    """MNRE posts of the ``test`` file (the headline), or of the ``val`` file: the same relations and rules on
-    posts no reported number uses, for choices about the stages (the relation checkpoint early-stopped on
-    the val file's validation relations, so its relation scores there are not clean; entity coverage is)."""
+    """MNRE posts and gold for ``part`` (``MNRE_PARTS``). ``test`` is the headline. ``dev`` scores the val file
+    against the *validation* relations - the classes the relation checkpoint is early-stopped and calibrated
+    on, never a test relation - and leaves out any post whose text also occurs in the test file, so a choice
+    made on it is disjoint from every reported test number. ``val`` keeps the test relations on the val file's
+    posts (its relation scores are not clean for relation choices; entity coverage is)."""
     from extraction.images import validate_image
     from mmkg.records import Post
     from models.data import mnre_relation_split, read_mnre
 
+    if part not in MNRE_PARTS:
+        raise ValueError(f"unknown MNRE part {part!r}; known: {list(MNRE_PARTS)}")
     files, _ = read_mnre(data)
-    train_rel, val_rel, test_rel = mnre_relation_split(files, seed=0)
-    test_rows = files[{"val": 1, "test": 2}[part]]
+    train_rel, val_rel, split_test_rel = mnre_relation_split(files, seed=0)
+    # ``test_rel``: the relations this run scores (its "test" scope): the validation ones on the dev protocol
+    test_rel = val_rel if part == "dev" else split_test_rel
+    test_rows = files[{"val": 1, "dev": 1, "test": 2}[part]]
     posts = build_mnre_posts(test_rows)
     leaked = leaked_texts(files, train_rel)
+    if part == "dev":
+        leaked |= {mnre_text(r["token"]) for r in files[2]}
     kept, excluded = split_leaked(posts, leaked)
 
     # Why each excluded post is excluded: the training samples (relation, file) sharing its text.
@@ -164,9 +182,14 @@ def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
             "lines": len(test_rows),
             "posts_distinct_texts": len(posts),
             "split": {"seed": 0, "train_relations": train_rel, "val_relations": val_rel, "test_relations": test_rel},
+            "part": part,
+            "part_description": MNRE_PARTS[part],
+            "scored_relations": "validation" if part == "dev" else "test",
             "excluded": {
                 "reason": ("text occurs in a sample of a seed-0 train relation (any of the three MNRE files); the "
-                           "shipped relation checkpoint mre-mnre was trained on those samples"),
+                           "shipped relation checkpoint mre-mnre was trained on those samples"
+                           + ("; or in the test file (the dev protocol shares no post with the test)"
+                              if part == "dev" else "")),
                 "posts": len(excluded),
                 "lines": sum(len(p.lines) for p in excluded),
                 "annotations": sum(len(p.annotations) for p in excluded),
@@ -439,8 +462,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--entity-set", choices=list(ENTITY_SETS), default="twitter2017-test",
                         help="tweets scored for typed entities (default twitter2017-test; twitter2017-valid for "
                              "choices made before any test score; wnut16-test: a second public set)")
-    parser.add_argument("--mnre-part", choices=["test", "val"], default="test",
-                        help="MNRE file scored for relations (val: for choices about the stages)")
+    parser.add_argument("--mnre-part", choices=list(MNRE_PARTS), default="test",
+                        help="MNRE posts and relations scored: " + "; ".join(f"{k}: {v}" for k, v in MNRE_PARTS.items()))
     parser.add_argument("--entity-checkpoint", default="", metavar="PATH",
                         help="MG-VMoE entity checkpoint (default the shipped one)")
     parser.add_argument("--relation-checkpoint", default="", metavar="PATH",

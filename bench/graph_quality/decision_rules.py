@@ -1,0 +1,154 @@
+"""Choosing the relation stage's decision rule on the development protocol, never on test.
+
+    MMKG_DATA=/work/shared/data python -m bench.graph_quality.decision_rules [--out DIR]
+
+The MNRE ``dev`` part (``run.MNRE_PARTS``: the val file's posts, scored against the seed-0 split's 7
+*validation* relations; no test relation, no post whose text is in the test file) goes through the real
+stages once - ``EntityDetector``, the shipped MG-VMoE typer, every candidate pair's raw relation scores under
+the headline (typed) ontology - and each decision rule of a small grid is then applied to those scores in
+Python, exactly as ``MGVMoEExtractor.extract_relations`` and the loader would (best allowed relation, the
+better reading of a pair, no self-loop, one triple per entity pair and post), and scored by the graph-quality
+benchmark's own ``scoring.score_relations`` (``name`` matching). A rule is:
+
+- ``margin``: raw score needed above the checkpoint's calibrated ``min_score`` (0 = today's rule);
+- ``per_post``: at most this many relations per post, the highest raw scores first (``None``: no cap);
+- ``min_probability``: the relation's softmax probability over the ontology's relations (its written
+  ``score``) needed, i.e. how clearly this pair reads as *this* relation rather than another one.
+
+The rule with the best micro F0.5 (ties: fewer triples) is printed; ``bench.graph_quality --mnre-part dev``
+then confirms it through Neo4j and the test run reports it. Writes ``relation_decision_rules.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+from bench.graph_quality.run import RESULTS_DIR, HEADLINE_ONTOLOGY, data_files, prepare_mnre
+from bench.graph_quality.scoring import SYMMETRIC_RELATIONS, TripleInstance, score_relations
+
+MARGINS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+PER_POST = (None, 1, 2)
+MIN_PROBABILITY = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def scored_candidates(mnre: dict) -> tuple[list[dict], float, dict]:
+    """Every candidate pair of the dev posts under the headline ontology, with its raw relation scores."""
+    import torch
+
+    from extraction.detection import EntityDetector
+    from extraction.pipeline import extractor_for
+    from extraction.zero_shot import relation_candidates
+    from mmkg.identity import entity_id, entity_name
+
+    onto = mnre["ontologies"][HEADLINE_ONTOLOGY]
+    posts = {p.id: p for p in mnre["posts"]}
+    texts = {p.id: p.text for p in mnre["posts"]}
+    mentions = EntityDetector().detect(mnre["posts"])
+    extractor = extractor_for("mg-vmoe")
+    typed = extractor.type_mentions(posts, mentions, onto)
+    candidates = relation_candidates(typed, onto)
+    names = [r.name for r in onto.relation_types]
+    items = [(posts[h.mention.post_id], [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])
+             for h, t, _ in candidates]
+    with torch.inference_mode():
+        raw = extractor._scores(extractor.mre, items, extractor._label_embeddings(onto, "relation", extractor.mre))
+    extractor.forget_posts()
+    out = []
+    for (head, tail, allowed), row, p in zip(candidates, raw, raw.softmax(-1)):
+        best = max((names.index(r.name) for r in allowed), key=lambda i: float(row[i]))
+        hn, tn = entity_name(head.mention, texts), entity_name(tail.mention, texts)
+        out.append({
+            "post_id": head.mention.post_id, "relation": names[best], "raw": float(row[best]), "p": float(p[best]),
+            "spans": tuple(sorted([(head.mention.start, head.mention.end), (tail.mention.start, tail.mention.end)])),
+            "head_id": entity_id(hn, head.entity_type), "tail_id": entity_id(tn, tail.entity_type),
+            "head_name": hn, "tail_name": tn,
+            "head_span": (head.mention.start, head.mention.end), "tail_span": (tail.mention.start, tail.mention.end),
+        })
+    stage = {"mentions": len(mentions), "typed": sum(t.entity_type != "Other" for t in typed),
+             "candidate_pairs": len(candidates)}
+    return out, float(extractor.mre.thresholds["min_score"]), stage
+
+
+def apply_rule(cands: list[dict], threshold: float, margin: float, per_post: int | None, min_probability: float,
+               to_mnre: dict) -> list[TripleInstance]:
+    """The triple instances a graph would hold under one rule (see the module docstring)."""
+    kept = [c for c in cands if c["raw"] >= threshold + margin and c["p"] >= min_probability]
+    best: dict = {}  # one reading per unordered mention pair: the higher raw score
+    for c in kept:
+        if c["head_id"] == c["tail_id"]:
+            continue  # the loader never writes a self-loop (so it takes no place under a per-post cap)
+        key = (c["post_id"], c["spans"])
+        if key not in best or c["raw"] > best[key]["raw"]:
+            best[key] = c
+    by_post: dict = {}
+    for c in best.values():
+        by_post.setdefault(c["post_id"], []).append(c)
+    instances, seen = [], set()
+    for pid, cs in by_post.items():
+        cs.sort(key=lambda c: -c["raw"])
+        for c in cs[:per_post] if per_post else cs:
+            rel = to_mnre[c["relation"]]
+            ends = (c["head_id"], c["tail_id"])
+            key = (pid, rel, tuple(sorted(ends)) if rel in SYMMETRIC_RELATIONS else ends)
+            if key in seen:
+                continue
+            seen.add(key)
+            instances.append(TripleInstance(pid, rel, c["head_id"], c["tail_id"], (c["head_span"],),
+                                            (c["tail_span"],), 1, c["p"], c["head_name"], c["tail_name"]))
+    return instances
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.decision_rules", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    from mmkg.settings import research_data_dir
+
+    data = research_data_dir()
+    if data_files(data) is None:
+        print("SKIPPED: research data not found (set MMKG_DATA, see ../shared/README.md).")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    mnre = prepare_mnre(data, None, "dev")
+    cands, threshold, stage = scored_candidates(mnre)
+    from bench.graph_quality.scoring import relation_name
+
+    to_mnre = {relation_name(r): r for r in mnre["test_relations"]}
+    rows = []
+    for margin, per_post, min_p in itertools.product(MARGINS, PER_POST, MIN_PROBABILITY):
+        inst = apply_rule(cands, threshold, margin, per_post, min_p, to_mnre)
+        s = score_relations(inst, mnre["gold_pairs"], mnre["test_relations"], "name")
+        rows.append({"margin": margin, "per_post": per_post, "min_probability": min_p, "instances": len(inst),
+                     "on_annotated": s["on_annotated_pairs"], "correct": s["correct"],
+                     "none_pair": s["relation_on_none_pair"], **s["micro"]})
+    rows.sort(key=lambda r: (-r["f0_5"], r["instances"]))
+    today = next(r for r in rows if r["margin"] == 0 and r["per_post"] is None and r["min_probability"] == 0)
+    res = {"benchmark": "relation_decision_rules", "protocol": mnre["summary"]["part_description"],
+           "threshold_min_score": threshold, "stage": stage, "scored_posts": mnre["summary"]["scored_posts"],
+           "gold": mnre["summary"]["gold"]["pairs_by_scope"], "today": today, "best": rows[0], "rules": rows,
+           "wall_s": round(time.perf_counter() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "relation_decision_rules.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    head = ["margin", "per_post", "min_probability", "instances", "on_annotated", "correct", "none_pair",
+            "precision", "recall", "f1", "f0_5"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
+    md = (f"# Relation decision rules on the dev protocol\n\n`python -m bench.graph_quality.decision_rules`: "
+          f"{res['protocol']}. {res['scored_posts']} posts, gold pairs by scope {res['gold']}; stage {stage}; "
+          f"calibrated min_score {threshold:.3f}. Sorted by micro F0.5 (name matching). Wall {res['wall_s']} s.\n\n"
+          + "\n".join(lines) + "\n")
+    (args.out / "relation_decision_rules.md").write_text(md, encoding="utf-8")
+    print(md[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
