@@ -253,8 +253,8 @@ class GraphWriter:
             elif row.id not in best or _version(row) > _version(best[row.id]):
                 best[row.id] = row  # one id twice in a call: the newer version, as the graph would keep
         results: list[dict] = []
-        report.merge(self._write_batches("post", cypher.UPSERT_POSTS, [_params(r) for r in best.values()],
-                                         results=results))
+        report.merge(self._write_disjoint_batches("post", cypher.UPSERT_POSTS, [_params(r) for r in best.values()],
+                                                  results=results))
         report.superseded.extend(r["id"] for r in results if not r["wins"])
         report.rows["post"] -= len(report.superseded)
         return report
@@ -279,18 +279,22 @@ class GraphWriter:
         parts = self._partitions(len(rows), self.writers, jobs=self.writers**2)
         jobs: dict[tuple[int, int], dict[tuple, list[dict]]] = {}
         accepted = []
+        type_problems: dict[str, str | None] = {}  # each entity type checked once
         for row in rows:
-            reason = self._entity_type_problem(row.entity_type)
-            if not reason and len(row.name.encode("utf-8")) > MAX_INDEX_KEY_BYTES:
+            if row.entity_type not in type_problems:
+                type_problems[row.entity_type] = self._entity_type_problem(row.entity_type)
+            reason = type_problems[row.entity_type]
+            if not reason and len(row.name) * 4 > MAX_INDEX_KEY_BYTES and len(row.name.encode("utf-8")) > MAX_INDEX_KEY_BYTES:
                 reason = _too_long("entity name", row.name)
             if reason:
                 report.rejected.append(Rejection("mention", f"{row.post_id}[{row.start}:{row.end}]", reason))
             else:
                 accepted.append(row)
+        post_part, entity_part = _Partitions(parts), _Partitions(parts)
         # In entity id order: concurrent loads lock shared entities in one order (fewer deadlocks).
         for row in sorted(accepted, key=lambda r: r.entity_id):
             shared, params = _mention_parts(row)
-            job = (_partition(row.post_id, parts), _partition(row.entity_id, parts))
+            job = (post_part[row.post_id], entity_part[row.entity_id])
             jobs.setdefault(job, {}).setdefault(shared, []).append(params)
         sent = len(accepted)
         rounds = _mention_rounds(parts)
@@ -315,15 +319,19 @@ class GraphWriter:
         p = 2 * self.writers  # heads and tails are the same nodes: pairs of partitions, see _relation_rounds
         parts = self._partitions(len(best), p, jobs=p * (p + 1) // 2)
         jobs: dict[tuple[int, int], dict[tuple, list[dict]]] = {}
+        problems: dict[str, str | None] = {}  # each relation checked once
+        part = _Partitions(parts)
         for row in best.values():
-            reason = self._relation_problem(row.relation)
-            if reason:
+            if row.relation not in problems:
+                problems[row.relation] = self._relation_problem(row.relation)
+            if reason := problems[row.relation]:
                 report.rejected.append(
                     Rejection("relation", f"{row.head_id}-{row.relation}->{row.tail_id}@{row.post_id}", reason)
                 )
             else:
                 shared, params = _relation_parts(row)
-                job = tuple(sorted((_partition(row.head_id, parts), _partition(row.tail_id, parts))))
+                h, t = part[row.head_id], part[row.tail_id]
+                job = (h, t) if h <= t else (t, h)
                 jobs.setdefault(job, {}).setdefault(shared, []).append(params)
         rounds = _relation_rounds(parts)
         report.merge(self._write_rounds("relation", self._relation_statement, jobs, rounds, _RELATION_SHARED))
@@ -468,6 +476,25 @@ class GraphWriter:
         for key in sorted(groups, key=lambda k: k[0]):
             shared = dict(zip(names, key))
             report.merge(self._write_batches(kind, make_query(key[0]), groups[key], shared=shared))
+        return report
+
+    def _write_disjoint_batches(self, kind: str, query: str, rows: list, results: list[dict]) -> LoadReport:
+        """``_write_batches`` for rows that never share a node (one post each): their batches are split
+        into ``self.writers`` contiguous runs written concurrently (when each gets a full batch), and the
+        report and ``results`` are the same, in the same order, as one stream's."""
+        per = -(-len(rows) // self.writers)
+        per = -(-per // self.batch_size) * self.batch_size  # whole batches per writer
+        if self._partitions(len(rows), self.writers, jobs=self.writers) == 1 or per >= len(rows):
+            return self._write_batches(kind, query, rows, results=results)
+        chunks = [rows[i : i + per] for i in range(0, len(rows), per)]
+        outs: list[list[dict]] = [[] for _ in chunks]
+        report = LoadReport()
+        with ThreadPoolExecutor(len(chunks), thread_name_prefix="mmkg-writer") as pool:
+            futures = [pool.submit(self._write_batches, kind, query, c, results=o) for c, o in zip(chunks, outs)]
+            for future in futures:  # in submission order: the report does not depend on timing
+                report.merge(future.result())
+        for o in outs:
+            results.extend(o)
         return report
 
     def _write_batches(
@@ -664,6 +691,20 @@ def _write_batch(session, query, params: dict, report: LoadReport):
 def _partition(node_id: str, parts: int) -> int:
     """A node's write partition: a stable hash of its id (the same in every process and run)."""
     return zlib.crc32(node_id.encode("utf-8")) % parts if parts > 1 else 0
+
+
+class _Partitions(dict):
+    """``_partition`` of each node id, computed once per id (an entity is the endpoint of many rows)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: int):
+        super().__init__()
+        self.parts = parts
+
+    def __missing__(self, node_id: str) -> int:
+        self[node_id] = p = _partition(node_id, self.parts)
+        return p
 
 
 def _mention_rounds(parts: int) -> list[list[tuple[int, int]]]:

@@ -89,6 +89,26 @@ def test_concurrent_writers_build_the_same_graph_as_one_writer(neo4j_driver):
     neo4j_driver.execute_query("MATCH (n) DETACH DELETE n")
 
 
+def test_post_batches_written_concurrently_report_as_one_stream(neo4j_driver):
+    """Posts never share a node, so a bulk call splits their batches over the writers; the report,
+    the superseded ids and their order are those of one writer."""
+    newer = [dataclasses.replace(_post(f"q{i:02d}"), created_at="2026-11-02T10:00:00+00:00", partition="d2")
+             for i in range(20)]
+    older = [dataclasses.replace(_post(f"q{i:02d}"), partition="d1") for i in range(20)]
+    outcomes = []
+    for writers in (1, 2, 3):
+        neo4j_driver.execute_query("MATCH (n) DETACH DELETE n")
+        writer = GraphWriter(neo4j_driver, batch_size=3, writers=writers)
+        writer.ensure_schema()
+        first = writer.upsert_posts(newer)
+        again = writer.upsert_posts(older[::-1])  # every older version loses, in the order sent
+        outcomes.append((first.rows["post"], first.batches, first.superseded, again.rows["post"], again.batches,
+                         again.superseded, graph_snapshot(neo4j_driver)))
+    assert outcomes[0][2] == [] and outcomes[0][5] == [p.id for p in older[::-1]]
+    assert outcomes[1] == outcomes[0] and outcomes[2] == outcomes[0]
+    neo4j_driver.execute_query("MATCH (n) DETACH DELETE n")
+
+
 def test_the_loader_and_the_read_queries_work_over_the_routing_scheme(neo4j_server, neo4j_driver):
     """``neo4j://`` is what clusters and Aura use: the driver asks the server for a routing table, writes go to
     the writer, reads marked read-only to a reader. Against the local server (a cluster of one) the same load
