@@ -298,7 +298,7 @@ class GraphWriter:
             jobs.setdefault(job, {}).setdefault(shared, []).append(params)
         sent = len(accepted)
         rounds = _mention_rounds(parts)
-        query = lambda entity_type: cypher.upsert_mentions(entity_type, self.broader_types.get(entity_type, ()))  # noqa: E731
+        query = lambda entity_type: cypher.upsert_mentions_as_lists(entity_type, self.broader_types.get(entity_type, ()))  # noqa: E731
         report.merge(self._write_rounds("mention", query, jobs, rounds, _MENTION_SHARED))
         if missing := sent - report.rows["mention"]:
             report.dropped["mentions_missing_post"] += missing
@@ -347,10 +347,10 @@ class GraphWriter:
             known = self._entity_nodes
             by_id, by_key = _Rows(), _Rows()
             for row in params["rows"]:
-                h, t = known.get(row["head_id"]), known.get(row["tail_id"])
-                if h is not None and t is not None:  # (the rows are this call's own dicts)
-                    row["h"], row["t"], row["i"] = h, t, len(by_id)
-                    by_id.append(row)
+                head, tail = row["head_id"], row["tail_id"]
+                h, t = known.get(head), known.get(tail)
+                if h is not None and t is not None:  # a list: cypher.RELATION_ROW_BY_ELEMENT_ID
+                    by_id.append([h, t, head, tail, row["post_id"], row["score"], len(by_id)])
                 else:
                     by_key.append(row)
             written, counters = 0, []
@@ -360,10 +360,10 @@ class GraphWriter:
                 done = set(records[0]["done"]) if records else set()
                 written += len(done)
                 for i in (i for i in range(len(by_id)) if i not in done):  # stale element ids: by key
-                    row = by_id[i]
-                    known.pop(row["head_id"], None)
-                    known.pop(row["tail_id"], None)
-                    by_key.append({k: row[k] for k in ("head_id", "tail_id", "post_id", "score")})
+                    _, _, head, tail, post_id, score, _ = by_id[i]
+                    known.pop(head, None)
+                    known.pop(tail, None)
+                    by_key.append({"head_id": head, "tail_id": tail, "post_id": post_id, "score": score})
             if by_key:
                 records, c = _run_batch(tx, cypher.upsert_relations(relation), {**params, "rows": by_key})
                 counters.append(c)
@@ -575,11 +575,10 @@ _MENTION_SHARED = ("entity_type", "model_version", "label_set_id", "run_id")
 _RELATION_SHARED = ("relation", "model_version", "label_set_id", "run_id")
 
 
-def _mention_parts(row: MentionRow) -> tuple[tuple, dict]:
+def _mention_parts(row: MentionRow) -> tuple[tuple, list]:
+    """The values a batch shares, and the row as a list (``cypher.MENTION_ROW``, ``upsert_mentions_as_lists``)."""
     shared = (row.entity_type, row.model_version, row.label_set_id, row.run_id)
-    params = {"post_id": row.post_id, "entity_id": row.entity_id, "name": row.name, "surface": row.surface,
-              "start": row.start, "end": row.end, "score": row.score}  # fmt: skip
-    return shared, params
+    return shared, [row.post_id, row.entity_id, row.name, row.surface, row.start, row.end, row.score]
 
 
 def _relation_parts(row: RelationRow) -> tuple[tuple, dict]:
@@ -591,7 +590,8 @@ def mention_statement(row: MentionRow) -> tuple[str, dict]:
     """``(query, parameters)`` writing this one mention, as the batched loader would (label not
     checked against a label set): for row-at-a-time writers and comparisons."""
     shared, params = _mention_parts(row)
-    return cypher.upsert_mentions(row.entity_type), {**dict(zip(_MENTION_SHARED, shared)), "rows": [params]}
+    return (cypher.upsert_mentions(row.entity_type),
+            {**dict(zip(_MENTION_SHARED, shared)), "rows": [dict(zip(cypher.MENTION_ROW, params))]})
 
 
 def relation_statement(row: RelationRow) -> tuple[str, dict]:

@@ -233,7 +233,9 @@ def test_upsert_plans_have_no_eager(neo4j_driver):
     GraphWriter(neo4j_driver).ensure_schema()
     params = {"rows": [], "entity_type": "Person", "relation": "member_of", "model_version": "v",
               "label_set_id": "ls", "run_id": "r"}  # fmt: skip
-    for query in (cypher.upsert_mentions("Person"), cypher.upsert_relations("member_of")):
+    queries = (cypher.upsert_mentions("Person"), cypher.upsert_relations("member_of"),
+               cypher.upsert_mentions_as_lists("Person"), cypher.upsert_relations_by_element_id("member_of"))
+    for query in queries:
         with neo4j_driver.session() as session:
             plan = session.run("EXPLAIN " + query, params).consume().plan
         ops, todo = [], [plan]
@@ -243,6 +245,20 @@ def test_upsert_plans_have_no_eager(neo4j_driver):
             todo.extend(node.get("children", []))
         # (EagerAggregation is the final count(*) of rows written: it buffers nothing between clauses)
         assert not [op for op in ops if op.split("@")[0] == "Eager"], ops
+
+
+def test_the_bulk_forms_read_rows_as_lists_in_their_layout():
+    """The bulk writer's statements are the readable ones with each ``row.field`` read at its place in the
+    list layout; a field missing from the layout is refused, never sent as a wrong index."""
+    from kg_loader import cypher
+
+    mentions = cypher.upsert_mentions_as_lists("Person")
+    assert "row." not in mentions and "MATCH (p:Post {id: row[0]})" in mentions and "collect(row[1]) AS ids" in mentions
+    relations = cypher.upsert_relations_by_element_id("member_of")
+    assert "row." not in relations and "elementId(h) = row[0]" in relations and "collect(row[6]) AS done" in relations
+    assert cypher.upsert_mentions("Person").replace("row.post_id", "row[0]").count("row[0]") == mentions.count("row[0]")
+    with pytest.raises(ValueError, match="not in its list layout"):
+        cypher._as_lists("UNWIND $rows AS row RETURN row.nope", cypher.MENTION_ROW)
 
 
 def test_entity_keeps_surface_forms_as_aliases(neo4j_driver):
