@@ -76,6 +76,9 @@ def save_checkpoint(path: str | Path, model: MGVMoE, marker_embeddings: torch.Te
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"heads.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.tuned is not None:  # the fine-tuned encoder layers in their storage precision (TunedLayers.STORAGE_DTYPE)
+        tensors |= {f"heads.tuned.{k}": v.detach().contiguous().cpu().to(model.tuned.STORAGE_DTYPE)
+                    for k, v in model.tuned.state_dict().items()}
     tensors["marker_embeddings"] = marker_embeddings.detach().contiguous().cpu().float()
     save_file(tensors, str(path / WEIGHTS), metadata={"format": FORMAT})
     full = dict(card)

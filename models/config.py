@@ -196,6 +196,7 @@ PIPELINE_CANDIDATES: dict[str, tuple[dict, ...]] = {
 #: What each shipped checkpoint adds to ``for_pipeline``, chosen on validation classes only (docs/model.md): relations
 #: fine-tune the encoder's top layer with the heads fixed at their prior start (validation pair F0.5 37.1 -> 41.3).
 SHIPPED_CHANGES: dict[str, dict] = {
+    "met": dict(tuned_layers=1, tuned_lr=1e-4),
     "mre": dict(tuned_layers=1, lr=0.0, tuned_lr=1e-4, fit_weight=1.0, negatives_per_batch=16, reversed_per_batch=8,
                 epochs=5, patience=2, calibrate_on="validation-file"),
 }

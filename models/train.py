@@ -405,6 +405,8 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
             break
     model.load_state_dict(best_state)
     model.eval()
+    if model.tuned is not None:  # scored and calibrated as the checkpoint will store it
+        model.tuned.round_to_storage()
     result = TrainResult(model, config, history, best_epoch)
     result.val, _ = evaluate(model, store, val_samples, split.val_classes, emb("val"), config.eval_batch_size)
     result.thresholds = calibrate_thresholds(

@@ -152,6 +152,14 @@ def test_training_on_none_pairs_teaches_the_raw_score_to_abstain():
         aucs[name] = float((pos[:, None] > neg[None, :]).float().mean())
     assert aucs["with None pairs"] > 0.9 and aucs["with None pairs"] > aucs["ranking only"] + 0.1, aucs
 
+    # A run that fine-tunes an encoder layer is scored and calibrated with that layer rounded as the checkpoint
+    # stores it (TunedLayers.STORAGE_DTYPE), so the card's numbers are the loaded checkpoint's.
+    data.stores[("spans", 1)] = store
+    torch.manual_seed(0)
+    tuned = train(base.replace(tuned_layers=1, tuned_lr=1e-3, epochs=1), data, progress=False).model.tuned
+    assert tuned.roles.abs().sum() > 0
+    assert all(torch.equal(p, p.half().float()) for p in tuned.parameters())
+
 
 def test_the_argument_prior_reads_surfaces_encoded_alone_when_asked_and_swaps_them_with_the_spans():
     config = MGVMoEConfig.tiny("mre", similarity_prior=1.0, argument_prior=2.0, argument_input="surface")

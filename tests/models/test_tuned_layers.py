@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from extraction.mg_vmoe import MGVMoEExtractor
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -67,8 +68,14 @@ def test_a_tuned_checkpoint_round_trips_and_the_pipeline_encodes_each_post_once(
     with torch.no_grad():
         model.tuned.roles.normal_()
     card = {"name": "mre-tuned", "thresholds": {"min_score": -float("inf")}}
-    loaded = load_checkpoint(save_checkpoint(tmp_path / "mre-tuned", model, torch.zeros(6, 32), card))
+    saved = save_checkpoint(tmp_path / "mre-tuned", model, torch.zeros(6, 32), card)
+    stored = load_file(str(saved / "heads.safetensors"))
+    assert {v.dtype for k, v in stored.items() if k.startswith("heads.tuned.")} == {torch.float16}
+    assert stored["heads.proj_c.weight"].dtype == torch.float32  # only the encoder layers are stored halved
+    loaded = load_checkpoint(saved)
     assert loaded.config.tuned_layers == 1
+    assert not torch.equal(model.tuned.roles, loaded.model.tuned.roles)  # float32 values rounded on the way
+    model.tuned.round_to_storage()  # what training does before it scores and calibrates the kept epoch
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()))
     ex = MGVMoEExtractor(_checkpoint("met", -float("inf"), "met-tiny"), loaded, text_encoder=tiny_text_encoder,
                          image_encoder=tiny_image_encoder, batch_size=2)
