@@ -8,7 +8,8 @@ stages once - ``EntityDetector``, the shipped MG-VMoE typer, every candidate pai
 the headline (typed) ontology - and each decision rule of a small grid is then applied to those scores in
 Python, exactly as ``MGVMoEExtractor.extract_relations`` and the loader would (best allowed relation, the
 better reading of a pair, no self-loop, one triple per entity pair and post), and scored by the graph-quality
-benchmark's own ``scoring.score_relations`` (``name`` matching). A rule is:
+benchmark's own ``scoring.score_relations`` (``name`` matching); ``funnel`` says at which stage each gold relation
+is lost under today's rule. A rule is:
 
 - ``margin``: raw score needed above the checkpoint's calibrated ``min_score`` (0 = today's rule);
 - ``per_post``: at most this many relations per post, the highest raw scores first (``None``: no cap);
@@ -62,6 +63,7 @@ def scored_candidates(mnre: dict) -> tuple[list[dict], float, dict]:
         best = max((names.index(r.name) for r in allowed), key=lambda i: float(row[i]))
         hn, tn = entity_name(head.mention, texts), entity_name(tail.mention, texts)
         out.append({
+            "allowed": {r.name: float(row[names.index(r.name)]) for r in allowed},
             "post_id": head.mention.post_id, "relation": names[best], "raw": float(row[best]), "p": float(p[best]),
             "spans": tuple(sorted([(head.mention.start, head.mention.end), (tail.mention.start, tail.mention.end)])),
             "head_id": entity_id(hn, head.entity_type), "tail_id": entity_id(tn, tail.entity_type),
@@ -69,8 +71,59 @@ def scored_candidates(mnre: dict) -> tuple[list[dict], float, dict]:
             "head_span": (head.mention.start, head.mention.end), "tail_span": (tail.mention.start, tail.mention.end),
         })
     stage = {"mentions": len(mentions), "typed": sum(t.entity_type != "Other" for t in typed),
-             "candidate_pairs": len(candidates)}
+             "candidate_pairs": len(candidates),
+             "entities_by_post": _entities_by_post(typed, texts)}
     return out, float(extractor.mre.thresholds["min_score"]), stage
+
+
+def _entities_by_post(typed, texts) -> dict:
+    from mmkg.identity import entity_name
+
+    out: dict = {}
+    for tm in typed:
+        out.setdefault(tm.mention.post_id, []).append((entity_name(tm.mention, texts), tm.entity_type))
+    return out
+
+
+#: Where a gold relation annotation is lost on its way into the graph, in stage order.
+FUNNEL = ("an end not detected (no entity of that name in the post)", "an end abstained (typed Other)",
+          "the ends' types do not allow the relation", "another allowed relation scores higher",
+          "under the calibrated threshold", "kept")
+
+
+def funnel(cands: list[dict], threshold: float, mnre: dict, entities_by_post: dict, to_name: dict) -> dict:
+    """For each gold annotation of a scored relation: the first stage that loses it (``FUNNEL``), under today's
+    rule (name matching; either reading for the symmetric relations)."""
+    from collections import Counter
+
+    by_pair: dict = {}
+    for c in cands:
+        by_pair.setdefault((c["post_id"], c["head_name"], c["tail_name"]), []).append(c)
+    lost = Counter({stage: 0 for stage in FUNNEL})
+    for gp in mnre["gold_pairs"]:
+        if gp.scope != "test":
+            continue
+        ents = entities_by_post.get(gp.post_id, [])
+        for a in gp.annotations:
+            heads = [t for n, t in ents if n == a.head_name]
+            tails = [t for n, t in ents if n == a.tail_name]
+            rel = to_name[a.relation]
+            readings = [(a.head_name, a.tail_name)] + ([(a.tail_name, a.head_name)] if a.relation in SYMMETRIC_RELATIONS else [])
+            cs = [c for r in readings for c in by_pair.get((gp.post_id, *r), [])]
+            if not heads or not tails:
+                stage = FUNNEL[0]
+            elif all(t == "Other" for t in heads) or all(t == "Other" for t in tails):
+                stage = FUNNEL[1]
+            elif not any(rel in c["allowed"] for c in cs):
+                stage = FUNNEL[2]
+            elif not any(c["relation"] == rel for c in cs):
+                stage = FUNNEL[3]
+            elif not any(c["relation"] == rel and c["raw"] >= threshold for c in cs):
+                stage = FUNNEL[4]
+            else:
+                stage = FUNNEL[5]
+            lost[stage] += 1
+    return dict(lost)
 
 
 def apply_rule(cands: list[dict], threshold: float, margin: float, per_post: int | None, min_probability: float,
@@ -122,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.graph_quality.scoring import relation_name
 
     to_mnre = {relation_name(r): r for r in mnre["test_relations"]}
+    lost = funnel(cands, threshold, mnre, stage.pop("entities_by_post"), {r: relation_name(r) for r in mnre["test_relations"]})
     rows = []
     for margin, per_post, min_p in itertools.product(MARGINS, PER_POST, MIN_PROBABILITY):
         inst = apply_rule(cands, threshold, margin, per_post, min_p, to_mnre)
@@ -133,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     today = next(r for r in rows if r["margin"] == 0 and r["per_post"] is None and r["min_probability"] == 0)
     res = {"benchmark": "relation_decision_rules", "protocol": mnre["summary"]["part_description"],
            "threshold_min_score": threshold, "stage": stage, "scored_posts": mnre["summary"]["scored_posts"],
-           "gold": mnre["summary"]["gold"]["pairs_by_scope"], "today": today, "best": rows[0], "rules": rows,
+           "gold": mnre["summary"]["gold"]["pairs_by_scope"], "funnel": lost, "today": today, "best": rows[0], "rules": rows,
            "wall_s": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "relation_decision_rules.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
@@ -143,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
     md = (f"# Relation decision rules on the dev protocol\n\n`python -m bench.graph_quality.decision_rules`: "
           f"{res['protocol']}. {res['scored_posts']} posts, gold pairs by scope {res['gold']}; stage {stage}; "
-          f"calibrated min_score {threshold:.3f}. Sorted by micro F0.5 (name matching). Wall {res['wall_s']} s.\n\n"
-          + "\n".join(lines) + "\n")
+          f"calibrated min_score {threshold:.3f}. Wall {res['wall_s']} s.\n\n"
+          "**Where the gold relations go** (today's rule; each annotation counted at the first stage that loses it):\n\n"
+          "| stage | gold annotations |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in lost.items())
+          + "\n\n**Rules**, sorted by micro F0.5 (name matching):\n\n" + "\n".join(lines) + "\n")
     (args.out / "relation_decision_rules.md").write_text(md, encoding="utf-8")
     print(md[:4000])
     return 0
