@@ -26,6 +26,9 @@ Triples find their endpoints by the ``elementId`` their entities' mention MERGEs
 (``cypher.upsert_relations_by_element_id``, each checked to still name the row's entity) instead of two
 unique-index seeks per row; a row whose element id is stale or unknown goes by key in the same
 transaction. Per 100k triples this saved 0.67 s of server CPU (6.07 -> 5.40 s per load; README).
+The bulk mention and triple rows travel as lists (``cypher.MENTION_ROW``, ``cypher.RELATION_ROW_BY_ELEMENT_ID``),
+and a call's post batches, which never share a node, are split over the writers too
+(bench/results/load_ideas.md, round 2).
 
 Rows whose label or relationship type is not allowed (not in the label set, or not a safe
 identifier) are rejected with a reason, and the rest of the batch still loads.
