@@ -1,6 +1,6 @@
 """Relation checkpoints on two validation mixes (validation relations only, never test ones).
 
-    python -m bench.calibration_mix models/checkpoints/mre-mnre /tmp/other-checkpoint
+    python -m bench.calibration_mix [--split mnre-pipeline-wide] models/checkpoints/mre-mnre /tmp/other-checkpoint
 
 For each checkpoint, on the mnre-pipeline split's validation relations plus the validation file's ``None``
 pairs: the best pair micro-F0.5 (both readings) with its precision, recall and threshold, the scores at the
@@ -21,9 +21,16 @@ from models.train import calibrate_pair_threshold, pair_metrics, pr_curve, prepa
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.calibration_mix", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--split", default="mnre-pipeline",
+                        help="whose validation relations score (mnre-pipeline-wide: the 3 it keeps unseen)")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(1)
-    split = load_split("mnre-pipeline")
-    for path in argv if argv is not None else sys.argv[1:]:
+    split = load_split(args.split)
+    for path in args.checkpoints:
         ckpt = load_checkpoint(path)
         data = prepare_for_checkpoint(split, ckpt)
         store, emb = data.features_of(ckpt.config), data.class_emb[(ckpt.config.label_text, "val")]

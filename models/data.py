@@ -307,6 +307,10 @@ def load_all_types(data_dir: Path | None = None, tagger=None) -> ClassSplit:
     )
 
 
+#: ``mnre-pipeline-wide``: how many of the seed-0 split's 7 validation relations are trained on (the rest validate).
+WIDE_TRAINED_VAL_RELATIONS = 4
+
+
 def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     """``mnre`` / ``mnre-seedN`` / ``wnut16-foldK`` / ``wnut16-pipeline`` / ``tweets-all-types`` -> ClassSplit."""
     if name in ("tweets-all-types", "tweets-all-types+fp"):
@@ -340,6 +344,21 @@ def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     if name == "mnre-pipeline":
         split = load_mnre(0, data_dir)
         split.name, split.protocol = name, split.protocol + " (test samples unused)"
+        split.test, split.test_negatives = [], []
+        return split
+    if name == "mnre-pipeline-wide":
+        # More seen relations for the relation checkpoint: the seed-0 train relations plus the first
+        # WIDE_TRAINED_VAL_RELATIONS validation relations (split order) are trained on; the other validation
+        # relations stay unseen, for early stopping and the threshold. The 7 test relations stay unread.
+        split = load_mnre(0, data_dir)
+        moved = split.val_classes[:WIDE_TRAINED_VAL_RELATIONS]
+        split.name = name
+        split.protocol += (f" (test samples unused); the validation relations {moved} trained on as well, the other "
+                           f"{len(split.val_classes) - len(moved)} kept for early stopping and calibration")
+        split.train = split.train + [s for s in split.val if s.label in moved]
+        split.val = [s for s in split.val if s.label not in moved]
+        split.train_classes = split.train_classes + moved
+        split.val_classes = split.val_classes[len(moved):]
         split.test, split.test_negatives = [], []
         return split
     raise ValueError(f"unknown split {name!r}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ PER_POST = (None, 1, 2)
 MIN_PROBABILITY = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def scored_candidates(mnre: dict) -> tuple[list[dict], float, dict]:
+def scored_candidates(mnre: dict, relation_checkpoint: str = "") -> tuple[list[dict], float, dict]:
     """Every candidate pair of the dev posts under the headline ontology, with its raw relation scores."""
     import torch
 
@@ -49,7 +50,7 @@ def scored_candidates(mnre: dict) -> tuple[list[dict], float, dict]:
     posts = {p.id: p for p in mnre["posts"]}
     texts = {p.id: p.text for p in mnre["posts"]}
     mentions = EntityDetector().detect(mnre["posts"])
-    extractor = extractor_for("mg-vmoe")
+    extractor = extractor_for("mg-vmoe", "", relation_checkpoint)
     typed = extractor.type_mentions(posts, mentions, onto)
     candidates = relation_candidates(typed, onto)
     names = [r.name for r in onto.relation_types]
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.decision_rules", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mnre-part", choices=["dev", "dev-wide"], default="dev",
+                        help="dev (default) or dev-wide: the 3 validation relations mnre-pipeline-wide leaves unseen")
+    parser.add_argument("--relation-checkpoint", default="", metavar="PATH", help="default the shipped one")
     args = parser.parse_args(argv)
     from mmkg.settings import research_data_dir
 
@@ -170,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    mnre = prepare_mnre(data, None, "dev")
-    cands, threshold, stage = scored_candidates(mnre)
+    mnre = prepare_mnre(data, None, args.mnre_part)
+    cands, threshold, stage = scored_candidates(mnre, args.relation_checkpoint)
     from bench.graph_quality.scoring import relation_name
 
     to_mnre = {relation_name(r): r for r in mnre["test_relations"]}
@@ -185,23 +189,27 @@ def main(argv: list[str] | None = None) -> int:
                      "none_pair": s["relation_on_none_pair"], **s["micro"]})
     rows.sort(key=lambda r: (-r["f0_5"], r["instances"]))
     today = next(r for r in rows if r["margin"] == 0 and r["per_post"] is None and r["min_probability"] == 0)
-    res = {"benchmark": "relation_decision_rules", "protocol": mnre["summary"]["part_description"],
+    res = {"benchmark": "relation_decision_rules", "command": "python -m bench.graph_quality.decision_rules "
+           + " ".join(argv if argv is not None else sys.argv[1:]), "protocol": mnre["summary"]["part_description"],
+           "relation_checkpoint": args.relation_checkpoint or "shipped", "relations": mnre["test_relations"],
            "threshold_min_score": threshold, "stage": stage, "scored_posts": mnre["summary"]["scored_posts"],
            "gold": mnre["summary"]["gold"]["pairs_by_scope"], "funnel": lost, "today": today, "best": rows[0], "rules": rows,
            "wall_s": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "relation_decision_rules.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    stem = "relation_decision_rules" + ("" if args.mnre_part == "dev" else f"_{args.mnre_part}")
+    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     head = ["margin", "per_post", "min_probability", "instances", "on_annotated", "correct", "none_pair",
             "precision", "recall", "f1", "f0_5"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
-    md = (f"# Relation decision rules on the dev protocol\n\n`python -m bench.graph_quality.decision_rules`: "
+    md = (f"# Relation decision rules on the dev protocol\n\n`{res['command'].strip()}` (relation checkpoint "
+          f"{res['relation_checkpoint']}): "
           f"{res['protocol']}. {res['scored_posts']} posts, gold pairs by scope {res['gold']}; stage {stage}; "
           f"calibrated min_score {threshold:.3f}. Wall {res['wall_s']} s.\n\n"
           "**Where the gold relations go** (today's rule; each annotation counted at the first stage that loses it):\n\n"
           "| stage | gold annotations |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in lost.items())
           + "\n\n**Rules**, sorted by micro F0.5 (name matching):\n\n" + "\n".join(lines) + "\n")
-    (args.out / "relation_decision_rules.md").write_text(md, encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(md, encoding="utf-8")
     print(md[:4000])
     return 0
 

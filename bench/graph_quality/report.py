@@ -213,9 +213,9 @@ def markdown(res: dict) -> str:
         one_name = g.get("pairs_whose_two_spans_are_one_name_by_scope", {})
         parts += [
             f"## MNRE {mnre['file'].split('_')[-1].removesuffix('.txt')} — relations"
-            + (" (dev protocol: validation relations)" if mnre.get("part") == "dev" else ""),
+            + (" (dev protocol: validation relations)" if str(mnre.get("part")).startswith("dev") else ""),
             *([f"**Part `{mnre['part']}`**: {mnre['part_description']}. Below, \"test relation\" reads "
-               "\"validation relation\": the relations this run scores."] if mnre.get("part") == "dev" else []),
+               "\"validation relation\": the relations this run scores."] if str(mnre.get("part")).startswith("dev") else []),
             f"{mnre['lines']} lines → {mnre['posts_distinct_texts']} posts (lines sharing a text are one post). "
             f"**Excluded** {ex['posts']} posts ({ex['lines']} lines, {ex['annotations']} annotations; their pairs by scope "
             f"{ex['pairs_by_scope']}, {ex['test_relation_annotations']} test-relation annotations): {ex['reason']}. "

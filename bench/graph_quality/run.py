@@ -117,6 +117,8 @@ MNRE_PARTS = {
     "dev": ("the val file's posts, the 7 validation relations: the development protocol on which the relation "
             "stage's decision rule is chosen; no test relation and no test-file text in it"),
     "val": "the val file's posts, the 7 test relations (for choices about detection and typing, not relations)",
+    "dev-wide": ("the dev protocol on the 3 validation relations the mnre-pipeline-wide split leaves unseen (it trains "
+                 "on the other 4): to compare relation checkpoints trained on 8 and on 12 relations"),
 }
 
 
@@ -135,11 +137,15 @@ def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
     files, _ = read_mnre(data)
     train_rel, val_rel, split_test_rel = mnre_relation_split(files, seed=0)
     # ``test_rel``: the relations this run scores (its "test" scope): the validation ones on the dev protocol
-    test_rel = val_rel if part == "dev" else split_test_rel
-    test_rows = files[{"val": 1, "dev": 1, "test": 2}[part]]
+    if part == "dev-wide":
+        from models.data import WIDE_TRAINED_VAL_RELATIONS
+
+        train_rel, val_rel = train_rel + val_rel[:WIDE_TRAINED_VAL_RELATIONS], val_rel[WIDE_TRAINED_VAL_RELATIONS:]
+    test_rel = val_rel if part.startswith("dev") else split_test_rel
+    test_rows = files[{"val": 1, "dev": 1, "dev-wide": 1, "test": 2}[part]]
     posts = build_mnre_posts(test_rows)
     leaked = leaked_texts(files, train_rel)
-    if part == "dev":
+    if part.startswith("dev"):
         leaked |= {mnre_text(r["token"]) for r in files[2]}
     kept, excluded = split_leaked(posts, leaked)
 
@@ -184,12 +190,12 @@ def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
             "split": {"seed": 0, "train_relations": train_rel, "val_relations": val_rel, "test_relations": test_rel},
             "part": part,
             "part_description": MNRE_PARTS[part],
-            "scored_relations": "validation" if part == "dev" else "test",
+            "scored_relations": "validation" if part.startswith("dev") else "test",
             "excluded": {
                 "reason": ("text occurs in a sample of a seed-0 train relation (any of the three MNRE files); the "
                            "shipped relation checkpoint mre-mnre was trained on those samples"
                            + ("; or in the test file (the dev protocol shares no post with the test)"
-                              if part == "dev" else "")),
+                              if part.startswith("dev") else "")),
                 "posts": len(excluded),
                 "lines": sum(len(p.lines) for p in excluded),
                 "annotations": sum(len(p.annotations) for p in excluded),

@@ -98,6 +98,19 @@ def test_mnre_seed0_split_is_exactly_the_reference():
 
 
 @needs_data
+def test_the_wide_relation_split_trains_on_four_validation_relations_and_never_reads_test():
+    from models.data import load_split
+
+    base, wide = load_mnre(0), load_split("mnre-pipeline-wide")
+    moved = base.val_classes[:4]
+    assert wide.train_classes == base.train_classes + moved and wide.val_classes == base.val_classes[4:]
+    assert {s.uid for s in wide.train} == {s.uid for s in base.train + base.val if s.label in wide.train_classes}
+    assert {s.label for s in wide.val} == set(base.val_classes[4:])
+    assert not wide.test and not wide.test_negatives and not set(base.test_classes) & set(wide.train_classes)
+    assert len(wide.negatives) == 1000 and len(wide.train_negatives) == 7744
+
+
+@needs_data
 def test_wnut_folds_rotate_disjoint_groups():
     folds = [load_wnut_fold(k) for k in (1, 2, 3)]
     assert folds[0].train_classes == ["geo-loc", "musicartist", "movie"]
