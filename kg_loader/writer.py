@@ -67,6 +67,8 @@ DEADLOCK_CODE = "Neo.TransientError.Transaction.DeadlockDetected"
 #: Most entity element ids a writer remembers (entity id -> ``elementId``, from its mention MERGEs, for
 #: its triples' endpoints); past this it forgets them all and starts again (about 150 bytes each).
 MAX_REMEMBERED_ENTITIES = 1_000_000
+#: The same for post element ids (post id -> ``elementId``, from its post MERGEs, for its mentions).
+MAX_REMEMBERED_POSTS = 1_000_000
 #: Longest indexed key the loader sends (UTF-8 bytes): Neo4j's range index refuses keys over about
 #: 8 KB with an error that is not retryable, so a post id or entity name over this is refused with
 #: its reason instead (and the rest of the shard loads).
@@ -214,6 +216,9 @@ class GraphWriter:
         #: Entity id -> ``elementId`` of its node, as this writer's mention MERGEs returned them: its
         #: triples find their endpoints by element id (checked) instead of two index seeks per row.
         self._entity_nodes: dict[str, str] = {}
+        #: Post id -> ``elementId`` of its node, as this writer's post MERGEs returned them: its mentions find
+        #: their post by element id (checked) instead of an index seek per row.
+        self._post_nodes: dict[str, str] = {}
 
     # -- schema ---------------------------------------------------------------------------
     def ensure_schema(self) -> None:
@@ -237,6 +242,7 @@ class GraphWriter:
             bound = copy.copy(self)
             bound._tx = tx
             bound._entity_nodes = {}  # this attempt's nodes only (a rolled-back attempt's are gone)
+            bound._post_nodes = {}
             return work(bound)
 
         with self.driver.session(database=self.database) as session:
@@ -259,6 +265,10 @@ class GraphWriter:
         report.merge(self._write_disjoint_batches("post", cypher.UPSERT_POSTS, [_params(r) for r in best.values()],
                                                   results=results))
         report.superseded.extend(r["id"] for r in results if not r["wins"])
+        known = self._post_nodes
+        if len(known) > MAX_REMEMBERED_POSTS:
+            known.clear()
+        known.update((r["id"], r["element_id"]) for r in results)
         report.rows["post"] -= len(report.superseded)
         return report
 
@@ -301,8 +311,7 @@ class GraphWriter:
             jobs.setdefault(job, {}).setdefault(shared, []).append(params)
         sent = len(accepted)
         rounds = _mention_rounds(parts)
-        query = lambda entity_type: cypher.upsert_mentions_as_lists(entity_type, self.broader_types.get(entity_type, ()))  # noqa: E731
-        report.merge(self._write_rounds("mention", query, jobs, rounds, _MENTION_SHARED))
+        report.merge(self._write_rounds("mention", self._mention_statement, jobs, rounds, _MENTION_SHARED))
         if missing := sent - report.rows["mention"]:
             report.dropped["mentions_missing_post"] += missing
         return report
@@ -339,6 +348,44 @@ class GraphWriter:
         rounds = _relation_rounds(parts)
         report.merge(self._write_rounds("relation", self._relation_statement, jobs, rounds, _RELATION_SHARED))
         return report
+
+    def _mention_statement(self, entity_type: str) -> Callable[[Any, dict], tuple[list[dict], Any]]:
+        """One mention batch, run in a transaction. When this writer's post MERGEs returned the element ids of
+        all the batch's posts, it finds them by element id (``cypher.upsert_mentions_by_element_id``), and any
+        row whose element id no longer names its post goes again by key (``cypher.upsert_mentions_as_lists``);
+        otherwise the whole batch goes by key (one statement, rows in their order). Returns ``written`` and the
+        entities' ``ids`` / ``element_ids`` of both statements, and their counters summed."""
+        broader = self.broader_types.get(entity_type, ())
+        by_key_query = cypher.upsert_mentions_as_lists(entity_type, broader)
+        by_id_query = cypher.upsert_mentions_by_element_id(entity_type, broader)
+
+        def run(tx, params: dict) -> tuple[list[dict], Any]:
+            posts = self._post_nodes
+            rows = params["rows"]
+            by_id = _Rows()
+            for i, row in enumerate(rows):  # a list: cypher.MENTION_ROW_BY_ELEMENT_ID
+                p = posts.get(row[0])
+                if p is None:
+                    by_id = None
+                    break
+                by_id.append([p, *row, i])
+            if by_id is None:
+                return _run_batch(tx, by_key_query, params)
+            records, c = _run_batch(tx, by_id_query, {**params, "rows": by_id})
+            record = records[0]
+            counters = [c]
+            done = set(record["done"])
+            if len(done) < len(rows):  # stale element ids: those rows by key
+                stale = _Rows(row for i, row in enumerate(rows) if i not in done)
+                for row in stale:
+                    posts.pop(row[0], None)
+                more, c = _run_batch(tx, by_key_query, {**params, "rows": stale})
+                counters.append(c)
+                record = {"written": record["written"] + more[0]["written"], "ids": record["ids"] + more[0]["ids"],
+                          "element_ids": record["element_ids"] + more[0]["element_ids"]}
+            return [record], _summed(counters)
+
+        return run
 
     def _relation_statement(self, relation: str) -> Callable[[Any, dict], tuple[list[dict], Any]]:
         """One relation batch, run in a transaction: the rows whose endpoints this writer's mention

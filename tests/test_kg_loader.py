@@ -416,6 +416,39 @@ def test_triples_find_their_endpoints_by_element_id_and_stale_ids_fall_back_to_t
     assert (report.properties_set, report.batches) == (4 * 9, 1)  # nine properties each, once; one batch
 
 
+def test_mentions_find_their_post_by_element_id_and_stale_ids_fall_back_to_the_key(neo4j_driver):
+    """A writer's mentions use the element ids its post MERGEs returned. One that no longer names its post
+    (another post's node, or no node at all) writes nothing by id: the row goes by key in the same
+    transaction, so the graph and the report are those of a writer that never knew an element id; a batch
+    with a post the writer does not know goes by key whole, and a missing post is still counted."""
+    writer = GraphWriter(neo4j_driver)
+    writer.ensure_schema()
+    posts = [_post("p1"), _post("p2"), _post("p3")]
+    writer.upsert_posts(posts)
+    assert set(writer._post_nodes) == {"p1", "p2", "p3"}
+    known = writer._post_nodes
+    known["p1"] = known["p2"]  # another post's node: the id check fails
+    known["p2"] = "4:00000000-0000-0000-0000-000000000000:999999"  # no such node
+    first = [_mention("p1", "Ana", "Person", 0), _mention("p2", "Ana", "Person", 5), _mention("p3", "Rui", "Person", 0),
+             _mention("p3", "Lisbon", "Location", 9)]
+    mixed = [_mention("p3", "Eva", "Person", 20), _mention("p9", "Lia", "Person", 0)]  # p9: not in the graph
+    report = writer.upsert_mentions(first).merge(writer.upsert_mentions(mixed))
+    assert "p1" not in known and "p2" not in known and "p3" in known  # the stale ones are forgotten
+    graph = graph_snapshot(neo4j_driver)
+
+    neo4j_driver.execute_query("MATCH (n) DETACH DELETE n")
+    fresh = GraphWriter(neo4j_driver)
+    fresh.upsert_posts(posts)
+    fresh._post_nodes.clear()  # knows no element id: every row by key
+    expected = fresh.upsert_mentions(first).merge(fresh.upsert_mentions(mixed))
+    assert graph_snapshot(neo4j_driver) == graph
+    assert report.as_dict() == expected.as_dict()
+    assert report.rows["mention"] == 5 and report.dropped == {"mentions_missing_post": 1}
+    assert set(writer._entity_nodes) == set(fresh._entity_nodes)  # the entities' element ids, from both statements
+    again = writer.upsert_mentions(first)  # p3 by id, p1/p2 by key: matches, creates nothing
+    assert again.rows["mention"] == 4 and again.created == 0
+
+
 # --- what a load really wrote, versions of a post, corrected partitions -------------------------------
 
 from mmkg.records import ImageRef, Mention, Post, RelationMention, TypedMention  # noqa: E402
