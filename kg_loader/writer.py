@@ -26,6 +26,9 @@ Triples find their endpoints by the ``elementId`` their entities' mention MERGEs
 (``cypher.upsert_relations_by_element_id``, each checked to still name the row's entity) instead of two
 unique-index seeks per row; a row whose element id is stale or unknown goes by key in the same
 transaction. Per 100k triples this saved 0.67 s of server CPU (6.07 -> 5.40 s per load; README).
+Mentions likewise find their post by the ``elementId`` its post MERGE returned
+(``cypher.upsert_mentions_by_element_id``, checked; stale rows by key in the same transaction): 0.05-0.15 s
+of server CPU per 50k mentions (bench/results/load_ideas.md, round 3).
 The bulk mention and triple rows travel as lists (``cypher.MENTION_ROW``, ``cypher.RELATION_ROW_BY_ELEMENT_ID``),
 and a call's post batches, which never share a node, are split over the writers too
 (bench/results/load_ideas.md, round 2).
