@@ -61,6 +61,10 @@ class MGVMoEConfig:
     sample_at_inference: bool = False  # mean mu at inference unless measured better (see docs/model.md)
     # --- losses ----------------------------------------------------------------------------------------
     beta: float = 1.0  # L = L_rank + beta * (L_VMoE + L_InfoNCE + L_VAT), reference beta = 1
+    # Free bits (Kingma et al. 2016) for the VMoE KL: the KL term counts only above this many nats per token, so
+    # the latent may carry that much at no cost instead of collapsing to the prior (0: the reference, no free bits).
+    kl_free_bits: float = 0.0
+    vat_weight: float = 1.0  # L_VAT's weight inside beta's bracket (1: the reference)
     margin: float = 1.0  # ranking hinge margin, reference value
     infonce_temperature: float = 1.0  # reference uses raw dot products (temperature 1)
     vat_init_std: float = 1e-2  # random init of r's direction (then rescaled to vat_epsilon)

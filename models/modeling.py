@@ -610,7 +610,9 @@ class MGVMoE(nn.Module):
                                      "surface encoded alone)")
                 readings.append(fits(batch.surfaces[:, 0], batch.surfaces[:, 1]))
             scores = scores + c.argument_prior * torch.stack(readings).mean(0)
-        losses["vmoe"] = losses["vmoe_kl"] + losses["vmoe_entropy"]
+        # free bits: no pressure on the KL below kl_free_bits nats per token (the logged vmoe_kl stays the raw KL)
+        kl = losses["vmoe_kl"].clamp(min=c.kl_free_bits) if c.kl_free_bits > 0 else losses["vmoe_kl"]
+        losses["vmoe"] = kl + losses["vmoe_entropy"]
         loss = None
         if batch.labels is not None:
             labelled = batch.labels >= 0
@@ -625,7 +627,7 @@ class MGVMoE(nn.Module):
                                                                 reduction="none").sum(1).mean()
                              if c.fit_weight > 0 else zero)
             loss = (losses["rank"] + c.fit_weight * losses["fit"]
-                    + c.beta * (losses["vmoe"] + losses["infonce"] + losses["vat"]))
+                    + c.beta * (losses["vmoe"] + losses["infonce"] + c.vat_weight * losses["vat"]))
         return MGVMoEOutput(scores, loss, losses, nodes, attention)
 
 
@@ -663,7 +665,7 @@ def training_step(
     if c.use_vat and out.nodes is not None and len(out.nodes) >= 2:
         adversary_step(model, out.nodes.detach(), r_optimizer)
         losses["vat"] = model.vat.kl(out.nodes, model.vat.r.detach())
-        loss = loss + c.beta * losses["vat"]
+        loss = loss + c.beta * c.vat_weight * losses["vat"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

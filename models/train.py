@@ -473,7 +473,7 @@ def config_from_args(args: argparse.Namespace, task: str, preset: str = "referen
         "similarity_prior": args.similarity_prior, "text_input": args.text_input, "prior_pool": args.prior_pool,
         "fit_weight": args.fit_weight, "negatives_per_batch": args.negatives_per_batch,
         "reversed_per_batch": args.reversed_per_batch, "tuned_layers": args.tuned_layers, "tuned_lr": args.tuned_lr,
-        "steps_per_epoch": args.steps_per_epoch,
+        "steps_per_epoch": args.steps_per_epoch, "kl_free_bits": args.kl_free_bits, "vat_weight": args.vat_weight,
     }.items() if v is not None}
     for flag in ("vmoe", "vat", "infonce", "image"):
         if getattr(args, f"no_{flag}"):
@@ -502,6 +502,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune the text encoder's top N layers with the heads (0: frozen encoder)")
     parser.add_argument("--tuned-lr", type=float, help="step size of the tuned encoder layers")
     parser.add_argument("--steps-per-epoch", type=int, help="batches per epoch (0: one pass over the training samples)")
+    parser.add_argument("--kl-free-bits", type=float, help="VMoE KL free bits, nats per token (0: none, the reference)")
+    parser.add_argument("--vat-weight", type=float, help="weight of L_VAT inside beta's bracket (1: the reference)")
     for flag in ("vmoe", "vat", "infonce", "image"):
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 

@@ -48,6 +48,30 @@ def test_each_loss_term_reaches_the_parameters_it_should(term, param):
     assert _grad_of(MGVMoEConfig.tiny(), term, param).abs().sum() > 0
 
 
+def test_free_bits_stop_the_kl_pressure_below_them_and_vat_weight_scales_l_vat():
+    torch.manual_seed(0)
+    config = MGVMoEConfig.tiny(beta=1.0)
+    kl = float(MGVMoE(config).train()(*random_batch(config)).losses["vmoe_kl"].detach())
+    for free_bits, pressed in ((0.0, True), (kl / 2, True), (kl * 2, False)):
+        torch.manual_seed(0)
+        model = MGVMoE(config.replace(kl_free_bits=free_bits)).train()
+        out = model(*random_batch(config))
+        model.zero_grad()
+        out.losses["vmoe"].backward()
+        # the entropy term reaches only the gate; the mean/variance heads feel the KL alone
+        grad = model.vmoe.mu.weight.grad
+        assert (grad is not None and grad.abs().sum() > 0) == pressed, free_bits
+        assert float(out.losses["vmoe_kl"]) == pytest.approx(kl)  # the raw KL is what is logged
+    torch.manual_seed(0)
+    base = MGVMoE(config).train()
+    out = base(*random_batch(config))
+    torch.manual_seed(0)
+    weighted = MGVMoE(config.replace(vat_weight=10.0)).train()
+    out10 = weighted(*random_batch(config))
+    vat = float(out.losses["vat"])
+    assert vat > 0 and float(out10.loss - out.loss) == pytest.approx(9.0 * vat, rel=1e-4)
+
+
 def test_rank_loss_does_not_train_the_perturbation():
     torch.manual_seed(0)
     assert _grad_of(MGVMoEConfig.tiny(), "rank", "vat.r").abs().sum() == 0
