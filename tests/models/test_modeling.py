@@ -61,15 +61,15 @@ def test_free_bits_stop_the_kl_pressure_below_them_and_vat_weight_scales_l_vat()
         # the entropy term reaches only the gate; the mean/variance heads feel the KL alone
         grad = model.vmoe.mu.weight.grad
         assert (grad is not None and grad.abs().sum() > 0) == pressed, free_bits
-        assert float(out.losses["vmoe_kl"]) == pytest.approx(kl)  # the raw KL is what is logged
+        assert float(out.losses["vmoe_kl"].detach()) == pytest.approx(kl)  # the raw KL is what is logged
     torch.manual_seed(0)
     base = MGVMoE(config).train()
     out = base(*random_batch(config))
     torch.manual_seed(0)
     weighted = MGVMoE(config.replace(vat_weight=10.0)).train()
     out10 = weighted(*random_batch(config))
-    vat = float(out.losses["vat"])
-    assert vat > 0 and float(out10.loss - out.loss) == pytest.approx(9.0 * vat, rel=1e-4)
+    vat = float(out.losses["vat"].detach())
+    assert vat > 0 and float((out10.loss - out.loss).detach()) == pytest.approx(9.0 * vat, rel=1e-4)
 
 
 def test_rank_loss_does_not_train_the_perturbation():
