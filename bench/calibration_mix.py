@@ -11,6 +11,7 @@ validation relations' samples of all three MNRE files: 0.3 ``None`` pairs per re
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -21,8 +22,6 @@ from models.train import calibrate_pair_threshold, pair_metrics, pr_curve, prepa
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m bench.calibration_mix", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--split", default="mnre-pipeline",

@@ -326,18 +326,24 @@ class MGVMoEExtractor:
         return self.type_mentions_scored(posts, mentions, ontology)[0]
 
     @torch.inference_mode()
+    def relation_scores(self, posts: Mapping[str, Post], typed: Sequence[TypedMention], ontology: Ontology):
+        """The candidate pairs (``relation_candidates``) and their raw scores, one row per pair over the
+        ontology's relations (empty when there is no candidate or no relation)."""
+        candidates = relation_candidates(typed, ontology)
+        if not candidates or not ontology.relation_types:
+            return [], torch.zeros(0, len(ontology.relation_types))
+        items = [(posts[h.mention.post_id], [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])
+                 for h, t, _ in candidates]
+        return candidates, self._scores(self.mre, items, self._label_embeddings(ontology, "relation", self.mre))
+
+    @torch.inference_mode()
     def extract_relations(
         self, posts: Mapping[str, Post], typed: Sequence[TypedMention], ontology: Ontology
     ) -> list[RelationMention]:
-        candidates = relation_candidates(typed, ontology)
-        if not candidates or not ontology.relation_types:
-            return []
+        candidates, scores = self.relation_scores(posts, typed, ontology)
         names = [r.name for r in ontology.relation_types]
-        items = [(posts[h.mention.post_id], [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])
-                 for h, t, _ in candidates]
         # The best *allowed* relation, kept on its raw score; its written score is the softmax over every
         # relation of the ontology, so a pair with one allowed relation is not made certain by the rule.
-        scores = self._scores(self.mre, items, self._label_embeddings(ontology, "relation", self.mre))
         kept = []
         for (head, tail, allowed), raw, p in zip(candidates, scores, scores.softmax(-1)):
             best = max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))

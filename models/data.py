@@ -311,6 +311,12 @@ def load_all_types(data_dir: Path | None = None, tagger=None) -> ClassSplit:
 WIDE_TRAINED_VAL_RELATIONS = 4
 
 
+def wide_relation_split(train_classes: list[str], val_classes: list[str]) -> tuple[list[str], list[str]]:
+    """(trained, validating) relations of ``mnre-pipeline-wide``: the train relations plus the first
+    ``WIDE_TRAINED_VAL_RELATIONS`` validation relations (split order), and the other validation relations."""
+    return train_classes + val_classes[:WIDE_TRAINED_VAL_RELATIONS], val_classes[WIDE_TRAINED_VAL_RELATIONS:]
+
+
 def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     """``mnre`` / ``mnre-seedN`` / ``wnut16-foldK`` / ``wnut16-pipeline`` / ``tweets-all-types`` -> ClassSplit."""
     if name in ("tweets-all-types", "tweets-all-types+fp"):
@@ -347,19 +353,17 @@ def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
         split.test, split.test_negatives = [], []
         return split
     if name == "mnre-pipeline-wide":
-        # More seen relations for the relation checkpoint: the seed-0 train relations plus the first
-        # WIDE_TRAINED_VAL_RELATIONS validation relations (split order) are trained on; the other validation
-        # relations stay unseen, for early stopping and the threshold. The 7 test relations stay unread.
-        split = load_mnre(0, data_dir)
-        moved = split.val_classes[:WIDE_TRAINED_VAL_RELATIONS]
+        # More seen relations for the relation checkpoint (``wide_relation_split``): some validation relations
+        # are trained on, the others stay unseen, for early stopping and the threshold; test relations stay unread.
+        split = load_split("mnre-pipeline", data_dir)
+        trained, validating = wide_relation_split(split.train_classes, split.val_classes)
+        moved = trained[len(split.train_classes):]
         split.name = name
-        split.protocol += (f" (test samples unused); the validation relations {moved} trained on as well, the other "
-                           f"{len(split.val_classes) - len(moved)} kept for early stopping and calibration")
+        split.protocol += (f"; the validation relations {moved} trained on as well, the other {len(validating)} kept "
+                           "for early stopping and calibration")
         split.train = split.train + [s for s in split.val if s.label in moved]
         split.val = [s for s in split.val if s.label not in moved]
-        split.train_classes = split.train_classes + moved
-        split.val_classes = split.val_classes[len(moved):]
-        split.test, split.test_negatives = [], []
+        split.train_classes, split.val_classes = trained, validating
         return split
     raise ValueError(f"unknown split {name!r}")
 

@@ -39,11 +39,8 @@ MIN_PROBABILITY = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 def scored_candidates(mnre: dict, relation_checkpoint: str = "") -> tuple[list[dict], float, dict]:
     """Every candidate pair of the dev posts under the headline ontology, with its raw relation scores."""
-    import torch
-
     from extraction.detection import EntityDetector
     from extraction.pipeline import extractor_for
-    from extraction.zero_shot import relation_candidates
     from mmkg.identity import entity_id, entity_name
 
     onto = mnre["ontologies"][HEADLINE_ONTOLOGY]
@@ -52,12 +49,8 @@ def scored_candidates(mnre: dict, relation_checkpoint: str = "") -> tuple[list[d
     mentions = EntityDetector().detect(mnre["posts"])
     extractor = extractor_for("mg-vmoe", "", relation_checkpoint)
     typed = extractor.type_mentions(posts, mentions, onto)
-    candidates = relation_candidates(typed, onto)
+    candidates, raw = extractor.relation_scores(posts, typed, onto)  # the stage's own candidates and scores
     names = [r.name for r in onto.relation_types]
-    items = [(posts[h.mention.post_id], [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])
-             for h, t, _ in candidates]
-    with torch.inference_mode():
-        raw = extractor._scores(extractor.mre, items, extractor._label_embeddings(onto, "relation", extractor.mre))
     extractor.forget_posts()
     out = []
     for (head, tail, allowed), row, p in zip(candidates, raw, raw.softmax(-1)):

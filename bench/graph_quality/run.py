@@ -138,9 +138,9 @@ def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
     train_rel, val_rel, split_test_rel = mnre_relation_split(files, seed=0)
     # ``test_rel``: the relations this run scores (its "test" scope): the validation ones on the dev protocol
     if part == "dev-wide":
-        from models.data import WIDE_TRAINED_VAL_RELATIONS
+        from models.data import wide_relation_split
 
-        train_rel, val_rel = train_rel + val_rel[:WIDE_TRAINED_VAL_RELATIONS], val_rel[WIDE_TRAINED_VAL_RELATIONS:]
+        train_rel, val_rel = wide_relation_split(train_rel, val_rel)
     test_rel = val_rel if part.startswith("dev") else split_test_rel
     test_rows = files[{"val": 1, "dev": 1, "dev-wide": 1, "test": 2}[part]]
     posts = build_mnre_posts(test_rows)
