@@ -111,7 +111,8 @@ def report_line(day: str, report: dict) -> str:
         f"mentions {report['mentions']}, entities typed {report['entities_typed']} (abstained "
         f"{report['mentions_abstained']}, unreadable script {report['mentions_unreadable_script']}), "
         f"relations {report['relations']} (self-loops dropped "
-        f"{report['graph'].get('dropped_relations_self_loop', 0)})"
+        f"{report['graph'].get('dropped_relations_self_loop', 0)}), "
+        f"entities folded into their name's type across runs {report['graph'].get('entities_type_agreed', 0)}"
     )
 
 

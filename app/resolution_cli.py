@@ -6,6 +6,7 @@
     mmkg entities reject A B [--note ...]                                never propose this pair again
     mmkg entities apply                                                  (re)apply every accepted merge
     mmkg entities decisions [--json]                                     what was decided, by whom, when
+    mmkg entities agree-types                                            one type per name across runs, whole graph
 
 A and B are entity ids (or unique prefixes of 8+ hex digits), names, or ``Type:name``.
 This module imports only the standard library at the top: ``mmkg --help`` stays instant.
@@ -49,6 +50,10 @@ def add_entities_parser(sub) -> None:
 
     apply = es.add_parser("apply", help="apply every accepted merge (idempotent; loads call it too)")
     apply.set_defaults(func=_apply)
+
+    agree = es.add_parser("agree-types", help="fold each name that runs typed differently into its best-supported "
+                                               "type, over the whole graph (loads do it for the names they touch)")
+    agree.set_defaults(func=_agree_types)
 
     dec = es.add_parser("decisions", help="list accepted and rejected pairs")
     dec.add_argument("--json", action="store_true")
@@ -173,6 +178,22 @@ def _apply(args: argparse.Namespace) -> int:
     driver, db = _graph()
     with driver:
         print(json.dumps(resolution.apply_accepted_merges(driver, db, _symmetric()).as_dict()))
+    return 0
+
+
+def _agree_types(args: argparse.Namespace) -> int:
+    from kg_loader import type_agreement
+    from kg_loader.load import writer_for
+    from mmkg.ontology import load_ontology
+    from mmkg.settings import PipelineSettings
+
+    driver, db = _graph()
+    with driver:
+        writer = writer_for(driver, load_ontology(PipelineSettings.from_env().ontology_path), db)
+        writer.ensure_schema()  # the name locks' constraint
+        report = type_agreement.agree_all_types(driver, db, writer.broader_types, writer.symmetric_relations,
+                                                writer.allowed_entity_types)  # fmt: skip
+    print(json.dumps(report.as_dict()))
     return 0
 
 

@@ -166,8 +166,8 @@ def graphrag_graph(posts, mentions, triples):
                 "id": m.entity_id, "name": m.name, "type": m.entity_type, "aliases": [m.surface],
                 "first_run_id": m.run_id}))
     rels = [Neo4jRelationship(start_node_id=m.post_id, end_node_id=m.entity_id, type="MENTIONS", properties={
-        "start": m.start, "end": m.end, "text": m.surface, "score": m.score, "model_version": m.model_version,
-        "label_set_id": m.label_set_id, "run_id": m.run_id}) for m in mentions]
+        "start": m.start, "end": m.end, "text": m.surface, "type": m.entity_type, "score": m.score,
+        "model_version": m.model_version, "label_set_id": m.label_set_id, "run_id": m.run_id}) for m in mentions]
     rels += [Neo4jRelationship(start_node_id=r.head_id, end_node_id=r.tail_id, type=r.relation.upper(),
                                properties=relation_properties([r])) for r in triples]
     return Neo4jGraph(nodes=nodes, relationships=rels)
@@ -236,10 +236,10 @@ def write_import_csv(folder: Path, posts, mentions, triples) -> list[str]:
     e = write("entities.csv", ["id:ID(Entity)", "name", "type", "aliases:string[]", "first_run_id", ":LABEL"],
               ([m.entity_id, m.name, m.entity_type, [m.surface], m.run_id, f"Entity;{m.entity_type}"]
                for m in entities.values()))
-    mt = write("mentions.csv", [":START_ID(Post)", ":END_ID(Entity)", "start:long", "end:long", "text", "score:double",
-                                "model_version", "label_set_id", "run_id"],
-               ([m.post_id, m.entity_id, m.start, m.end, m.surface, m.score, m.model_version, m.label_set_id, m.run_id]
-                for m in mentions))
+    mt = write("mentions.csv", [":START_ID(Post)", ":END_ID(Entity)", "start:long", "end:long", "text", "type",
+                                "score:double", "model_version", "label_set_id", "run_id"],
+               ([m.post_id, m.entity_id, m.start, m.end, m.surface, m.entity_type, m.score, m.model_version,
+                 m.label_set_id, m.run_id] for m in mentions))
     keys = ("relation", "post_ids", "scores", "evidence_count", "max_score", "first_run_id", "model_version",
             "label_set_id", "run_id")
     r = write("triples.csv", [":START_ID(Entity)", ":END_ID(Entity)", ":TYPE", "relation", "post_ids:string[]",

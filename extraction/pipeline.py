@@ -369,7 +369,7 @@ def readable_script(text: str) -> bool:
 #: Graph counters of the shard loads summed into the run report's ``graph``.
 _GRAPH_COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "relationships_deleted",
                    "properties_set", "deadlock_retries", "transaction_retries", "posts_superseded",
-                   "posts_retracted")
+                   "posts_retracted", "entities_type_agreed")
 
 
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
@@ -389,6 +389,8 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
             total[k] += load.get(k, 0)
         for k, v in load.get("dropped", {}).items():
             total[f"dropped_{k}"] += v
+        for k, v in load.get("names_left_split", {}).items():
+            total[f"names_left_split_{k}"] += v
         rejected.extend(load.get("rejected", []))
     report = {
         "run_id": plan.run_id,

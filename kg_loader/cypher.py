@@ -13,7 +13,9 @@ import re
 # Whole-string patterns, used with ``fullmatch`` (``$`` would accept a trailing newline).
 _LABEL = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _REL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-SCHEMA_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun"})
+#: Labels of the schema's own nodes: never an entity type (``EntityNameLock`` nodes exist only inside a
+#: load's transaction, ``kg_loader.type_agreement``).
+SCHEMA_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun", "MergeDecision", "EntityNameLock"})
 
 
 class InvalidIdentifier(ValueError):
@@ -41,6 +43,9 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
     "CREATE CONSTRAINT ingest_run_id IF NOT EXISTS FOR (r:IngestRun) REQUIRE r.id IS UNIQUE",
     # Entity-resolution decisions (kg_loader.resolution), which every load re-applies.
     "CREATE CONSTRAINT merge_decision_id IF NOT EXISTS FOR (d:MergeDecision) REQUIRE d.id IS UNIQUE",
+    # One load at a time decides a name's type across runs (kg_loader.type_agreement): its MERGE on this key
+    # waits for another load holding the name until that one commits. No such node outlives its transaction.
+    "CREATE CONSTRAINT entity_name_lock IF NOT EXISTS FOR (l:EntityNameLock) REQUIRE l.name IS UNIQUE",
     "CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name)",
     "CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type)",
     "CREATE INDEX post_created_at IF NOT EXISTS FOR (p:Post) ON (p.created_at)",
@@ -143,7 +148,8 @@ def upsert_mentions(entity_type: str, broader: tuple[str, ...] = ()) -> str:
     The MENTIONS relationship is keyed by its span, so a re-run updates it in place. Rows carry
     only what differs per mention (``post_id, entity_id, name, surface, start, end, score``); the
     values shared by a batch are parameters: ``$entity_type, $model_version, $label_set_id,
-    $run_id``. Every SET names its properties and the aliases edit happens only ON MATCH, so the
+    $run_id``. ``m.type`` is the type the run gave this mention: it stays when type agreement
+    (``kg_loader.type_agreement``) moves the mention to its name's agreed entity. Every SET names its properties and the aliases edit happens only ON MATCH, so the
     plan has no Eager: rows stream, and a later row of the batch sees an earlier row's entity.
     ``aliases`` stay sorted (a new surface form is inserted in place), so they do not depend on
     the order posts were loaded in. Returns ``written``: rows whose post was there (the others
@@ -161,7 +167,7 @@ MERGE (e:Entity {{id: row.entity_id}})
                e.aliases = CASE WHEN row.surface IN e.aliases THEN e.aliases
                  ELSE [a IN e.aliases WHERE a < row.surface] + row.surface + [a IN e.aliases WHERE a > row.surface] END
 MERGE (p)-[m:MENTIONS {{start: row.start, end: row.end}}]->(e)
-SET m.text = row.surface, m.score = row.score, m.model_version = $model_version,
+SET m.text = row.surface, m.type = $entity_type, m.score = row.score, m.model_version = $model_version,
     m.label_set_id = $label_set_id, m.run_id = $run_id
 RETURN count(*) AS written, collect(row.entity_id) AS ids, collect(elementId(e)) AS element_ids
 """

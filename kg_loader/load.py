@@ -23,7 +23,9 @@ def load_extraction(
 ) -> LoadReport:
     """Posts, then for the posts whose version won (``cypher.UPSERT_POSTS``): images, and (after
     retracting what these posts no longer support) mentions and triples, then the accepted entity
-    merges again (``kg_loader.resolution``: a re-load recreates a merged-away id). All in one transaction
+    merges again (``kg_loader.resolution``: a re-load recreates a merged-away id), then type agreement
+    across runs for the names these posts mention or mentioned (``kg_loader.type_agreement``: a name
+    other runs typed differently becomes one entity of its best-supported type). All in one transaction
     (``GraphWriter.write_atomically``): a failure anywhere, a killed server included, leaves the
     graph as it was, and the driver re-runs the whole transaction on a transient failure.
 
@@ -43,19 +45,22 @@ def load_extraction(
         report = tx_writer.upsert_posts(post_rows)
         lost = set(report.superseded)
         won = [row.id for row in post_rows if row.id not in lost and not post_id_problem(row.id)]
+        touched: set[str] = set()  # entity names whose mentions this load changes: their type agreement
         if vanished_range is not None:
             lo, hi = vanished_range
-            report.merge(tx_writer.retract_vanished_posts(partition, lo, hi, [p.id for p in posts]))
+            report.merge(tx_writer.retract_vanished_posts(partition, lo, hi, [p.id for p in posts], touched))
         keep = set(won)
         images = [r for r in image_rows if r.post_id in keep]
         mentions = [r for r in mention_rows if r.post_id in keep]
         relations_ = [r for r in relation_rows if r.post_id in keep]
         report.merge(tx_writer.unlink_stale_images(won, images))
         report.merge(tx_writer.upsert_images(images))
+        touched.update(tx_writer.entity_names_of_posts(won), (r.name for r in mentions))
         report.merge(tx_writer.retract_stale(won, mentions, relations_))
         report.merge(tx_writer.upsert_mentions(mentions))
         report.merge(tx_writer.upsert_relations(relations_))
         report.merge(tx_writer.reapply_merges())  # accepted entity merges survive the re-load
+        report.merge(tx_writer.agree_entity_types(touched))  # one type per name across runs
         return report
 
     report = writer.write_atomically(work)

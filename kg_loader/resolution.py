@@ -10,11 +10,11 @@ graph and *proposes* them; nothing is merged until someone accepts a pair.
    ``(a:Entity)-[:SAME_AS_CANDIDATE {score, reasons, ..., status: 'proposed'}]->(b:Entity)`` with
    ``a.id < b.id``. Same graph, same candidates: the run is deterministic and replaces the previous
    proposals. A pair of two entity types is proposed only when their normalised names are equal once
-   spaces and punctuation are dropped (``same_name``), and is marked ``cross_type``. Such a pair is
-   what one name typed differently by two runs (two days) leaves: typing agrees within a run
-   (``extraction.pipeline.agree_run_types``) but never reads the graph, so that a backfill gives the same
-   graph in any order. Its ``type_evidence`` says how many mentions each type holds and their mean score,
-   and ``suggested_type`` the type with more mentions (then the higher mean score), for the reviewer.
+   spaces and punctuation are dropped (``same_name``), and is marked ``cross_type``. Equal names that two
+   runs typed differently are folded by the load itself (``kg_loader.type_agreement``); what reaches review
+   is a homonym a run saw, a person's earlier decision, or names equal only once compacted (``#byteconf`` /
+   "byte conf"). Its ``type_evidence`` says how many mentions each type holds and their mean score, and
+   ``suggested_type`` the type ``preferred_type`` picks (more mentions, then the higher mean score).
 2. ``accept`` / ``reject`` store the decision as a ``(:MergeDecision {id: 'a|b'})`` node, which lives
    apart from the entities (a load may delete and recreate an entity; the decision stays). A rejected
    pair (or any pair whose two sides contain a rejected pair after merges) is never proposed again.
@@ -308,13 +308,19 @@ def score_pair(
     )  # fmt: skip
 
 
+def preferred_type(evidence: Mapping[str, tuple[int, float]]) -> str:
+    """Of several types one name was given (type -> (mentions, mean typing score)), the one with more
+    mentions, then the higher mean score, then the smaller name. A cross-type candidate's
+    ``suggested_type``, and the type ``kg_loader.type_agreement`` folds a name's entities into."""
+    return min(evidence, key=lambda t: (-evidence[t][0], -round(evidence[t][1], 4), t))
+
+
 def type_evidence(a: EntityInfo, b: EntityInfo) -> tuple[tuple[str, ...], str]:
     """What each side of a cross-type pair holds ("Organization: 3 mentions, mean score 0.412"), and the
-    type with more mentions, then the higher mean score, then the smaller name (a suggestion, not a merge)."""
+    type ``preferred_type`` picks (a suggestion, not a merge)."""
     lines = tuple(f"{e.type}: {e.mentions} mention{'s' * (e.mentions != 1)}, mean score {e.mean_score:.3f}"
                   for e in (a, b))
-    best = min((a, b), key=lambda e: (-e.mentions, -e.mean_score, e.type))
-    return lines, best.type
+    return lines, preferred_type({e.type: (e.mentions, e.mean_score) for e in (a, b)})
 
 
 def find_candidates(
@@ -458,11 +464,13 @@ FOREACH (_ IN CASE WHEN c IS NOT NULL AND $props.decision = 'rejected' THEN [1] 
 #: Held until the merge's transaction ends: two loads applying the same merge take turns.
 LOCK_DECISION = "MATCH (d:MergeDecision {id: $id}) SET d.mmkg_lock = true REMOVE d.mmkg_lock"
 
+#: ``properties(x).merged_ids``, not ``x.merged_ids``: the server warns of a property key no node has had yet
+#: (a graph before its first merge), and loads run these queries (``kg_loader.type_agreement``).
 READ_PAIR = """
 OPTIONAL MATCH (m:Entity {id: $merged})
 OPTIONAL MATCH (c:Entity {id: $canonical})
 RETURN m IS NOT NULL AS merged_exists, c IS NOT NULL AS canonical_exists,
-       coalesce(m.aliases, []) AS merged_aliases, coalesce(m.merged_ids, []) AS merged_merged_ids
+       coalesce(m.aliases, []) AS merged_aliases, coalesce(properties(m).merged_ids, []) AS merged_merged_ids
 """
 
 MOVE_MENTIONS = """
@@ -485,18 +493,21 @@ UPDATE_CANONICAL = "MATCH (c:Entity {id: $canonical}) SET c.aliases = $aliases, 
 
 READ_CANONICAL = """
 MATCH (c:Entity {id: $canonical})
-RETURN coalesce(c.merged_ids, []) AS merged_ids, coalesce(c.aliases, []) AS aliases
+RETURN coalesce(properties(c).merged_ids, []) AS merged_ids, coalesce(c.aliases, []) AS aliases
 """
 
 DELETE_MERGED = "MATCH (m:Entity {id: $merged}) DETACH DELETE m"
 
 
-def create_canonical(entity_type: str) -> str:
+def create_canonical(entity_type: str, broader: Sequence[str] = ()) -> str:
     """The canonical entity of an accepted pair when a load left only the merged-away id (its own posts
-    no longer mention it): recreated from the decision, with its type label."""
+    no longer mention it): recreated from the decision, with its type label (and ``broader`` types' labels,
+    as the loader gives them); it takes the aliases of what is folded into it. Also the entity of the agreed
+    type that ``kg_loader.type_agreement`` creates when none is left."""
+    labels = ":".join(cypher.label(t) for t in (entity_type, *broader))
     return f"""
 MERGE (c:Entity {{id: $canonical}})
-  ON CREATE SET c:{cypher.label(entity_type)}, c += {{name: $name, type: $type, aliases: []}}
+  ON CREATE SET c:{labels}, c += {{name: $name, type: $type, aliases: []}}
 """
 
 
@@ -844,7 +855,19 @@ def _merge_one(tx, decision_id: str, merged: str, canonical: str, name: str | No
             raise ResolutionError(f"canonical entity {canonical} is gone and no decision names its type")
         tx.run(create_canonical(etype), canonical=canonical, name=name, type=etype).consume()
         counts["canonical_recreated"] += 1
-    counts["mentions_moved"] = tx.run(MOVE_MENTIONS, merged=merged, canonical=canonical).single()["moved"]
+    fold_entity(tx, merged, canonical, symmetric, counts, why=f"merge {decision_id}")
+    return counts
+
+
+def fold_entity(tx, merged: str, canonical: str, symmetric: frozenset[str], counts: dict[str, int],
+                why: str) -> None:  # fmt: skip
+    """Entity ``merged`` into ``canonical`` (both in the graph), in the caller's transaction: its MENTIONS (same
+    spans and properties), its relation triples (evidence combined per post, ``combine_evidence``; a triple
+    between the two is dropped as a self-loop; a symmetric one keeps the smaller id as head), its aliases
+    and its id (in ``merged_ids``); then the merged node is deleted. Adds to ``counts``; ``why`` names the
+    decision or rule in errors."""
+    merged_state = tx.run(READ_PAIR, merged=merged, canonical=canonical).single()
+    counts["mentions_moved"] += tx.run(MOVE_MENTIONS, merged=merged, canonical=canonical).single()["moved"]
     # Relation triples, grouped by relationship type: a type is interpolated only once validated.
     targets: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in tx.run(READ_RELATIONS, merged=merged):
@@ -853,7 +876,7 @@ def _merge_one(tx, decision_id: str, merged: str, canonical: str, name: str | No
         if not isinstance(relation, str) or cypher.relationship_type(relation) != f"`{rel_type}`":
             raise cypher.InvalidIdentifier(
                 f"relationship {rel_type} of entity {merged} is not a relation triple of the label set "
-                f"(relation={relation!r}); merge {decision_id} not applied"
+                f"(relation={relation!r}); {why} not applied"
             )
         if other in (merged, canonical):
             counts["self_loops_dropped"] += 1
@@ -879,9 +902,8 @@ def _merge_one(tx, decision_id: str, merged: str, canonical: str, name: str | No
             counts["relations_combined"] += target is not None
         tx.run(write_triples(quoted), rows=rows).consume()
     kept = tx.run(READ_CANONICAL, canonical=canonical).single()
-    merged_ids = sorted({*kept["merged_ids"], merged, *state["merged_merged_ids"]})
-    aliases = sorted({*kept["aliases"], *state["merged_aliases"]})  # sorted, as the loader keeps them
+    merged_ids = sorted({*kept["merged_ids"], merged, *merged_state["merged_merged_ids"]} - {canonical})
+    aliases = sorted({*kept["aliases"], *merged_state["merged_aliases"]})  # sorted, as the loader keeps them
     tx.run(UPDATE_CANONICAL, canonical=canonical, aliases=aliases, merged_ids=merged_ids).consume()
     tx.run(DELETE_MERGED, merged=merged).consume()
-    counts["merges_applied"] = 1
-    return counts
+    counts["merges_applied"] += 1

@@ -54,7 +54,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from kg_loader import cypher
+from kg_loader import cypher, type_agreement
 from kg_loader.records import ImageRow, MentionRow, PostRow, RelationRow
 from mmkg.settings import PipelineSettings
 
@@ -116,6 +116,10 @@ class LoadReport:
     #: Accepted entity merges (``kg_loader.resolution``) applied again because this load wrote a
     #: merged-away entity anew.
     merges_applied: int = 0
+    #: Entities folded into the type their name holds most evidence for across runs
+    #: (``kg_loader.type_agreement``), and names left split on purpose, by reason.
+    entities_type_agreed: int = 0
+    names_left_split: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def created(self) -> int:
@@ -148,6 +152,9 @@ class LoadReport:
         self.superseded.extend(other.superseded)
         self.posts_retracted += other.posts_retracted
         self.merges_applied += other.merges_applied
+        self.entities_type_agreed += other.entities_type_agreed
+        for k, v in other.names_left_split.items():
+            self.names_left_split[k] += v
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -166,6 +173,8 @@ class LoadReport:
             "posts_superseded": len(self.superseded),
             "posts_retracted": self.posts_retracted,
             "merges_applied": self.merges_applied,
+            "entities_type_agreed": self.entities_type_agreed,
+            "names_left_split": dict(self.names_left_split),
             "dropped": dict(self.dropped),
             "rejected": [asdict(r) for r in self.rejected],
         }
@@ -425,17 +434,21 @@ class GraphWriter:
 
         return run
 
-    def retract_vanished_posts(self, partition: str, lo: str, hi: str | None, keep: Sequence[str]) -> LoadReport:
+    def retract_vanished_posts(self, partition: str, lo: str, hi: str | None, keep: Sequence[str],
+                               names: set[str] | None = None) -> LoadReport:  # fmt: skip
         """Remove the posts of landing ``partition`` with ids in ``[lo, hi)`` (no upper bound when
         ``hi`` is None) other than ``keep``, with their mentions, evidence and image links, and the
         entities and images left with nothing: the re-run of a corrected partition gives the graph
-        of the corrected data."""
+        of the corrected data. The names of the entities those posts mentioned are added to ``names``
+        (their type agreement may change)."""
         query = cypher.FIND_VANISHED_POSTS if hi is None else cypher.FIND_VANISHED_POSTS_BELOW
         params = {"partition": partition, "lo": lo, "keep": list(keep), **({} if hi is None else {"hi": hi})}
         vanished = [r["id"] for r in self._read(query, params)]
         report = LoadReport()
         if not vanished:
             return report
+        if names is not None:
+            names.update(self.entity_names_of_posts(vanished))
         report.merge(self.retract_stale(vanished, [], []))
         report.merge(self.unlink_stale_images(vanished, []))
         report.merge(self._write_batches("retract_posts", cypher.DELETE_POSTS, vanished, param="ids"))
@@ -613,6 +626,24 @@ class GraphWriter:
         else:
             applied = apply_accepted_merges(self.driver, self.database, self.symmetric_relations)
         return LoadReport(merges_applied=applied.merges_applied)
+
+    def entity_names_of_posts(self, post_ids: Sequence[str]) -> list[str]:
+        """Names of the entities these posts mention in the graph now (read in this writer's transaction)."""
+        if not post_ids:
+            return []
+        return self._read(type_agreement.READ_POST_ENTITY_NAMES, {"ids": list(post_ids)})[0]["names"]
+
+    def agree_entity_types(self, names: Iterable[str]) -> LoadReport:
+        """Fold the entities of ``names`` that runs typed differently into one type each
+        (``kg_loader.type_agreement``), in this writer's transaction when it has one."""
+        args = (names, self.broader_types, self.symmetric_relations, self.allowed_entity_types)
+        if self._tx is not None:
+            agreed = type_agreement.agree_types(self._tx, *args)
+        else:
+            with self.driver.session(database=self.database) as session:
+                agreed = session.execute_write(type_agreement.agree_types, *args)
+        return LoadReport(entities_type_agreed=agreed.entities_folded,
+                          names_left_split=defaultdict(int, agreed.left_split))
 
     def _read(self, query: str, params: dict) -> list[dict]:
         """A read in the open transaction, or in its own."""

@@ -71,8 +71,8 @@ def fest_pair_has_no_type_evidence(c) -> bool:
 
 
 def test_a_name_typed_two_ways_by_two_runs_is_a_cross_type_candidate_with_its_type_evidence():
-    """Typing never reads the graph (backfills stay order-independent), so a name one day typed Location and
-    another Organization is two entities; the candidate says which type holds more evidence."""
+    """Two entities of one name and two types (a graph loaded before the load folded them, a homonym a run saw,
+    or names equal only once compacted): the candidate says which type holds more evidence."""
     place = EntityInfo("a1", "seoul tigers", "Location", (), 1, False, 0.41)
     team = EntityInfo("b2", "seoul tigers", "Organization", (), 3, True, 0.38)
     c = res.score_pair(place, team, Context(), Context())

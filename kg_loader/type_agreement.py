@@ -1,0 +1,190 @@
+"""One name, one entity type across runs: the graph-wide step of type agreement.
+
+A run decides one type per surface form from all of its mentions (``extraction.zero_shot.agree_on_types``,
+applied to the whole run by ``extraction.pipeline.agree_run_types``), and the entity id hashes that type
+(``mmkg.identity``). Runs never read the graph (a backfill must give the same graph in any order), so two
+days that typed "seoul tigers" differently left two entities, one per type. This step, run at the end of
+every load in the load's own transaction, folds them together again from the graph's own evidence:
+
+- Every ``MENTIONS`` carries the type its run gave it (``m.type``; a mention written before that property
+  existed counts as its entity's type), and keeps it when it moves.
+- For each name the load touched (its new mentions, the mentions its posts had before, and those of posts a
+  re-run retracted) that more than one entity holds, or that one entity holds after taking in another (its
+  mentions may carry other types, and a re-run may have removed some), the mentions of those entities are
+  the evidence: the type with more mentions, then
+  the higher mean typing score, then the smaller name (``resolution.preferred_type``, the rule a cross-type
+  candidate's ``suggested_type`` uses) takes every other entity of the name (``resolution.fold_entity``:
+  mentions, triples with evidence combined per post, aliases, the old id in ``merged_ids``). The entity of
+  that type is created when none is left (its mentions had moved onto another type earlier).
+- The decision is a function of the mentions in the graph, not of the order they arrived in: loading days
+  in any order, or re-running one, gives the same entities (``tests/test_graph_type_agreement.py``). Two
+  loads at once decide a shared name one after the other (``LOCK_NAMES``), the second seeing the first's
+  entity; a deadlock between them re-runs one load's transaction (the driver's managed retry).
+- A name stays split, on purpose, when a run itself gave it two types (its agreement found a homonym with a
+  clear margin: "Porto" the city and the club), or when a decision of a person names one of its entities
+  (``mmkg entities accept/reject``): the rule never overrides a person.
+
+Relation triples move with their entities; a triple whose argument types the agreed type no longer fits
+(``located_in`` from an entity that is now a Person) is kept: its post said it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kg_loader.resolution import create_canonical, fold_entity, preferred_type
+from mmkg.identity import entity_id
+
+#: Each name of ``$names`` (sorted) locked until the transaction ends: a MERGE on the constrained key waits
+#: while another transaction holds it, and the node is deleted at once (it never commits). Two loads of one
+#: name at the same time (intervals of a backfill) so decide one after the other, the second seeing the
+#: first's entities; without it each reads before the other commits and both leave their own entity.
+LOCK_NAMES = """
+UNWIND $names AS name
+MERGE (lock:EntityNameLock {name: name})
+DELETE lock
+"""
+
+#: The entities of each name in ``$names`` that needs a decision: held by more than one entity, or by one that
+#: took in another before (``merged_ids``: its mentions may carry other types, and the evidence may have moved
+#: since), with the evidence of their mentions (type given by the run, typing score, run id).
+READ_NAME_GROUPS = """
+UNWIND $names AS name
+MATCH (e:Entity {name: name})
+WITH name, e ORDER BY name, e.id
+WITH name, collect(e) AS entities
+WHERE size(entities) > 1 OR any(e IN entities WHERE properties(e).merged_ids IS NOT NULL)
+UNWIND entities AS e
+RETURN name, e.id AS id, e.type AS type,
+       [(:Post)-[m:MENTIONS]->(e) | [coalesce(m.type, e.type), m.score, m.run_id]] AS mentions
+ORDER BY name, id
+"""
+
+#: Which of ``$ids`` (entity ids) a person's decision names (accepted or rejected, as either side or as
+#: what stayed or went): the rule leaves such a name to the person.
+READ_DECIDED_ENTITIES = """
+MATCH (d:MergeDecision)
+UNWIND [d.a_id, d.b_id, properties(d).canonical_id, properties(d).merged_id] AS id
+WITH DISTINCT id WHERE id IN $ids
+RETURN collect(id) AS decided
+"""
+
+#: Names the entities these posts mention now (before a re-run replaces their mentions). Every relationship
+#: from a post to an entity is a MENTIONS; not naming the type keeps a first load (no MENTIONS in the graph yet)
+#: free of the server's "relationship type does not exist" notification.
+READ_POST_ENTITY_NAMES = """
+UNWIND $ids AS id
+MATCH (:Post {id: id})-->(e:Entity)
+RETURN collect(DISTINCT e.name) AS names
+"""
+
+ALL_SPLIT_NAMES = """
+MATCH (e:Entity)
+WITH e.name AS name, count(*) AS n WHERE n > 1
+RETURN collect(name) AS names
+"""
+
+
+@dataclass
+class TypeAgreement:
+    """What ``agree_types`` did: entities folded into their name's agreed type, and names left split."""
+
+    entities_folded: int = 0
+    mentions_moved: int = 0
+    relations_moved: int = 0
+    entities_created: int = 0
+    #: Names with entities of two types that stay split, by reason (``homonym_in_run``, ``decided_by_person``).
+    left_split: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_dict(self) -> dict:
+        return {"entities_folded": self.entities_folded, "mentions_moved": self.mentions_moved,
+                "relations_moved": self.relations_moved, "entities_created": self.entities_created,
+                "left_split": dict(self.left_split)}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One entity of a split name and the mentions it holds: (type the run gave, score, run id) each."""
+
+    id: str
+    type: str
+    mentions: tuple[tuple[str, float, str | None], ...]
+
+
+def agreed_type(entities: Sequence[Evidence]) -> str | None:
+    """The type a split name's entities fold into, or None to leave them split because a run gave the name
+    two types itself (a homonym it saw). Pure: the evidence decides, not its order."""
+    by_run: dict[str | None, set[str]] = defaultdict(set)
+    scores: dict[str, list[float]] = defaultdict(list)
+    for e in entities:
+        for etype, score, run in e.mentions:
+            by_run[run].add(etype)
+            scores[etype].append(float(score or 0.0))
+    if not scores or any(len(types) > 1 for run, types in by_run.items() if run is not None):
+        return None
+    return preferred_type({t: (len(s), sum(sorted(s)) / len(s)) for t, s in scores.items()})
+
+
+def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] | None = None,
+                symmetric: Iterable[str] = (), allowed_types: Iterable[str] | None = None) -> TypeAgreement:  # fmt: skip
+    """Fold the entities of each of ``names`` that more than one entity holds into the agreed type, in the
+    caller's transaction (see the module docstring). ``broader``: entity type -> its broader types (their
+    labels go on a created entity too); ``allowed_types``: the label set's types (a type outside it is never
+    created as a label)."""
+    report = TypeAgreement()
+    names = sorted({n for n in names if n})
+    if not names:
+        return report
+    tx.run(LOCK_NAMES, names=names).consume()
+    groups: dict[str, list[Evidence]] = defaultdict(list)
+    for r in tx.run(READ_NAME_GROUPS, names=names):
+        mentions = tuple((t, s, run) for t, s, run in r["mentions"])
+        groups[r["name"]].append(Evidence(r["id"], r["type"], mentions))
+    if not groups:
+        return report
+    name_of = {e.id: name for name, es in groups.items() for e in es}
+    decided = {name_of[i] for i in tx.run(READ_DECIDED_ENTITIES, ids=sorted(name_of)).single()["decided"]}
+    allowed = set(allowed_types) if allowed_types is not None else None
+    symmetric = frozenset(symmetric)
+    counts = defaultdict(int)
+    for name in sorted(groups):
+        entities = groups[name]
+        split = len(entities) > 1
+        if name in decided:
+            report.left_split["decided_by_person"] += split
+            continue
+        etype = agreed_type(entities)
+        if etype is None:
+            report.left_split["homonym_in_run"] += split
+            continue
+        if not split and entities[0].type == etype:
+            continue  # one entity, and its mentions still agree on its type
+        target = next((e.id for e in entities if e.type == etype), None)
+        if target is None:
+            if allowed is not None and etype not in allowed:
+                report.left_split["type_not_in_label_set"] += split
+                continue
+            target = entity_id(name, etype)
+            tx.run(create_canonical(etype, (broader or {}).get(etype, ())), canonical=target, name=name,
+                   type=etype).consume()  # fmt: skip
+            report.entities_created += 1
+        for e in entities:
+            if e.id != target:
+                fold_entity(tx, e.id, target, symmetric, counts, why=f"type agreement of {name!r}")
+    report.entities_folded = counts["merges_applied"]
+    report.mentions_moved = counts["mentions_moved"]
+    report.relations_moved = counts["relations_moved"]
+    return report
+
+
+def agree_all_types(driver, database: str | None = None, broader: Mapping[str, Sequence[str]] | None = None,
+                    symmetric: Iterable[str] = (), allowed_types: Iterable[str] | None = None) -> TypeAgreement:  # fmt: skip
+    """``agree_types`` over every name the graph holds as more than one entity, in one transaction: for a
+    graph loaded before this step existed, or after posts were retracted (``mmkg entities agree-types``)."""
+    with driver.session(database=database) as session:
+        def work(tx):
+            names = tx.run(ALL_SPLIT_NAMES).single()["names"]
+            return agree_types(tx, names, broader, symmetric, allowed_types)
+        return session.execute_write(work)
