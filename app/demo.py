@@ -102,6 +102,10 @@ def task_progress(out, prefix: str = ""):
         manager.pm.unregister(listener)
 
 
+#: Merge candidates the demo lists (the best first); ``mmkg entities candidates`` lists them all.
+DEMO_CANDIDATES = 5
+
+
 def report_line(day: str, report: dict) -> str:
     if not report["posts_read"]:
         return f"dt={day}: no posts (empty or missing partition)"
@@ -168,6 +172,8 @@ def run(days: list[str] | None = None) -> int:
         print(f"\nruns failed for {', '.join(failed)}: see {path}", file=sys.stderr)
         return 1
 
+    from app.resolution_cli import print_candidates
+    from kg_loader import resolution
     from kg_loader.queries import EXAMPLE_QUERIES, run_examples
     from kg_loader.writer import connect
 
@@ -175,6 +181,8 @@ def run(days: list[str] | None = None) -> int:
     # No notifications: on a still empty graph every example query warns about unknown labels.
     with connect(neo, notifications_min_severity="OFF") as driver:
         answers = run_examples(driver, neo.database)
+        proposals = resolution.propose_candidates(driver, neo.database)
+        candidates = resolution.list_candidates(driver, neo.database)
         totals, _, _ = driver.execute_query(
             "MATCH (n) WITH count(n) AS nodes OPTIONAL MATCH ()-[r]->() RETURN nodes, count(r) AS relationships",
             database_=neo.database, routing_="r",
@@ -185,4 +193,10 @@ def run(days: list[str] | None = None) -> int:
         print(f"\n-- {title}\n{EXAMPLE_QUERIES[title].strip()}")
         for row in rows:
             print("   ", row)
+    print(f"\n=== Entity resolution: {len(proposals.candidates)} merge candidates for a person to review "
+          f"(nothing merged; `mmkg entities propose` wrote them) ===")
+    print_candidates(candidates[:DEMO_CANDIDATES])
+    if len(candidates) > DEMO_CANDIDATES:
+        print(f"    ... {len(candidates) - DEMO_CANDIDATES} more: mmkg entities candidates")
+    print("    accept one: mmkg entities accept A B   reject: mmkg entities reject A B   (README: Entity resolution)")
     return 0

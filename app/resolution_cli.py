@@ -106,7 +106,7 @@ def _propose(args: argparse.Namespace) -> int:
     print(f"{report.entities} entities, {report.pairs_compared} pairs compared, {len(report.candidates)} candidates")
     if report.auto_accepted:
         print(f"auto-accepted {len(report.auto_accepted)} (threshold {args.auto_accept_threshold}): {applied.as_dict()}")
-    _print_table(rows)
+    print_candidates(rows)
     return 0
 
 
@@ -119,11 +119,11 @@ def _candidates(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        _print_table(rows)
+        print_candidates(rows)
     return 0
 
 
-def _print_table(rows: list[dict]) -> None:
+def print_candidates(rows: list[dict]) -> None:
     if not rows:
         print("no candidates (run `mmkg entities propose` after a load)")
         return

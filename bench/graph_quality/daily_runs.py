@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.time_repeats and "load_timing" not in results:
                 results["load_timing"] = time_loads(driver, ontology, daily, args.time_repeats)
     out = {
-        "command": "python -m bench.graph_quality.daily_runs " + " ".join(argv if argv is not None else []),
+        "command": "python -m bench.graph_quality.daily_runs " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started_at": started, "wall_s": round(time.perf_counter() - wall0, 1), "git": git,
         "load_average_at_start": [round(x, 2) for x in load_at_start], "entity_set": tw["summary"],
         "runs": args.runs, "posts_per_run": [len(p) for p in day_posts], "results": results,
