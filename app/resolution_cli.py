@@ -7,6 +7,8 @@
     mmkg entities apply                                                  (re)apply every accepted merge
     mmkg entities decisions [--json]                                     what was decided, by whom, when
     mmkg entities agree-types                                            one type per name across runs, whole graph
+    mmkg entities set-type A TYPE [--note ...]                           every entity of A's name is a TYPE, for good
+    mmkg entities clear-type A                                           let the evidence decide A's type again
 
 A and B are entity ids (or unique prefixes of 8+ hex digits), names, or ``Type:name``.
 This module imports only the standard library at the top: ``mmkg --help`` stays instant.
@@ -55,7 +57,17 @@ def add_entities_parser(sub) -> None:
                                                "type, over the whole graph (loads do it for the names they touch)")
     agree.set_defaults(func=_agree_types)
 
-    dec = es.add_parser("decisions", help="list accepted and rejected pairs")
+    st = es.add_parser("set-type", help="a person's word on a name's type: its entities become one of TYPE now, "
+                                         "and every later load keeps it so")
+    st.add_argument("a", help="entity id / id prefix / name / Type:name (the decision is on its name)")
+    st.add_argument("type", help="an entity type of the label set")
+    st.add_argument("--note", default=None, help="why (stored with the decision)")
+    st.set_defaults(func=_set_type)
+    ct = es.add_parser("clear-type", help="drop the type decision on a name: its mentions decide its type again")
+    ct.add_argument("a", help="entity id / id prefix / name / Type:name")
+    ct.set_defaults(func=_clear_type)
+
+    dec = es.add_parser("decisions", help="list accepted and rejected pairs, and types set by a person")
     dec.add_argument("--json", action="store_true")
     dec.set_defaults(func=_decisions)
 
@@ -181,20 +193,72 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agree_types(args: argparse.Namespace) -> int:
-    from kg_loader import type_agreement
+def _label_set(driver, db) -> dict:
+    """What type agreement needs of the label set (broader types' labels, symmetric relations, allowed types),
+    from the writer a load would use; its schema (the name locks' and decisions' constraints) ensured."""
     from kg_loader.load import writer_for
     from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
 
+    writer = writer_for(driver, load_ontology(PipelineSettings.from_env().ontology_path), db)
+    writer.ensure_schema()
+    return {"broader": writer.broader_types, "symmetric": writer.symmetric_relations,
+            "allowed_types": writer.allowed_entity_types}  # fmt: skip
+
+
+def _name_of(driver, ref: str, db) -> str:
+    """The normalised name a reference stands for: a name several entities share as it is, else the name of
+    the entity ``resolve_entity`` finds (an id, a prefix, ``Type:name``, a merged-away name)."""
+    from kg_loader import resolution
+    from mmkg.identity import normalize_name
+
+    name = normalize_name(ref)
+    if driver.execute_query("MATCH (e:Entity {name: $name}) RETURN count(e) AS n", name=name, database_=db,
+                            routing_="r").records[0]["n"]:  # fmt: skip
+        return name
+    entity = resolution.resolve_entity(driver, ref, db)
+    return driver.execute_query("MATCH (e:Entity {id: $id}) RETURN e.name AS name", id=entity, database_=db,
+                                routing_="r").records[0]["name"]  # fmt: skip
+
+
+def _agree_types(args: argparse.Namespace) -> int:
+    from kg_loader import type_agreement
+
     driver, db = _graph()
     with driver:
-        writer = writer_for(driver, load_ontology(PipelineSettings.from_env().ontology_path), db)
-        writer.ensure_schema()  # the name locks' constraint
-        report = type_agreement.agree_all_types(driver, db, writer.broader_types, writer.symmetric_relations,
-                                                writer.allowed_entity_types)  # fmt: skip
+        report = type_agreement.agree_all_types(driver, db, **_label_set(driver, db))
     print(json.dumps(report.as_dict()))
     return 0
+
+
+def _set_type(args: argparse.Namespace) -> int:
+    from kg_loader import type_agreement
+
+    def run() -> int:
+        driver, db = _graph()
+        with driver:
+            name = _name_of(driver, args.a, db)
+            decision, report = type_agreement.set_type(driver, name, args.type, db, note=args.note,
+                                                       **_label_set(driver, db))  # fmt: skip
+        print(f"set: every entity named {decision.name!r} is a {decision.type} (decided {decision.decided_at}); "
+              f"{json.dumps(report.as_dict())}")
+        return 0
+
+    return _guard(run)
+
+
+def _clear_type(args: argparse.Namespace) -> int:
+    from kg_loader import type_agreement
+
+    def run() -> int:
+        driver, db = _graph()
+        with driver:
+            name = _name_of(driver, args.a, db)
+            report = type_agreement.clear_type(driver, name, db, **_label_set(driver, db))
+        print(f"cleared the type decision on {name!r}; its mentions decide again: {json.dumps(report.as_dict())}")
+        return 0
+
+    return _guard(run)
 
 
 def _decisions(args: argparse.Namespace) -> int:
@@ -202,14 +266,19 @@ def _decisions(args: argparse.Namespace) -> int:
 
     from kg_loader import resolution
 
+    from kg_loader import type_agreement
+
     driver, db = _graph()
     with driver:
         decisions = resolution.read_decisions(driver, db)
+        types = type_agreement.read_type_decisions(driver, db)
     if args.json:
-        print(json.dumps([asdict(d) for d in decisions], indent=2))
+        print(json.dumps({"merges": [asdict(d) for d in decisions], "types": [asdict(t) for t in types]}, indent=2))
         return 0
-    if not decisions:
+    if not decisions and not types:
         print("no decisions yet")
+    for t in types:
+        print(f"{t.decided_at}  type      {t.name} is a {t.type}  (by {t.decided_by}{'; ' + t.note if t.note else ''})")
     for d in decisions:
         what = (f"{d.merged_type}:{d.merged_name} -> {d.canonical_type}:{d.canonical_name}" if d.decision == "accepted"
                 else f"{d.a_id} / {d.b_id}")  # fmt: skip

@@ -15,7 +15,7 @@ _LABEL = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _REL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: Labels of the schema's own nodes: never an entity type (``EntityNameLock`` nodes exist only inside a
 #: load's transaction, ``kg_loader.type_agreement``).
-SCHEMA_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun", "MergeDecision", "EntityNameLock"})
+SCHEMA_LABELS = frozenset({"Entity", "Post", "Image", "IngestRun", "MergeDecision", "TypeDecision", "EntityNameLock"})
 
 
 class InvalidIdentifier(ValueError):
@@ -43,6 +43,8 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
     "CREATE CONSTRAINT ingest_run_id IF NOT EXISTS FOR (r:IngestRun) REQUIRE r.id IS UNIQUE",
     # Entity-resolution decisions (kg_loader.resolution), which every load re-applies.
     "CREATE CONSTRAINT merge_decision_id IF NOT EXISTS FOR (d:MergeDecision) REQUIRE d.id IS UNIQUE",
+    # A person's word on a name's type (kg_loader.type_agreement.set_type), which every load's agreement follows.
+    "CREATE CONSTRAINT type_decision_name IF NOT EXISTS FOR (d:TypeDecision) REQUIRE d.name IS UNIQUE",
     # One load at a time decides a name's type across runs (kg_loader.type_agreement): its MERGE on this key
     # waits for another load holding the name until that one commits. No such node outlives its transaction.
     "CREATE CONSTRAINT entity_name_lock IF NOT EXISTS FOR (l:EntityNameLock) REQUIRE l.name IS UNIQUE",

@@ -23,6 +23,9 @@ every load in the load's own transaction, folds them together again from the gra
 - A name stays split, on purpose, when a run itself gave it two types (its agreement found a homonym with a
   clear margin: "Porto" the city and the club), or when a decision of a person names one of its entities
   (``mmkg entities accept/reject``): the rule never overrides a person.
+- A person may also set a name's type (``set_type``, ``mmkg entities set-type porto Location``): a
+  ``(:TypeDecision {name, type})`` node, apart from the entities, that every later load follows whatever the
+  evidence, until ``clear_type``.
 
 Relation triples move with their entities; a triple whose argument types the agreed type no longer fits
 (``located_in`` from an entity that is now a Person) is kept: its post said it.
@@ -32,9 +35,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
-from kg_loader.resolution import create_canonical, fold_entity, preferred_type
+from kg_loader.resolution import ResolutionError, create_canonical, fold_entity, preferred_type
 from mmkg.identity import entity_id
 
 #: Each name of ``$names`` (sorted) locked until the transaction ends: a MERGE on the constrained key waits
@@ -55,18 +59,26 @@ UNWIND $names AS name
 MATCH (e:Entity {name: name})
 WITH name, e ORDER BY name, e.id
 WITH name, collect(e) AS entities
-WHERE size(entities) > 1 OR any(e IN entities WHERE properties(e).merged_ids IS NOT NULL)
+OPTIONAL MATCH (d:TypeDecision {name: name})
+WITH name, entities, d.type AS set_type
+WHERE size(entities) > 1 OR set_type IS NOT NULL OR any(e IN entities WHERE properties(e).merged_ids IS NOT NULL)
 UNWIND entities AS e
-RETURN name, e.id AS id, e.type AS type,
+RETURN name, set_type, e.id AS id, e.type AS type,
        [(:Post)-[m:MENTIONS]->(e) | [coalesce(m.type, e.type), m.score, m.run_id]] AS mentions
 ORDER BY name, id
 """
 
+WRITE_TYPE_DECISION = "MERGE (d:TypeDecision {name: $props.name}) SET d = $props"
+DELETE_TYPE_DECISION = "MATCH (d:TypeDecision {name: $name}) DELETE d RETURN count(d) AS deleted"
+READ_TYPE_DECISIONS = "MATCH (d:TypeDecision) RETURN properties(d) AS d ORDER BY d.decided_at, d.name"
+
 #: Which of ``$ids`` (entity ids) a person's decision names (accepted or rejected, as either side or as
-#: what stayed or went): the rule leaves such a name to the person.
+#: what stayed or went): the rule leaves such a name to the person. (``properties(d)``: no notification of
+#: unknown property keys on a graph with no decision yet, as in ``resolution.READ_PAIR``.)
 READ_DECIDED_ENTITIES = """
 MATCH (d:MergeDecision)
-UNWIND [d.a_id, d.b_id, properties(d).canonical_id, properties(d).merged_id] AS id
+WITH properties(d) AS d
+UNWIND [d.a_id, d.b_id, d.canonical_id, d.merged_id] AS id
 WITH DISTINCT id WHERE id IN $ids
 RETURN collect(id) AS decided
 """
@@ -139,9 +151,12 @@ def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] |
         return report
     tx.run(LOCK_NAMES, names=names).consume()
     groups: dict[str, list[Evidence]] = defaultdict(list)
+    set_by_person: dict[str, str] = {}
     for r in tx.run(READ_NAME_GROUPS, names=names):
         mentions = tuple((t, s, run) for t, s, run in r["mentions"])
         groups[r["name"]].append(Evidence(r["id"], r["type"], mentions))
+        if r["set_type"]:
+            set_by_person[r["name"]] = r["set_type"]
     if not groups:
         return report
     name_of = {e.id: name for name, es in groups.items() for e in es}
@@ -152,13 +167,15 @@ def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] |
     for name in sorted(groups):
         entities = groups[name]
         split = len(entities) > 1
-        if name in decided:
-            report.left_split["decided_by_person"] += split
-            continue
-        etype = agreed_type(entities)
+        etype = set_by_person.get(name)
         if etype is None:
-            report.left_split["homonym_in_run"] += split
-            continue
+            if name in decided:
+                report.left_split["decided_by_person"] += split
+                continue
+            etype = agreed_type(entities)
+            if etype is None:
+                report.left_split["homonym_in_run"] += split
+                continue
         if not split and entities[0].type == etype:
             continue  # one entity, and its mentions still agree on its type
         target = next((e.id for e in entities if e.type == etype), None)
@@ -177,6 +194,58 @@ def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] |
     report.mentions_moved = counts["mentions_moved"]
     report.relations_moved = counts["relations_moved"]
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class TypeDecision:
+    """A person's word on the type of every entity of one name, as stored in ``(:TypeDecision {name})``."""
+
+    name: str
+    type: str
+    decided_by: str = "user"
+    decided_at: str = ""
+    note: str | None = None
+
+    def properties(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def set_type(driver, name: str, etype: str, database: str | None = None, *, broader=None, symmetric: Iterable[str] = (),
+             allowed_types: Iterable[str] | None = None, note: str | None = None,
+             decided_by: str = "user") -> tuple[TypeDecision, TypeAgreement]:  # fmt: skip
+    """Record that every entity of ``name`` (normalised) is an ``etype``, and fold them into it now, in one
+    transaction. Every later load follows the decision (``agree_types``): a run typing the name otherwise
+    writes its mentions to an entity that its own load folds in again. ``etype`` must be a type of the label
+    set (``allowed_types``)."""
+    if allowed_types is not None and etype not in set(allowed_types):
+        raise ResolutionError(f"{etype!r} is not an entity type of the label set ({', '.join(sorted(allowed_types))})")
+    decision = TypeDecision(name, etype, decided_by, datetime.now(timezone.utc).isoformat(timespec="seconds"), note)
+
+    def work(tx) -> TypeAgreement:
+        tx.run(WRITE_TYPE_DECISION, props=decision.properties()).consume()
+        return agree_types(tx, [name], broader, symmetric, allowed_types)
+
+    with driver.session(database=database) as session:
+        return decision, session.execute_write(work)
+
+
+def clear_type(driver, name: str, database: str | None = None, *, broader=None, symmetric: Iterable[str] = (),
+               allowed_types: Iterable[str] | None = None) -> TypeAgreement:  # fmt: skip
+    """Drop the person's type decision on ``name``; its mentions' evidence decides its type again, now."""
+
+    def work(tx) -> TypeAgreement:
+        if not tx.run(DELETE_TYPE_DECISION, name=name).single()["deleted"]:
+            raise ResolutionError(f"no type decision on {name!r}")
+        return agree_types(tx, [name], broader, symmetric, allowed_types)
+
+    with driver.session(database=database) as session:
+        return session.execute_write(work)
+
+
+def read_type_decisions(driver, database: str | None = None) -> list[TypeDecision]:
+    records, _, _ = driver.execute_query(READ_TYPE_DECISIONS, database_=database, routing_="r")
+    return [TypeDecision(**{k: r["d"].get(k) for k in ("name", "type", "decided_by", "decided_at", "note")})
+            for r in records]  # fmt: skip
 
 
 def agree_all_types(driver, database: str | None = None, broader: Mapping[str, Sequence[str]] | None = None,

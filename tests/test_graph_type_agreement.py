@@ -229,3 +229,40 @@ def test_posts_a_rerun_no_longer_has_count_out_of_the_agreement(neo4j_driver):
     assert report.posts_retracted == 2 and report.entities_type_agreed == 1
     [tigers] = _entities(neo4j_driver)
     assert (tigers["type"], tigers["mentions"]) == ("Organization", 3)
+
+
+@pytest.mark.neo4j
+def test_a_type_a_person_sets_holds_through_reloads_until_cleared(neo4j_driver, capsys):
+    from app.cli import main
+    from kg_loader import type_agreement as ta
+    from kg_loader.resolution import ResolutionError
+
+    writer = _writer(neo4j_driver)
+    _load(writer, "day-1", "Organization")
+    _load(writer, "day-2", "Location", 0.6)
+    assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]  # 2 mentions against 1
+    label_set = {"broader": writer.broader_types, "symmetric": writer.symmetric_relations,
+                 "allowed_types": writer.allowed_entity_types}  # fmt: skip
+    with pytest.raises(ResolutionError, match="not an entity type of the label set"):
+        ta.set_type(neo4j_driver, "seoul tigers", "Stadium", **label_set)
+    decision, report = ta.set_type(neo4j_driver, "seoul tigers", "Location", note="the district", **label_set)
+    assert (report.entities_folded, report.entities_created) == (1, 1)
+    [tigers] = _entities(neo4j_driver)
+    assert (tigers["id"], tigers["type"], tigers["mentions"]) == (TIGERS_LOC, "Location", 3)
+    # every later load follows the person, whatever its run says
+    assert _load(writer, "day-1", "Organization").entities_type_agreed == 1
+    assert [e["type"] for e in _entities(neo4j_driver)] == ["Location"]
+    assert ta.read_type_decisions(neo4j_driver) == [decision]
+    # cleared: the evidence decides again
+    assert ta.clear_type(neo4j_driver, "seoul tigers", **label_set).entities_folded == 1
+    assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
+    with pytest.raises(ResolutionError, match="no type decision"):
+        ta.clear_type(neo4j_driver, "seoul tigers", **label_set)
+    # the same through the command line, by a name several entities could share or by Type:name
+    assert main(["entities", "set-type", "Seoul Tigers", "Location", "--note", "the district"]) == 0
+    assert "is a Location" in capsys.readouterr().out
+    assert main(["entities", "decisions"]) == 0 and "seoul tigers is a Location" in capsys.readouterr().out
+    assert main(["entities", "set-type", "Location:seoul tigers", "Nowhere"]) == 2
+    assert "not an entity type of the label set" in capsys.readouterr().err
+    assert main(["entities", "clear-type", "Location:seoul tigers"]) == 0
+    assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
