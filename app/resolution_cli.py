@@ -9,6 +9,7 @@
     mmkg entities agree-types                                            one type per name across runs, whole graph
     mmkg entities set-type A TYPE [--note ...]                           every entity of A's name is a TYPE, for good
     mmkg entities clear-type A                                           let the evidence decide A's type again
+    mmkg entities keep-apart A [--note ...]                              A's name is a homonym: split, never fold
 
 A and B are entity ids (or unique prefixes of 8+ hex digits), names, or ``Type:name``.
 This module imports only the standard library at the top: ``mmkg --help`` stays instant.
@@ -63,7 +64,13 @@ def add_entities_parser(sub) -> None:
     st.add_argument("type", help="an entity type of the label set")
     st.add_argument("--note", default=None, help="why (stored with the decision)")
     st.set_defaults(func=_set_type)
-    ct = es.add_parser("clear-type", help="drop the type decision on a name: its mentions decide its type again")
+    ka = es.add_parser("keep-apart", help="a name is a homonym: split what type agreement folded (each mention "
+                                           "back to the type its run gave it) and never fold it again")
+    ka.add_argument("a", help="entity id / id prefix / name / Type:name (the decision is on its name)")
+    ka.add_argument("--note", default=None, help="why (stored with the decision)")
+    ka.set_defaults(func=_keep_apart)
+    ct = es.add_parser("clear-type", help="drop the type decision on a name (set-type or keep-apart): its mentions "
+                                          "decide its type again")
     ct.add_argument("a", help="entity id / id prefix / name / Type:name")
     ct.set_defaults(func=_clear_type)
 
@@ -247,6 +254,21 @@ def _set_type(args: argparse.Namespace) -> int:
     return _guard(run)
 
 
+def _keep_apart(args: argparse.Namespace) -> int:
+    from kg_loader import type_agreement
+
+    def run() -> int:
+        driver, db = _graph()
+        with driver:
+            name = _name_of(driver, args.a, db)
+            decision, counts = type_agreement.keep_apart(driver, name, db, note=args.note, **_label_set(driver, db))
+        print(f"kept apart: {decision.name!r} is a homonym, one entity per type its runs gave (decided "
+              f"{decision.decided_at}); {json.dumps(counts)}")
+        return 0
+
+    return _guard(run)
+
+
 def _clear_type(args: argparse.Namespace) -> int:
     from kg_loader import type_agreement
 
@@ -278,7 +300,8 @@ def _decisions(args: argparse.Namespace) -> int:
     if not decisions and not types:
         print("no decisions yet")
     for t in types:
-        print(f"{t.decided_at}  type      {t.name} is a {t.type}  (by {t.decided_by}{'; ' + t.note if t.note else ''})")
+        what = f"{t.name} is a {t.type}" if t.type else f"{t.name} is a homonym: kept apart"
+        print(f"{t.decided_at}  type      {what}  (by {t.decided_by}{'; ' + t.note if t.note else ''})")
     for d in decisions:
         what = (f"{d.merged_type}:{d.merged_name} -> {d.canonical_type}:{d.canonical_name}" if d.decision == "accepted"
                 else f"{d.a_id} / {d.b_id}")  # fmt: skip

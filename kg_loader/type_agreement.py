@@ -25,7 +25,9 @@ every load in the load's own transaction, folds them together again from the gra
   (``mmkg entities accept/reject``): the rule never overrides a person.
 - A person may also set a name's type (``set_type``, ``mmkg entities set-type porto Location``): a
   ``(:TypeDecision {name, type})`` node, apart from the entities, that every later load follows whatever the
-  evidence, until ``clear_type``.
+  evidence, until ``clear_type``; or declare it a homonym (``keep_apart``, ``mmkg entities keep-apart
+  jordan``): a ``(:TypeDecision {name})`` with no type; what was folded is split again by the type each
+  mention's run gave it, triple evidence following its post, and no load folds the name again.
 
 Relation triples move with their entities; a triple whose argument types the agreed type no longer fits
 (``located_in`` from an entity that is now a Person) is kept: its post said it.
@@ -38,7 +40,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from kg_loader.resolution import ResolutionError, create_canonical, fold_entity, preferred_type
+from kg_loader import cypher
+from kg_loader.resolution import (CANDIDATE_TYPE, ResolutionError, combine_evidence, create_canonical, fold_entity,
+                                  preferred_type, read_triples, write_triples)
 from mmkg.identity import entity_id
 
 #: Each name of ``$names`` (sorted) locked until the transaction ends: a MERGE on the constrained key waits
@@ -60,10 +64,10 @@ MATCH (e:Entity {name: name})
 WITH name, e ORDER BY name, e.id
 WITH name, collect(e) AS entities
 OPTIONAL MATCH (d:TypeDecision {name: name})
-WITH name, entities, d.type AS set_type
-WHERE size(entities) > 1 OR set_type IS NOT NULL OR any(e IN entities WHERE properties(e).merged_ids IS NOT NULL)
+WITH name, entities, properties(d).type AS set_type, d IS NOT NULL AS person_decided
+WHERE size(entities) > 1 OR person_decided OR any(e IN entities WHERE properties(e).merged_ids IS NOT NULL)
 UNWIND entities AS e
-RETURN name, set_type, e.id AS id, e.type AS type,
+RETURN name, set_type, person_decided, e.id AS id, e.type AS type,
        [(:Post)-[m:MENTIONS]->(e) | [coalesce(m.type, e.type), m.score, m.run_id]] AS mentions
 ORDER BY name, id
 """
@@ -155,8 +159,8 @@ def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] |
     for r in tx.run(READ_NAME_GROUPS, names=names):
         mentions = tuple((t, s, run) for t, s, run in r["mentions"])
         groups[r["name"]].append(Evidence(r["id"], r["type"], mentions))
-        if r["set_type"]:
-            set_by_person[r["name"]] = r["set_type"]
+        if r["person_decided"]:
+            set_by_person[r["name"]] = r["set_type"]  # None: keep apart by the types the runs gave
     if not groups:
         return report
     name_of = {e.id: name for name, es in groups.items() for e in es}
@@ -168,6 +172,9 @@ def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] |
         entities = groups[name]
         split = len(entities) > 1
         etype = set_by_person.get(name)
+        if name in set_by_person and etype is None:
+            report.left_split["decided_by_person"] += split
+            continue
         if etype is None:
             if name in decided:
                 report.left_split["decided_by_person"] += split
@@ -198,10 +205,11 @@ def agree_types(tx, names: Iterable[str], broader: Mapping[str, Sequence[str]] |
 
 @dataclass(frozen=True, slots=True)
 class TypeDecision:
-    """A person's word on the type of every entity of one name, as stored in ``(:TypeDecision {name})``."""
+    """A person's word on the type of one name's entities, as stored in ``(:TypeDecision {name})``: one type
+    for all (``set_type``), or none (``keep_apart``: a homonym, one entity per type its runs gave)."""
 
     name: str
-    type: str
+    type: str | None  # None: keep the name's entities apart, one per type its runs gave (``keep_apart``)
     decided_by: str = "user"
     decided_at: str = ""
     note: str | None = None
@@ -240,6 +248,128 @@ def clear_type(driver, name: str, database: str | None = None, *, broader=None, 
 
     with driver.session(database=database) as session:
         return session.execute_write(work)
+
+
+#: Every mention of one name, with the entity it sits on and the type its run gave it.
+READ_NAME_MENTIONS = """
+MATCH (p:Post)-[m:MENTIONS]->(e:Entity {name: $name})
+RETURN e.id AS entity, e.type AS type, p.id AS post, m.start AS start, m.end AS end, coalesce(m.type, e.type) AS typed
+ORDER BY entity, post, start
+"""
+
+MOVE_MENTION_ROWS = """
+UNWIND $rows AS row
+MATCH (p:Post {id: row.post})-[m:MENTIONS {start: row.start, end: row.end}]->(:Entity {id: row.source})
+MATCH (c:Entity {id: row.target})
+MERGE (p)-[n:MENTIONS {start: m.start, end: m.end}]->(c)
+SET n += properties(m)
+DELETE m
+"""
+
+READ_ENTITY_TRIPLES = f"""
+MATCH (e:Entity {{id: $id}})-[r]-(x:Entity)
+WHERE type(r) <> '{CANDIDATE_TYPE}' AND r.relation IS NOT NULL
+RETURN elementId(r) AS rid, type(r) AS type, startNode(r) = e AS outgoing, x.id AS other, properties(r) AS props
+ORDER BY type, outgoing DESC, other
+"""
+
+KEEP_EVIDENCE = """
+MATCH ()-[r]->() WHERE elementId(r) = $rid
+SET r.post_ids = $post_ids, r.scores = $scores, r.evidence_count = size($post_ids),
+    r.max_score = reduce(m = 0.0, s IN $scores | CASE WHEN s > m THEN s ELSE m END)
+WITH r WHERE size($post_ids) = 0
+DELETE r
+"""
+
+#: Aliases from the mentions an entity keeps (sorted, as the loader keeps them), its ``merged_ids`` without the
+#: ids split off (gone when none is left), and the entity itself when no mention is left.
+SETTLE_SPLIT_ENTITY = """
+MATCH (e:Entity {id: $id})
+OPTIONAL MATCH (e)<-[m:MENTIONS]-()
+WITH e, m.text AS surface ORDER BY surface
+WITH e, [a IN collect(DISTINCT surface) WHERE a IS NOT NULL] AS aliases
+WITH e, aliases, [i IN coalesce(properties(e).merged_ids, []) WHERE NOT i IN $split] AS merged
+CALL (e, aliases) { WITH e, aliases WHERE size(aliases) = 0 DETACH DELETE e }
+CALL (e, aliases, merged) {
+  WITH e, aliases, merged WHERE size(aliases) > 0
+  SET e.aliases = aliases, e.merged_ids = CASE WHEN size(merged) = 0 THEN null ELSE merged END
+}
+"""
+
+
+def keep_apart(driver, name: str, database: str | None = None, *, broader=None, symmetric: Iterable[str] = (),
+               allowed_types: Iterable[str] | None = None, note: str | None = None,
+               decided_by: str = "user") -> tuple[TypeDecision, dict[str, int]]:  # fmt: skip
+    """Record that ``name`` is a homonym (its entities are never folded into one type again) and split what was
+    folded: every mention goes back to the entity of the type its run gave it (``MENTIONS.type``, created when
+    gone), and each relation triple's evidence follows its post's mention. One transaction; returns the decision
+    and the counts (``entities_created``, ``mentions_moved``, ``evidence_moved``)."""
+    decision = TypeDecision(name, None, decided_by, datetime.now(timezone.utc).isoformat(timespec="seconds"), note)
+    allowed = set(allowed_types) if allowed_types is not None else None
+    symmetric = frozenset(symmetric)
+
+    def work(tx) -> dict[str, int]:
+        counts = dict.fromkeys(("entities_created", "mentions_moved", "evidence_moved"), 0)
+        tx.run(WRITE_TYPE_DECISION, props=decision.properties()).consume()
+        tx.run(LOCK_NAMES, names=[name]).consume()
+        rows = [r.data() for r in tx.run(READ_NAME_MENTIONS, name=name)]
+        existing = {r["entity"]: r["type"] for r in rows}
+        moves, targets = [], {}  # mention rows to move; (source entity, post) -> target entity
+        for r in rows:
+            if r["typed"] == r["type"] or (allowed is not None and r["typed"] not in allowed):
+                continue
+            target = entity_id(name, r["typed"])
+            if target not in existing and target not in targets.values():
+                tx.run(create_canonical(r["typed"], (broader or {}).get(r["typed"], ())), canonical=target,
+                       name=name, type=r["typed"]).consume()  # fmt: skip
+                counts["entities_created"] += 1
+            moves.append({"post": r["post"], "start": r["start"], "end": r["end"], "source": r["entity"],
+                          "target": target})  # fmt: skip
+            targets[(r["entity"], r["post"])] = target
+        if not moves:
+            return counts
+        tx.run(MOVE_MENTION_ROWS, rows=moves).consume()
+        counts["mentions_moved"] = len(moves)
+        for source in sorted({m["source"] for m in moves}):
+            counts["evidence_moved"] += _split_triples(tx, source, targets, symmetric)
+        split_ids = sorted(set(targets.values()))
+        for entity in sorted(set(existing) | set(split_ids)):
+            tx.run(SETTLE_SPLIT_ENTITY, id=entity, split=split_ids).consume()
+        return counts
+
+    with driver.session(database=database) as session:
+        return decision, session.execute_write(work)
+
+
+def _split_triples(tx, source: str, targets: Mapping[tuple[str, str], str], symmetric: frozenset[str]) -> int:
+    """Move the evidence of ``source``'s triples whose post's mention went to another entity (``targets``:
+    (source, post) -> entity) onto that entity's copy of the triple (combined per post, as a merge combines it);
+    returns how many (post, score) entries moved."""
+    moved = 0
+    for r in [rec.data() for rec in tx.run(READ_ENTITY_TRIPLES, id=source)]:
+        props = dict(r["props"])
+        keep: list[tuple[str, float]] = []
+        go: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for post, score in zip(props.get("post_ids") or [], props.get("scores") or []):
+            target = targets.get((source, post))
+            (go[target] if target else keep).append((post, score))
+        if not go:
+            continue
+        tx.run(KEEP_EVIDENCE, rid=r["rid"], post_ids=[p for p, _ in keep], scores=[s for _, s in keep]).consume()
+        if cypher.relationship_type(props.get("relation")) != f"`{r['type']}`":
+            raise cypher.InvalidIdentifier(f"relationship {r['type']} of entity {source} is not a relation triple of "
+                                           f"the label set (relation={props.get('relation')!r}); not split")
+        quoted = f"`{r['type']}`"  # checked against the relation name just above
+        for target, evidence in sorted(go.items()):
+            head, tail = (target, r["other"]) if r["outgoing"] else (r["other"], target)
+            if props.get("relation") in symmetric and tail < head:
+                head, tail = tail, head
+            there = [dict(x["props"]) for x in tx.run(read_triples(quoted), pairs=[{"head": head, "tail": tail}])]
+            part = {**props, "post_ids": [p for p, _ in evidence], "scores": [s for _, s in evidence]}
+            combined = combine_evidence(there[0] if there else None, [part])
+            tx.run(write_triples(quoted), rows=[{"head": head, "tail": tail, "props": combined}]).consume()
+            moved += len(evidence)
+    return moved
 
 
 def read_type_decisions(driver, database: str | None = None) -> list[TypeDecision]:

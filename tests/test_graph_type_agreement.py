@@ -9,6 +9,7 @@ import pytest
 from kg_loader import resolution as res
 from kg_loader.checksum import duplicates, graph_checksum
 from kg_loader.type_agreement import Evidence, agreed_type
+from kg_loader.writer import GraphWriter, LoadReport
 from mmkg.identity import entity_id
 from mmkg.records import Mention, Post, RelationMention, TypedMention
 
@@ -266,3 +267,45 @@ def test_a_type_a_person_sets_holds_through_reloads_until_cleared(neo4j_driver, 
     assert "not an entity type of the label set" in capsys.readouterr().err
     assert main(["entities", "clear-type", "Location:seoul tigers"]) == 0
     assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
+
+
+@pytest.mark.neo4j
+def test_a_homonym_kept_apart_is_split_back_and_never_folded_again(neo4j_driver, capsys):
+    from app.cli import main
+    from kg_loader import type_agreement as ta
+
+    writer = _writer(neo4j_driver)
+    for agree in (False, True):  # the graph the two days leave without the fold, then with it
+        neo4j_driver.execute_query("MATCH (n) DETACH DELETE n")
+        original = GraphWriter.agree_entity_types
+        if not agree:
+            GraphWriter.agree_entity_types = lambda self, names: LoadReport()
+        try:
+            _load(writer, "day-1", "Organization")
+            _load(writer, "day-2", "Location", 0.6)
+        finally:
+            GraphWriter.agree_entity_types = original
+        if not agree:
+            unfolded = graph_checksum(neo4j_driver, ignore=RUN_IDS)
+            assert len(_entities(neo4j_driver)) == 2
+    assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
+    label_set = {"broader": writer.broader_types, "symmetric": writer.symmetric_relations,
+                 "allowed_types": writer.allowed_entity_types}  # fmt: skip
+    decision, counts = ta.keep_apart(neo4j_driver, "seoul tigers", note="club and district", **label_set)
+    assert decision.type is None and counts == {"entities_created": 1, "mentions_moved": 1, "evidence_moved": 1}
+    ta.read_type_decisions(neo4j_driver)  # the decision is there; the graph is the unfolded one (but for it)
+    neo4j_driver.execute_query("MATCH (d:TypeDecision) DETACH DELETE d")
+    assert graph_checksum(neo4j_driver, ignore=RUN_IDS) == unfolded
+    ta.keep_apart(neo4j_driver, "seoul tigers", **label_set)  # again: nothing left to split
+    report = _load(writer, "day-2", "Location", 0.6)  # a re-run folds nothing now
+    assert report.entities_type_agreed == 0 and report.names_left_split == {"decided_by_person": 1}
+    assert sorted(e["type"] for e in _entities(neo4j_driver)) == ["Location", "Organization"]
+    triples = neo4j_driver.execute_query(
+        "MATCH (h:Entity {name: 'seoul tigers'})-[r:LOCATED_IN]->() RETURN h.type AS type, r.post_ids AS posts "
+        "ORDER BY type").records  # fmt: skip
+    assert [(r["type"], r["posts"]) for r in triples] == [("Location", ["p3"]), ("Organization", ["p1"])]
+    assert main(["entities", "decisions"]) == 0 and "seoul tigers is a homonym" in capsys.readouterr().out
+    assert main(["entities", "clear-type", "seoul tigers"]) == 0  # the evidence decides again: folded
+    assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
+    assert main(["entities", "keep-apart", "seoul tigers"]) == 0 and '"mentions_moved": 1' in capsys.readouterr().out
+    assert len(_entities(neo4j_driver)) == 2
