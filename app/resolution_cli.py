@@ -238,57 +238,56 @@ def _agree_types(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_type(args: argparse.Namespace) -> int:
-    from kg_loader import type_agreement
+def _on_name(ref: str, act) -> int:
+    """``act(driver, database, name, label_set)`` on the name ``ref`` stands for; print what it returns. A
+    refused decision prints its reason and exits 2."""
 
     def run() -> int:
         driver, db = _graph()
         with driver:
-            name = _name_of(driver, args.a, db)
-            decision, report = type_agreement.set_type(driver, name, args.type, db, note=args.note,
-                                                       **_label_set(driver, db))  # fmt: skip
-        print(f"set: every entity named {decision.name!r} is a {decision.type} (decided {decision.decided_at}); "
-              f"{json.dumps(report.as_dict())}")
+            message = act(driver, db, _name_of(driver, ref, db), _label_set(driver, db))
+        print(message)
         return 0
 
     return _guard(run)
+
+
+def _set_type(args: argparse.Namespace) -> int:
+    from kg_loader import type_agreement
+
+    def act(driver, db, name: str, label_set: dict) -> str:
+        d, report = type_agreement.set_type(driver, name, args.type, db, note=args.note, **label_set)
+        return (f"set: every entity named {d.name!r} is a {d.type} (decided {d.decided_at}); "
+                f"{json.dumps(report.as_dict())}")  # fmt: skip
+
+    return _on_name(args.a, act)
 
 
 def _keep_apart(args: argparse.Namespace) -> int:
     from kg_loader import type_agreement
 
-    def run() -> int:
-        driver, db = _graph()
-        with driver:
-            name = _name_of(driver, args.a, db)
-            decision, counts = type_agreement.keep_apart(driver, name, db, note=args.note, **_label_set(driver, db))
-        print(f"kept apart: {decision.name!r} is a homonym, one entity per type its runs gave (decided "
-              f"{decision.decided_at}); {json.dumps(counts)}")
-        return 0
+    def act(driver, db, name: str, label_set: dict) -> str:
+        d, counts = type_agreement.keep_apart(driver, name, db, note=args.note, **label_set)
+        return (f"kept apart: {d.name!r} is a homonym, one entity per type its runs gave (decided {d.decided_at}); "
+                f"{json.dumps(counts)}")  # fmt: skip
 
-    return _guard(run)
+    return _on_name(args.a, act)
 
 
 def _clear_type(args: argparse.Namespace) -> int:
     from kg_loader import type_agreement
 
-    def run() -> int:
-        driver, db = _graph()
-        with driver:
-            name = _name_of(driver, args.a, db)
-            report = type_agreement.clear_type(driver, name, db, **_label_set(driver, db))
-        print(f"cleared the type decision on {name!r}; its mentions decide again: {json.dumps(report.as_dict())}")
-        return 0
+    def act(driver, db, name: str, label_set: dict) -> str:
+        report = type_agreement.clear_type(driver, name, db, **label_set)
+        return f"cleared the type decision on {name!r}; its mentions decide again: {json.dumps(report.as_dict())}"
 
-    return _guard(run)
+    return _on_name(args.a, act)
 
 
 def _decisions(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from kg_loader import resolution
-
-    from kg_loader import type_agreement
+    from kg_loader import resolution, type_agreement
 
     driver, db = _graph()
     with driver:

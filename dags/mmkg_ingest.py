@@ -77,23 +77,27 @@ def check_setup(run_type: str, partition: str | None, pool: str = GPU_POOL) -> N
         )
 
 
-def check_graph(conn_id: str = NEO4J_CONN_ID) -> str:
-    """Reach Neo4j the way load_graph will: auth errors fail at once, an unreachable server is retried."""
+def check_graph(conn_id: str = NEO4J_CONN_ID) -> tuple[str, dict[str, str]]:
+    """Reach Neo4j the way load_graph will: auth errors fail at once, an unreachable server is retried.
+    Returns the database's name and the entity types a person set (``mmkg entities set-type``), which the
+    run's plan carries."""
     from neo4j.exceptions import AuthError, ClientError
 
     from airflow.sdk.exceptions import AirflowFailException
     from kg_loader.airflow import graph_driver
+    from kg_loader.type_agreement import person_types
 
     driver, database = graph_driver(conn_id)
     try:
         driver.execute_query("RETURN 1", database_=database)
+        decisions = person_types(driver, database)
     except (AuthError, ClientError) as exc:  # wrong password, unknown database: not transient
         raise AirflowFailException(f"Neo4j (connection {conn_id!r} or MMKG_NEO4J_*) refused mmkg: {exc}") from exc
     except Exception as exc:
         raise RuntimeError(f"Neo4j (connection {conn_id!r} or MMKG_NEO4J_*) is unreachable: {exc}") from exc
     finally:
         driver.close()
-    return database or "default database"
+    return database or "default database", decisions
 
 
 def summary_line(report: dict, partitions_missing: int = 0) -> str:
@@ -160,7 +164,10 @@ def mmkg_ingest():
             planned = plan_interval(run_id, data_interval_start, data_interval_end, partition=partition)
         except ValueError as exc:  # a bad param or label set (OntologyError is one): a retry cannot help
             raise AirflowFailException(str(exc)) from exc
-        log.info("setup ok: pool %r, Neo4j reachable (%s); reading %s", GPU_POOL, check_graph(), ", ".join(planned.days))
+        database, type_decisions = check_graph()
+        planned = planned.with_type_decisions(type_decisions)
+        log.info("setup ok: pool %r, Neo4j reachable (%s); reading %s; types set by a person: %d", GPU_POOL,
+                 database, ", ".join(planned.days), len(planned.type_decisions))
         return planned.to_dict()
 
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=1))

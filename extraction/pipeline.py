@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,9 @@ class IntervalPlan:
     ontology_path: str
     label_set_id: str
     staging_dir: str
+    #: Entity name -> the type a person set for it (``mmkg entities set-type``), read once when the run is
+    #: planned: the run's type agreement gives these names that type (so their relations are read with it).
+    type_decisions: dict[str, str] = field(default_factory=dict)
 
     @property
     def interval_dir(self) -> Path:
@@ -56,12 +60,20 @@ class IntervalPlan:
         """This run's own staging folder (``staging.run_dir``)."""
         return staging.run_dir(self.staging_dir, self.interval_key, self.run_id)
 
+    def with_type_decisions(self, decisions: Mapping[str, str]) -> "IntervalPlan":
+        """This plan carrying the types a person set (``kg_loader.type_agreement.person_types``), those whose
+        type the label set has (a decision on a type since removed from it is not applied)."""
+        import dataclasses
+
+        types = {e.name for e in load_ontology(self.ontology_path).entity_types}
+        return dataclasses.replace(self, type_decisions={n: t for n, t in sorted(decisions.items()) if t in types})
+
     def to_dict(self) -> dict:
         return {**asdict(self), "days": list(self.days)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "IntervalPlan":
-        return cls(**{**d, "days": tuple(d["days"])})
+        return cls(**{**d, "days": tuple(d["days"]), "type_decisions": dict(d.get("type_decisions") or {})})
 
 
 def plan_interval(
@@ -260,9 +272,11 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
     Deterministic and idempotent: the decision depends only on the staged scores (in shard order), and
     what changed is measured against the shard's own decision in ``type_scores``, not against the file
     this step rewrites; a retry rewrites the same files with the same content. A run of one shard
-    changes nothing (the rule is the one the shard applied). Runs of other intervals are not consulted:
-    a decision that read the graph would depend on which interval loaded first; the same name typed
-    differently by two runs is a cross-type candidate of ``kg_loader.resolution`` instead.
+    changes nothing (the rule is the one the shard applied), but for the names a person set a type for
+    (``plan.type_decisions``, read when the run was planned): their mentions get that type, whatever the
+    scores. Runs of other intervals are not consulted: a decision that read their entities would depend on
+    which interval loaded first; the same name typed differently by two runs is folded by the load
+    (``kg_loader.type_agreement``) instead.
 
     Returns the shard dicts with the counts updated and ``mentions_retyped_in_run`` added; writes
     ``type_agreement.json`` (what changed) into the run's folder.
@@ -293,7 +307,11 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
         keys = [k for _, ts in evidence for k in ts.keys]
         raw = torch.tensor([r for _, ts in evidence for r in ts.scores], dtype=torch.float32).reshape(len(keys), len(names))
         decided = agree_on_types(keys, raw, first.min_score, parents=ontology.parent_indices())
+        for j, key in enumerate(keys):  # a person's word beats the scores
+            if key in plan.type_decisions:
+                decided[j] = names.index(plan.type_decisions[key])
         summary["surface_forms"] = len(set(keys))
+        summary["names_typed_by_a_person"] = sorted(set(keys) & set(plan.type_decisions))
         retyped: dict[tuple[str, str, str], int] = Counter()
         row = 0
         extractor = None

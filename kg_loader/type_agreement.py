@@ -372,6 +372,12 @@ def _split_triples(tx, source: str, targets: Mapping[tuple[str, str], str], symm
     return moved
 
 
+def person_types(driver, database: str | None = None) -> dict[str, str]:
+    """Entity name -> the type a person set for it (``set_type``; not the names kept apart): what a run's
+    plan carries, so that its typing and relations use the person's type."""
+    return {d.name: d.type for d in read_type_decisions(driver, database) if d.type}
+
+
 def read_type_decisions(driver, database: str | None = None) -> list[TypeDecision]:
     records, _, _ = driver.execute_query(READ_TYPE_DECISIONS, database_=database, routing_="r")
     return [TypeDecision(**{k: r["d"].get(k) for k in ("name", "type", "decided_by", "decided_at", "note")})

@@ -235,3 +235,15 @@ def test_the_label_similarity_baseline_stays_selectable(neo4j_driver, neo4j_conn
         "MATCH (:Post)-[m:MENTIONS]->(e:Entity) RETURN m.model_version AS v, m.label_set_id AS l, m.run_id AS r"
     )
     assert records and all(r["v"].startswith("label-sim/") and r["l"] and r["r"] == run.run_id for r in records)
+
+
+def test_a_type_a_person_set_is_how_the_next_run_types_the_name(neo4j_driver, neo4j_conn, airflow_ready, staging_dir):
+    """`mmkg entities set-type porto Location` before a run: the run's plan carries it, the run types every
+    "Porto" of the day a Location (its MENTIONS say so: not folded afterwards by the load)."""
+    from kg_loader import type_agreement
+
+    type_agreement.set_type(neo4j_driver, "porto", "Location")
+    assert _ingest_dag().test(run_conf={"partition": "2026-11-01"}).state == "success"
+    rows, _, _ = neo4j_driver.execute_query(
+        "MATCH (:Post)-[m:MENTIONS]->(e:Entity {name: 'porto'}) RETURN e.type AS entity, m.type AS mention")
+    assert rows and {(r["entity"], r["mention"]) for r in rows} == {("Location", "Location")}

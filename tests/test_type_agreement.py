@@ -5,6 +5,7 @@ A fake typer stands in for MG-VMoE (same interface: ``type_mentions_scored`` wit
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -189,3 +190,21 @@ def test_with_the_shipped_typer_a_sample_day_cut_in_small_shards_is_typed_as_one
 def _types(shards) -> dict[tuple[str, int, int], str]:
     return {(t.mention.post_id, t.mention.start, t.mention.end): t.entity_type for s in shards
             for t in staging.read_typed_mentions(staging.shard_file(s, "typed_mentions"))}
+
+
+def test_a_type_a_person_set_beats_the_scores_and_its_relations_are_read_again(run):
+    """``mmkg entities set-type`` decisions travel in the plan: the run types those names so, even a homonym
+    and even a one-shard run, and extracts the relations of their posts again."""
+    plan, shards, typer = run
+    decided = plan.with_type_decisions({"seoul tigers": "Location", "porto": "Location", "x": "Stadium"})
+    assert decided.type_decisions == {"porto": "Location", "seoul tigers": "Location"}  # not a type of the label set
+    assert pipeline.IntervalPlan.from_dict(decided.to_dict()) == decided  # through XCom
+    assert pipeline.IntervalPlan.from_dict({k: v for k, v in plan.to_dict().items() if k != "type_decisions"}) == plan
+
+    agreed = pipeline.agree_run_types(decided, shards[1:])  # one shard: only the person's word changes it
+    after = _entities(agreed)
+    assert after["seoul tigers"] == {entity_id("seoul tigers", "Location")}
+    assert after["porto"] == {entity_id("porto", "Location")}  # the homonym's club reading too: the person said so
+    assert typer.relation_calls[-1] == ["b1", "b2", "b3"]
+    summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
+    assert summary["names_typed_by_a_person"] == ["porto", "seoul tigers"]
