@@ -66,6 +66,9 @@ class IntervalPlan:
         import dataclasses
 
         types = {e.name for e in load_ontology(self.ontology_path).entity_types}
+        dropped = {n: t for n, t in decisions.items() if t not in types}
+        if dropped:
+            log.warning("type decisions not applied, their type is not in the label set: %s", dict(sorted(dropped.items())))
         return dataclasses.replace(self, type_decisions={n: t for n, t in sorted(decisions.items()) if t in types})
 
     def to_dict(self) -> dict:

@@ -192,12 +192,13 @@ def _types(shards) -> dict[tuple[str, int, int], str]:
             for t in staging.read_typed_mentions(staging.shard_file(s, "typed_mentions"))}
 
 
-def test_a_type_a_person_set_beats_the_scores_and_its_relations_are_read_again(run):
+def test_a_type_a_person_set_beats_the_scores_and_its_relations_are_read_again(run, caplog):
     """``mmkg entities set-type`` decisions travel in the plan: the run types those names so, even a homonym
     and even a one-shard run, and extracts the relations of their posts again."""
     plan, shards, typer = run
     decided = plan.with_type_decisions({"seoul tigers": "Location", "porto": "Location", "x": "Stadium"})
     assert decided.type_decisions == {"porto": "Location", "seoul tigers": "Location"}  # not a type of the label set
+    assert "not in the label set: {'x': 'Stadium'}" in caplog.text
     assert pipeline.IntervalPlan.from_dict(decided.to_dict()) == decided  # through XCom
     assert pipeline.IntervalPlan.from_dict({k: v for k, v in plan.to_dict().items() if k != "type_decisions"}) == plan
 
