@@ -384,12 +384,26 @@ def read_type_decisions(driver, database: str | None = None) -> list[TypeDecisio
             for r in records]  # fmt: skip
 
 
+#: Names ``agree_all_types`` decides per transaction (a graph may hold many split names: one transaction each
+#: batch keeps the server's transaction memory bounded; every name is decided whole within its batch).
+AGREE_ALL_BATCH = 1000
+
+
 def agree_all_types(driver, database: str | None = None, broader: Mapping[str, Sequence[str]] | None = None,
-                    symmetric: Iterable[str] = (), allowed_types: Iterable[str] | None = None) -> TypeAgreement:  # fmt: skip
-    """``agree_types`` over every name the graph holds as more than one entity, in one transaction: for a
-    graph loaded before this step existed, or after posts were retracted (``mmkg entities agree-types``)."""
+                    symmetric: Iterable[str] = (), allowed_types: Iterable[str] | None = None,
+                    batch: int = AGREE_ALL_BATCH) -> TypeAgreement:  # fmt: skip
+    """``agree_types`` over every name the graph holds as more than one entity, ``batch`` names per
+    transaction: for a graph loaded before this step existed (``mmkg entities agree-types``)."""
+    records, _, _ = driver.execute_query(ALL_SPLIT_NAMES, database_=database, routing_="r")
+    names = sorted(records[0]["names"])
+    total = TypeAgreement()
     with driver.session(database=database) as session:
-        def work(tx):
-            names = tx.run(ALL_SPLIT_NAMES).single()["names"]
-            return agree_types(tx, names, broader, symmetric, allowed_types)
-        return session.execute_write(work)
+        for start in range(0, len(names), batch):
+            part = session.execute_write(agree_types, names[start:start + batch], broader, symmetric, allowed_types)
+            total.entities_folded += part.entities_folded
+            total.mentions_moved += part.mentions_moved
+            total.relations_moved += part.relations_moved
+            total.entities_created += part.entities_created
+            for reason, n in part.left_split.items():
+                total.left_split[reason] += n
+    return total

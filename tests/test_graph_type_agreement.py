@@ -190,6 +190,26 @@ def test_agree_types_command_folds_a_graph_loaded_before_the_step_existed(neo4j_
 
 
 @pytest.mark.neo4j
+def test_agree_all_types_decides_a_graph_in_batches_of_names(neo4j_driver):
+    """Three split names, two names per transaction: each name decided whole, the counts summed."""
+    from kg_loader import type_agreement as ta
+
+    for i, name in enumerate(("alpha", "beta", "gamma")):
+        neo4j_driver.execute_query("""
+            CREATE (p1:Post {id: $p + '1', text: 'x'}), (p2:Post {id: $p + '2', text: 'x'}), (p3:Post {id: $p + '3', text: 'x'})
+            CREATE (o:Entity:Organization {id: $org, name: $name, type: 'Organization', aliases: [$name]})
+            CREATE (l:Entity:Location {id: $loc, name: $name, type: 'Location', aliases: [$name]})
+            CREATE (p1)-[:MENTIONS {start: 0, end: 1, score: 0.8, run_id: 'd1', type: 'Organization'}]->(o)
+            CREATE (p2)-[:MENTIONS {start: 0, end: 1, score: 0.7, run_id: 'd1', type: 'Organization'}]->(o)
+            CREATE (p3)-[:MENTIONS {start: 0, end: 1, score: 0.9, run_id: 'd2', type: 'Location'}]->(l)
+            """, p=f"p{i}-", name=name, org=entity_id(name, "Organization"), loc=entity_id(name, "Location"))  # fmt: skip
+    report = ta.agree_all_types(neo4j_driver, batch=2)
+    assert (report.entities_folded, report.mentions_moved) == (3, 3)
+    for name in ("alpha", "beta", "gamma"):
+        assert [e["type"] for e in _entities(neo4j_driver, name)] == ["Organization"]
+
+
+@pytest.mark.neo4j
 def test_two_days_loaded_at_once_still_leave_one_entity(neo4j_driver):
     """Intervals of a backfill load at the same time: each load's agreement must see the other's entity, not
     read before the other commits (``type_agreement`` locks each name it decides until its load commits)."""
