@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
 from kg_loader import cypher
@@ -114,10 +114,17 @@ class TypeAgreement:
     #: Names with entities of two types that stay split, by reason (``homonym_in_run``, ``decided_by_person``).
     left_split: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
+    def merge(self, other: "TypeAgreement") -> "TypeAgreement":
+        """Add ``other``'s counts to this report (``agree_all_types`` sums its batches)."""
+        for f in fields(self):
+            if f.name != "left_split":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for reason, n in other.left_split.items():
+            self.left_split[reason] += n
+        return self
+
     def as_dict(self) -> dict:
-        return {"entities_folded": self.entities_folded, "mentions_moved": self.mentions_moved,
-                "relations_moved": self.relations_moved, "entities_created": self.entities_created,
-                "left_split": dict(self.left_split)}  # fmt: skip
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"left_split": dict(self.left_split)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,11 +406,6 @@ def agree_all_types(driver, database: str | None = None, broader: Mapping[str, S
     total = TypeAgreement()
     with driver.session(database=database) as session:
         for start in range(0, len(names), batch):
-            part = session.execute_write(agree_types, names[start:start + batch], broader, symmetric, allowed_types)
-            total.entities_folded += part.entities_folded
-            total.mentions_moved += part.mentions_moved
-            total.relations_moved += part.relations_moved
-            total.entities_created += part.entities_created
-            for reason, n in part.left_split.items():
-                total.left_split[reason] += n
+            total.merge(session.execute_write(agree_types, names[start:start + batch], broader, symmetric,
+                                              allowed_types))  # fmt: skip
     return total
