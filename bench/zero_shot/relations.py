@@ -61,6 +61,8 @@ TUNED = SHIPPED_CHANGES["mre"] | dict(calibrate_on="pooled")
 TUNED_NAME = "MG-VMoE, top encoder layer fine-tuned (None + reversed pairs)"
 SHIPPED = "MG-VMoE (shipped preset: argument prior, F0.5 selection)"
 TWIN = "text-only twin of the shipped preset (- image, - VMoE)"
+#: The twin of ``TUNED_NAME``: the same encoder training (top layer, None + reversed pairs), minus image and VMoE.
+TUNED_TWIN_NAME = "text-only twin, top encoder layer fine-tuned alike (- image, - VMoE)"
 #: What nested selection chooses among, per split seed, on its validation relations: the argument prior's weight
 #: (10 = the description prior's, 20 = the shipped 2x, 40) and what it reads of each entity.
 ARGUMENT_GRID = ({"argument_prior": 20.0, "argument_input": "both"}, {"argument_prior": 10.0, "argument_input": "both"},
@@ -72,6 +74,7 @@ SYSTEMS: dict[str, tuple[dict, tuple[dict, ...]]] = {
     "MG-VMoE + None and reversed pairs (fit loss)": (WITH_NONE, ({},)),
     TWIN: (dict(use_image=False, use_vmoe=False), ARGUMENT_GRID),
     TUNED_NAME: (TUNED, ({},)),
+    TUNED_TWIN_NAME: (TUNED | dict(use_image=False, use_vmoe=False), ({},)),
 }
 #: Label similarity + argument prior: the prior's weight relative to the description prior, chosen on validation.
 SIMILARITY_ARGUMENT_WEIGHTS = (2.0, 1.0, 4.0)

@@ -53,6 +53,27 @@ def test_the_twin_is_the_shipped_preset_minus_image_and_vmoe_only():
             assert {k for k in a if a[k] != b[k]} == {"use_image", "use_vmoe"}
 
 
+def test_the_tuned_systems_train_as_the_shipped_checkpoint_of_each_task_and_their_twin_alike():
+    from models.config import MGVMoEConfig
+    from bench.zero_shot import relations
+
+    tuned, twin = bench.BY_NAME[bench.TUNED], bench.BY_NAME[bench.TUNED_TWIN]
+    for task in ("met", "mre"):
+        assert tuned.candidates(task) == twin.candidates(task)
+        for c in tuned.candidates(task):
+            a, b = tuned.config(task, 0, c).to_dict(), twin.config(task, 0, c).to_dict()
+            assert {k for k in a if a[k] != b[k]} == {"use_image", "use_vmoe"}
+            shipped = MGVMoEConfig.for_shipping(task, **c).to_dict()
+            # as shipped, but relations keep the benchmark's pooled calibration (its test mix is pooled)
+            assert {k for k in a if a[k] != shipped[k]} == ({"calibrate_on"} if task == "mre" else set())
+    assert tuned.config("mre", 0, {}).lr == 0.0  # the relation heads stay at their priors: no lr candidates
+    # the None-protocol benchmark's twin is the same pair of configs
+    r_tuned, _ = relations.SYSTEMS[relations.TUNED_NAME]
+    r_twin, _ = relations.SYSTEMS[relations.TUNED_TWIN_NAME]
+    assert MGVMoEConfig.for_pipeline("mre", **r_tuned) == tuned.config("mre", 0, {})
+    assert MGVMoEConfig.for_pipeline("mre", **r_twin) == twin.config("mre", 0, {})
+
+
 def test_an_aggregate_is_the_mean_over_its_instances_with_the_spread_over_instances():
     def runs(f1s):
         return [{"test": {"macro_p": 0.0, "macro_r": 0.0, "macro_f1": f, "accuracy": 0.0}} for f in f1s]
