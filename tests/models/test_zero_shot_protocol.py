@@ -44,8 +44,9 @@ def test_an_ablation_takes_the_shipped_presets_choice_of_the_same_instance_and_s
     assert ablation.config("mre", 0, run["chosen"]).argument_input == "span"
 
 
-def test_the_twin_is_the_shipped_preset_minus_image_and_vmoe_only():
-    shipped, twin = bench.BY_NAME[bench.SHIPPED], bench.BY_NAME[bench.TWIN]
+@pytest.mark.parametrize("system, its_twin", [(bench.SHIPPED, bench.TWIN), (bench.TUNED, bench.TUNED_TWIN)])
+def test_a_twin_is_its_system_minus_image_and_vmoe_only(system, its_twin):
+    shipped, twin = bench.BY_NAME[system], bench.BY_NAME[its_twin]
     for task in ("met", "mre"):
         assert shipped.candidates(task) == twin.candidates(task)
         for c in shipped.candidates(task):
@@ -53,16 +54,14 @@ def test_the_twin_is_the_shipped_preset_minus_image_and_vmoe_only():
             assert {k for k in a if a[k] != b[k]} == {"use_image", "use_vmoe"}
 
 
-def test_the_tuned_systems_train_as_the_shipped_checkpoint_of_each_task_and_their_twin_alike():
+def test_the_tuned_systems_train_as_the_shipped_checkpoint_of_each_task():
     from models.config import MGVMoEConfig
     from bench.zero_shot import relations
 
     tuned, twin = bench.BY_NAME[bench.TUNED], bench.BY_NAME[bench.TUNED_TWIN]
     for task in ("met", "mre"):
-        assert tuned.candidates(task) == twin.candidates(task)
         for c in tuned.candidates(task):
-            a, b = tuned.config(task, 0, c).to_dict(), twin.config(task, 0, c).to_dict()
-            assert {k for k in a if a[k] != b[k]} == {"use_image", "use_vmoe"}
+            a = tuned.config(task, 0, c).to_dict()
             shipped = MGVMoEConfig.for_shipping(task, **c).to_dict()
             # as shipped, but relations keep the benchmark's pooled calibration (its test mix is pooled)
             assert {k for k in a if a[k] != shipped[k]} == ({"calibrate_on"} if task == "mre" else set())
