@@ -508,6 +508,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 
 
+#: What the command prints in place of the test classes' scores unless asked (``--report-test``).
+TEST_HIDDEN = "scored, not shown: --report-test prints it (no choice may read it; bench.zero_shot reports test)"
+
+
+def run_summary(split_name: str, result, selection: dict | None = None, report_test: bool = False) -> dict:
+    """What ``python -m models.train`` prints. The test classes' scores only with ``report_test``: a run made to
+    compare settings must read validation alone, and a score on screen is a score read (the checkpoint card
+    still records them, for the model's documentation)."""
+    return {"split": split_name, "best_epoch": result.best_epoch, "val": result.val,
+            "test": result.test if report_test else TEST_HIDDEN,
+            "thresholds": result.thresholds, "inference_mode_check": result.inference_mode_check,
+            "seconds": round(result.seconds, 1), **({"selection": selection} if selection else {})}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
     parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline | tweets-all-types[+fp]")
@@ -522,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                              "and keep the one best on the split's validation classes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the dev box has 2 shared cores)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report-test", action="store_true",
+                        help="also print the test classes' scores (hidden by default: choose on validation only)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
     if args.select and args.preset != "pipeline":
@@ -537,10 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         result, selection = select(config, data, progress=not args.no_progress, dry_run=args.dry_run)
     else:
         result = train(config, data, progress=not args.no_progress, dry_run=args.dry_run)
-    summary = {"split": split.name, "best_epoch": result.best_epoch, "val": result.val, "test": result.test,
-               "thresholds": result.thresholds, "inference_mode_check": result.inference_mode_check,
-               "seconds": round(result.seconds, 1), **({"selection": selection} if selection else {})}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(run_summary(split.name, result, selection, report_test=args.report_test), indent=2))
     if args.out and not args.dry_run:
         from pathlib import Path
 

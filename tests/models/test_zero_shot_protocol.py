@@ -104,3 +104,25 @@ def test_a_shipped_checkpoint_is_the_validation_best_of_the_pipeline_candidates(
     assert (result.config.prior_pool, result.config.lr) == ("entities", 1e-3)  # first of the tied best
     assert selection["kept"] == {"prior_pool": "entities", "lr": 1e-3}
     assert [c["val_selection"] for c in selection["candidates"]] == [50.0, 61.0, 50.0, 61.0]
+
+
+def test_the_training_command_shows_test_scores_only_when_asked():
+    from models.train import TEST_HIDDEN, run_summary
+
+    result = SimpleNamespace(best_epoch=2, val={"macro_f1": 60.0}, test={"macro_f1": 70.0}, thresholds={},
+                             inference_mode_check={}, seconds=1.0)
+    assert run_summary("wnut16-fold1", result)["test"] == TEST_HIDDEN
+    assert "70.0" not in str(run_summary("wnut16-fold1", result))
+    assert run_summary("wnut16-fold1", result, report_test=True)["test"] == {"macro_f1": 70.0}
+
+
+@pytest.mark.parametrize("ablation, field", [("tuned - VMoE", "use_vmoe"), ("tuned - MG-VAT", "use_vat"),
+                                             ("tuned - fusion (no attention pooling, so no MG-VAT/InfoNCE)", "fusion"),
+                                             ("tuned - image", "use_image")])
+def test_each_ablation_of_the_tuned_system_removes_one_part_of_its_chosen_candidate(ablation, field):
+    tuned, ablated = bench.BY_NAME[bench.TUNED], bench.BY_NAME[ablation]
+    assert ablated.ablation_of == bench.TUNED
+    for task in ("met", "mre"):
+        for c in tuned.candidates(task):
+            a, b = tuned.config(task, 0, c).to_dict(), ablated.config(task, 0, c).to_dict()
+            assert {k for k in a if a[k] != b[k]} == {field}
