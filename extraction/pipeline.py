@@ -19,7 +19,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -63,13 +63,11 @@ class IntervalPlan:
     def with_type_decisions(self, decisions: Mapping[str, str]) -> "IntervalPlan":
         """This plan carrying the types a person set (``kg_loader.type_agreement.person_types``), those whose
         type the label set has (a decision on a type since removed from it is not applied)."""
-        import dataclasses
-
         types = {e.name for e in load_ontology(self.ontology_path).entity_types}
         dropped = {n: t for n, t in decisions.items() if t not in types}
         if dropped:
             log.warning("type decisions not applied, their type is not in the label set: %s", dict(sorted(dropped.items())))
-        return dataclasses.replace(self, type_decisions={n: t for n, t in sorted(decisions.items()) if t in types})
+        return replace(self, type_decisions={n: t for n, t in sorted(decisions.items()) if t in types})
 
     def to_dict(self) -> dict:
         return {**asdict(self), "days": list(self.days)}
@@ -341,13 +339,11 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
 def _apply_run_types(shard: dict, changes: dict, extractor, ontology) -> dict:
     """Rewrite one shard's typed mentions with the run's types and re-extract the relations of the posts
     holding a retyped mention; the shard's counts after it."""
-    import dataclasses
-
     typed_path, relations_path = staging.shard_file(shard, "typed_mentions"), staging.shard_file(shard, "relations")
     typed = []
     for tm in staging.read_typed_mentions(typed_path):
         change = changes.get((tm.mention.post_id, tm.mention.start, tm.mention.end))
-        typed.append(tm if change is None else dataclasses.replace(tm, entity_type=change[0], score=change[1]))
+        typed.append(tm if change is None else replace(tm, entity_type=change[0], score=change[1]))
     redo = {post_id for post_id, _, _ in changes}
     all_posts = staging.read_posts(staging.shard_file(shard, "posts"))
     posts = {p.id: p for p in all_posts if p.id in redo}
