@@ -126,3 +126,38 @@ def test_each_ablation_of_the_tuned_system_removes_one_part_of_its_chosen_candid
         for c in tuned.candidates(task):
             a, b = tuned.config(task, 0, c).to_dict(), ablated.config(task, 0, c).to_dict()
             assert {k for k in a if a[k] != b[k]} == {field}
+
+
+def test_a_reused_system_is_not_trained_again_and_its_kept_candidate_feeds_its_ablations(monkeypatch, tmp_path):
+    import json
+
+    earlier = {**_candidate({"prior_pool": "text", "lr": 1e-3}, 58.0, 31.0), "seed": 0,
+               "chosen": {"prior_pool": "text", "lr": 1e-3}}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": {bench.TUNED: {"wnut16-fold2": [earlier]}}}))
+    reused = bench.reused_runs([str(tmp_path)])
+    trained = []
+    monkeypatch.setattr(bench, "train_candidate",
+                        lambda system, data, seed, c, dry: trained.append((system.name, c)) or _candidate(c, 1.0, 1.0))
+    data = SimpleNamespace(split=SimpleNamespace(task="met"))
+    chosen: dict = {}
+    run = bench.run_or_reuse(bench.BY_NAME[bench.TUNED], data, "wnut16-fold2", 0, chosen, False, reused)
+    assert run is reused[bench.TUNED]["wnut16-fold2"][0] and trained == []
+    bench.run_or_reuse(bench.BY_NAME["tuned - VMoE"], data, "wnut16-fold2", 0, chosen, False, reused)
+    assert trained == [("tuned - VMoE", {"prior_pool": "text", "lr": 1e-3})]
+    # another instance or seed is trained as usual
+    bench.run_or_reuse(bench.BY_NAME[bench.TUNED], data, "wnut16-fold1", 0, chosen, False, reused)
+    assert len(trained) == 1 + len(bench.BY_NAME[bench.TUNED].candidates("met"))
+    with pytest.raises(SystemExit, match="two --reuse folders"):
+        bench.reused_runs([str(tmp_path), str(tmp_path)])
+
+
+@pytest.mark.parametrize("frozen", ["MG-VMoE as specified (reference)", "text-only prototype (ZS-BERT style)",
+                                    "concat multimodal"])
+def test_each_tuned_baseline_is_its_frozen_baseline_with_the_tuned_encoder_layer_over_spans(frozen):
+    base, tuned = bench.BY_NAME[frozen], bench.BY_NAME[f"{frozen}, spans, top encoder layer fine-tuned"]
+    assert base.candidates("met") == tuned.candidates("met") and tuned.role == base.role
+    for task in ("met", "mre"):
+        for c in base.candidates(task):
+            a, b = base.config(task, 0, c).to_dict(), tuned.config(task, 0, c).to_dict()
+            assert {k for k in a if a[k] != b[k]} == {"tuned_layers", "tuned_lr", "text_input"}
+            assert b["tuned_layers"] == 1 and b["text_input"] == "spans"
