@@ -29,6 +29,7 @@ import io
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,6 +64,25 @@ def window(text: str, spans: list[tuple[int, int]], chars: int = CONTEXT_CHARS) 
     lo = max(0, min(s for s, _ in spans) - chars)
     hi = min(len(text), max(e for _, e in spans) + chars)
     return text[lo:hi], [(s - lo, e - lo) for s, e in spans]
+
+
+@dataclass(frozen=True)
+class RelationRule:
+    """When the relation stage writes a pair's best allowed relation: its raw score is at least ``min_score``, and
+    it beats every other relation of the ontology (allowed or not) by ``min_gap`` raw points, so a pair that
+    reads as two relations at once is not written as either."""
+
+    min_score: float = float("-inf")
+    min_gap: float = float("-inf")
+
+
+def relation_rule(ckpt: Checkpoint) -> RelationRule:
+    """The relation checkpoint's decision rule: its card's calibrated ``min_score`` (chosen on validation pairs with
+    gold spans), moved by ``thresholds.decision.margin`` and with ``thresholds.decision.min_gap`` when the card has
+    them (chosen end to end on the development protocol, ``bench.graph_quality.decision_rules``)."""
+    decision = ckpt.thresholds.get("decision") or {}
+    return RelationRule(float(ckpt.thresholds.get("min_score", float("-inf"))) + float(decision.get("margin", 0.0)),
+                        float(decision.get("min_gap", float("-inf"))))
 
 
 class MGVMoEExtractor:
@@ -265,11 +285,6 @@ class MGVMoEExtractor:
             overflow, chars = still, (chars // 2 if chars > 20 else 0)
         return scores
 
-    @staticmethod
-    def _keeps(ckpt: Checkpoint, raw: torch.Tensor) -> bool:
-        """Whether a best class's raw score clears the checkpoint's calibrated ``min_score``."""
-        return float(raw) >= float(ckpt.thresholds.get("min_score", float("-inf")))
-
     # ----------------------------------------------------------------------------------- interface
     @property
     def min_type_score(self) -> float:
@@ -342,14 +357,21 @@ class MGVMoEExtractor:
     ) -> list[RelationMention]:
         candidates, scores = self.relation_scores(posts, typed, ontology)
         names = [r.name for r in ontology.relation_types]
-        # The best *allowed* relation, kept on its raw score; its written score is the softmax over every
-        # relation of the ontology, so a pair with one allowed relation is not made certain by the rule.
+        rule = relation_rule(self.mre)
+        # The best *allowed* relation, kept by the checkpoint's decision rule (``relation_rule``) on raw scores;
+        # its written score is the softmax over every relation of the ontology, so a pair with one allowed
+        # relation is not made certain by the rule.
         kept = []
         for (head, tail, allowed), raw, p in zip(candidates, scores, scores.softmax(-1)):
             best = max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))
-            if not self._keeps(self.mre, raw[best]):
+            if float(raw[best]) < rule.min_score:
                 self.stats["abstained_pairs"] += 1
                 continue
+            if rule.min_gap > float("-inf") and len(names) > 1:
+                runner_up = float(torch.cat([raw[:best], raw[best + 1:]]).max())
+                if float(raw[best]) - runner_up < rule.min_gap:
+                    self.stats["abstained_pairs_ambiguous"] += 1
+                    continue
             kept.append((RelationMention(head.mention.post_id, head, tail, names[best], float(p[best]),
                                          self.model_version, ontology.label_set_id), float(raw[best])))
         out = best_reading_per_pair(kept)

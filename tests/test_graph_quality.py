@@ -474,3 +474,37 @@ def test_decision_rules_keep_the_better_reading_drop_self_loops_and_cap_per_post
     assert [i.head_id for i in apply_rule(cands, 4.0, 0.0, None, 0.5, to_mnre)] == ["h"]
     assert [i.head_id for i in apply_rule(cands, 4.0, 1.5, None, 0.0, to_mnre)] == []
     assert [i.head_id for i in apply_rule(cands, 4.0, -1.0, None, 0.0, to_mnre)] == ["h", "a", "x"]
+
+
+def _relation_card(folder, trained):
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.json").write_text(json.dumps({"labels": {"train": trained, "val": [], "test": []}}))
+    return str(folder)
+
+
+def test_a_zero_shot_part_never_measures_a_relation_checkpoint_that_trained_on_its_relations(tmp_path, monkeypatch):
+    from bench.graph_quality import checkpoints
+    from bench.graph_quality.run import ZERO_SHOT_PARTS
+
+    assert "product" not in ZERO_SHOT_PARTS and {"test", "dev", "dev-wide", "val"} <= set(ZERO_SHOT_PARTS)
+    scored = ["/org/loc/locate_at", "/per/per/couple"]
+    clean = _relation_card(tmp_path / "clean", ["/per/per/parent"])
+    seen = _relation_card(tmp_path / "seen", ["/per/per/parent", "/org/loc/locate_at"])
+    assert checkpoints.relation_checkpoint_for(scored, clean) == clean
+    with pytest.raises(ValueError, match="locate_at"):
+        checkpoints.relation_checkpoint_for(scored, seen)
+    assert checkpoints.relation_checkpoint_for(scored, seen, zero_shot=False) == seen  # the product part may
+    monkeypatch.setattr("models.checkpoint.DEFAULT_RELATION_CHECKPOINT", tmp_path / "seen")
+    with pytest.raises(ValueError, match="locate_at"):
+        checkpoints.relation_checkpoint_for(scored)  # the shipped one is checked too
+
+
+def test_the_shipped_relation_checkpoint_never_trained_on_the_headline_test_relations():
+    from bench.graph_quality.checkpoints import trained_relations
+    from models.checkpoint import DEFAULT_RELATION_CHECKPOINT, load_checkpoint
+
+    card = load_checkpoint(DEFAULT_RELATION_CHECKPOINT).card
+    assert card["data"]["name"] == "mnre-pipeline"
+    assert not set(trained_relations(DEFAULT_RELATION_CHECKPOINT)) & set(card["labels"]["test"])

@@ -19,6 +19,12 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _relation_checkpoint_line(c: dict) -> str:
+    """Which relation checkpoint MG-VMoE measured, and what it trained on."""
+    return (f"**Relation checkpoint measured**: `{c['path']}` (split `{c['split']}`, weights {c['weights_sha256_12']}), "
+            f"trained on {len(c['trained_relations'])} relations: {', '.join(c['trained_relations'])}.")
+
+
 def _ontology_title(key: str, mnre: dict, headline: str) -> str:
     names = {"typed": "(b) typed as a user writes it", "any": "(a) any types"}
     return names.get(key, key) + (" — **headline**" if key == headline else "")
@@ -216,6 +222,9 @@ def markdown(res: dict) -> str:
             + (" (dev protocol: validation relations)" if str(mnre.get("part")).startswith("dev") else ""),
             *([f"**Part `{mnre['part']}`**: {mnre['part_description']}. Below, \"test relation\" reads "
                "\"validation relation\": the relations this run scores."] if str(mnre.get("part")).startswith("dev") else []),
+            *([f"**Part `{mnre['part']}`**: {mnre['part_description']}. Below, \"test relation\" reads \"scored "
+               "relation\": the relations this run scores."] if mnre.get("part") == "product" else []),
+            *([_relation_checkpoint_line(mnre["relation_checkpoint"])] if mnre.get("relation_checkpoint") else []),
             f"{mnre['lines']} lines → {mnre['posts_distinct_texts']} posts (lines sharing a text are one post). "
             f"**Excluded** {ex['posts']} posts ({ex['lines']} lines, {ex['annotations']} annotations; their pairs by scope "
             f"{ex['pairs_by_scope']}, {ex['test_relation_annotations']} test-relation annotations): {ex['reason']}. "
@@ -229,8 +238,10 @@ def markdown(res: dict) -> str:
                f"{signed['#']} hashtags (`#…`) by their gold span: `exact` can never match those." if signed else "")
             + (f" Gold pairs whose two spans are one entity by name (e.g. `#NYC` and `NYC`), by scope: {one_name}."
                if one_name else ""),
-            f"**Ontologies.** Both use the shipped entity types and the 7 seed-0 {mnre.get('scored_relations', 'test')} relations "
-            f"({', '.join(next(iter(mnre['ontologies'].values()))['relation_types'])}), both run on the same posts, "
+            "**Ontologies.** Both use the shipped entity types and the "
+            + (f"{len(mnre['split']['test_relations'])} MNRE relations of the shipped ontology's kinds "
+               if mnre.get("part") == "product" else f"7 seed-0 {mnre.get('scored_relations', 'test')} relations ")
+            + f"({', '.join(next(iter(mnre['ontologies'].values()))['relation_types'])}), both run on the same posts, "
             f"the same detected mentions and the same typing ({mnre.get('typing', '')}). "
             + " ".join(f"{_ontology_title(k, mnre, headline)}: {o['description']}."
                        for k, o in _ontologies_in_order(mnre, headline))

@@ -119,7 +119,17 @@ MNRE_PARTS = {
     "val": "the val file's posts, the 7 test relations (for choices about detection and typing, not relations)",
     "dev-wide": ("the dev protocol on the 3 validation relations the mnre-pipeline-wide split leaves unseen (it trains "
                  "on the other 4): to compare relation checkpoints trained on 8 and on 12 relations"),
+    "product": ("the test file's posts, the 5 MNRE relations of the kinds the shipped ontology has (member of, lives "
+                "in, located at, present in, peer): what a user of the default ontology gets; not zero-shot, any "
+                "checkpoint may have trained on them; posts sharing a text with a training line of either relation "
+                "checkpoint (any train-file line; any sample of a seed-0 train relation) are left out"),
 }
+#: The MNRE counterparts of the shipped ontology's relations (``ontology/ontology.yaml``: member_of,
+#: place_of_residence, located_in, present_in, peer; created_by has none), scored by ``--mnre-part product``.
+PRODUCT_RELATIONS = ["/per/org/member_of", "/per/loc/place_of_residence", "/org/loc/locate_at",
+                     "/per/misc/present_in", "/per/per/peer"]
+#: Parts whose relations must be unseen by the measured checkpoint (``checkpoints.relation_checkpoint_for``).
+ZERO_SHOT_PARTS = ("test", "dev", "val", "dev-wide")
 
 
 def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
@@ -141,12 +151,14 @@ def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
         from models.data import wide_relation_split
 
         train_rel, val_rel = wide_relation_split(train_rel, val_rel)
-    test_rel = val_rel if part.startswith("dev") else split_test_rel
-    test_rows = files[{"val": 1, "dev": 1, "dev-wide": 1, "test": 2}[part]]
+    test_rel = val_rel if part.startswith("dev") else PRODUCT_RELATIONS if part == "product" else split_test_rel
+    test_rows = files[{"val": 1, "dev": 1, "dev-wide": 1, "test": 2, "product": 2}[part]]
     posts = build_mnre_posts(test_rows)
     leaked = leaked_texts(files, train_rel)
     if part.startswith("dev"):
         leaked |= {mnre_text(r["token"]) for r in files[2]}
+    if part == "product":  # the shipped checkpoint trained on every line of the train file
+        leaked |= {mnre_text(r["token"]) for r in files[0]}
     kept, excluded = split_leaked(posts, leaked)
 
     # Why each excluded post is excluded: the training samples (relation, file) sharing its text.
@@ -190,12 +202,15 @@ def prepare_mnre(data: Path, limit: int | None, part: str = "test") -> dict:
             "split": {"seed": 0, "train_relations": train_rel, "val_relations": val_rel, "test_relations": test_rel},
             "part": part,
             "part_description": MNRE_PARTS[part],
-            "scored_relations": "validation" if part.startswith("dev") else "test",
+            "scored_relations": ("validation" if part.startswith("dev") else
+                                 "product-kind" if part == "product" else "test"),
             "excluded": {
                 "reason": ("text occurs in a sample of a seed-0 train relation (any of the three MNRE files); the "
-                           "shipped relation checkpoint mre-mnre was trained on those samples"
+                           "shipped relation checkpoint mre-mnre (split mnre-pipeline) was trained on those samples"
                            + ("; or in the test file (the dev protocol shares no post with the test)"
-                              if part.startswith("dev") else "")),
+                              if part.startswith("dev") else "")
+                           + ("; or in a line of the train file (a checkpoint of split mnre-all-relations trains on "
+                              "all of them)" if part == "product" else "")),
                 "posts": len(excluded),
                 "lines": sum(len(p.lines) for p in excluded),
                 "annotations": sum(len(p.annotations) for p in excluded),
@@ -287,6 +302,21 @@ def relation_name_to_mnre(name: str) -> str:
     return "/" + name.replace("_", "/", 2)
 
 
+def relation_checkpoint_card(path: str) -> dict:
+    """What the MNRE part measured: the relation checkpoint's folder, split, trained relations and weights hash."""
+    import hashlib
+
+    from models.checkpoint import DEFAULT_RELATION_CHECKPOINT
+
+    folder = Path(path) if path else DEFAULT_RELATION_CHECKPOINT
+    card = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
+    weights = folder / "heads.safetensors"
+    shown = str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder)
+    return {"path": shown, "name": card.get("name"), "split": card.get("data", {}).get("name"),
+            "trained_relations": card.get("labels", {}).get("train", []),
+            "weights_sha256_12": hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None}
+
+
 def load_extractor(name: str, entity_checkpoint: str = "", relation_checkpoint: str = ""):
     from extraction.pipeline import extractor_for
 
@@ -300,7 +330,7 @@ def keep_all_variant(extractor, name: str):
     if name == "mg-vmoe":
         mre = extractor.mre
         variant.mre = dataclasses.replace(
-            mre, card={**mre.card, "thresholds": {**mre.thresholds, "min_score": float("-inf")}})
+            mre, card={**mre.card, "thresholds": {**mre.thresholds, "min_score": float("-inf"), "decision": {}}})
     elif name == "label-similarity":
         variant.relation_threshold = float("-inf")
     else:
@@ -511,6 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     entity_systems = [s for s in systems if SYSTEMS[s]["entity"] and "entities" in args.parts]
     relation_systems = [s for s in systems if SYSTEMS[s]["relation"] and "relations" in args.parts]
     mnre = timed("prepare_mnre_s", prepare_mnre, data, args.limit, args.mnre_part) if relation_systems else None
+    relation_checkpoint = args.relation_checkpoint
+    if mnre is not None and "mg-vmoe" in {s.split("+")[0] for s in relation_systems}:
+        from bench.graph_quality.checkpoints import relation_checkpoint_for
+
+        relation_checkpoint = timed("relation_checkpoint_s", relation_checkpoint_for, mnre["test_relations"],
+                                    args.relation_checkpoint, args.mnre_part in ZERO_SHOT_PARTS)
+        mnre["summary"]["relation_checkpoint"] = relation_checkpoint_card(relation_checkpoint)
     tw = timed("prepare_twitter_s", prepare_twitter, data, args.limit, args.entity_set) if entity_systems else None
     from mmkg.ontology import load_ontology
 
@@ -536,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             wanted = [s for s in systems if s == name or s == f"{name}+keep-all"]
             if not wanted:
                 continue
-            checkpoints = (args.entity_checkpoint, args.relation_checkpoint) if name == "mg-vmoe" else ("", "")
+            checkpoints = (args.entity_checkpoint, relation_checkpoint) if name == "mg-vmoe" else ("", "")
             extractor = timed(f"{name}/load_extractor_s", load_extractor, name, *checkpoints)
             checkpoints_at_load[name] = {k: v for k, v in stage_sources().items() if k.startswith("models/checkpoints/")}
             if name in entity_systems:

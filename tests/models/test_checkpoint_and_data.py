@@ -171,3 +171,17 @@ def test_detector_false_positives_are_proposed_spans_that_are_no_gold_mention():
     tagger = _FixedTagger([(0, 2), (4, 10), (14, 20), (14, 25), (21, 23)])
     assert detector_false_positives([(tokens, tags)], tagger) == [[(0, 1), (4, 5)]]
     assert tagger.texts == ["Go #RedSox at Fenway Park !"]  # the post as written, sigils glued
+
+
+@needs_data
+def test_the_all_relations_split_trains_on_the_train_file_validates_on_the_val_file_and_never_reads_test():
+    from models.data import load_split
+
+    split, seed0 = load_split("mnre-all-relations"), load_mnre(0)
+    every = set(seed0.train_classes) | set(seed0.val_classes) | set(seed0.test_classes)
+    assert set(split.train_classes) == every and set(split.val_classes) <= every
+    assert all("mnre_train" in s.uid for s in split.train + split.train_negatives)
+    assert all("mnre_val" in s.uid for s in split.val + split.negatives)
+    assert not split.test and not split.test_negatives and not split.test_classes
+    assert (len(split.train), len(split.train_negatives), len(split.val), len(split.negatives)) == (4503, 7744, 624, 1000)
+    assert split.symmetric == seed0.symmetric

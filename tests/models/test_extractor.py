@@ -138,6 +138,39 @@ def test_the_relation_threshold_does_not_move_when_similar_labels_are_added(post
         assert [r.relation for r in rels] == ["place_of_residence"]
 
 
+def test_the_relation_rule_writes_a_pair_only_when_its_relation_stands_clear_of_every_other(
+        posts, tiny_text_encoder, tiny_image_encoder):
+    """``thresholds.decision``: the calibrated threshold moved by ``margin``; the best allowed relation must beat
+    every other relation of the ontology (allowed or not) by ``min_gap`` raw points, else the pair abstains as
+    ambiguous (counted). Without it, today's rule: the calibrated threshold alone."""
+    from extraction.mg_vmoe import RelationRule, relation_rule
+    from mmkg.records import TypedMention
+
+    ex = _extractor(tiny_text_encoder, tiny_image_encoder)
+    m = _mentions()
+    typed = [TypedMention(m[2], "Person", 0.9, "x", "y"), TypedMention(m[3], "Location", 0.9, "x", "y")]
+    with torch.inference_mode():
+        raw = ex._scores(ex.mre, [(posts["p2"], [(0, 4), (23, 27)])], ex._label_embeddings(ONTOLOGY, "relation", ex.mre))
+    residence, member = float(raw[0, 0]), float(raw[0, 1])
+    gap = residence - member
+    assert relation_rule(ex.mre) == RelationRule(float(ex.mre.thresholds["min_score"]), float("-inf"))
+
+    def written(thresholds: dict) -> list[str]:
+        ex.mre.card["thresholds"] = thresholds
+        return [r.relation for r in ex.extract_relations(posts, typed, ONTOLOGY)]
+
+    assert written({"min_score": residence - 1e-4}) == ["place_of_residence"]  # member_of is not allowed here ...
+    ambiguous = {"min_score": residence - 1e-4, "decision": {"margin": 0.0, "min_gap": abs(gap) + 1.0}}
+    if gap > 0:  # ... but it competes for the gap: a pair reading as both is written as neither
+        assert written(ambiguous) == [] and ex.stats["abstained_pairs_ambiguous"] == 1
+        assert written({**ambiguous, "decision": {"min_gap": gap - 1e-4}}) == ["place_of_residence"]
+    else:  # the only allowed relation is not the pair's best reading: never written with a positive gap
+        assert written({**ambiguous, "decision": {"min_gap": 1e-4}}) == []
+    # the margin moves the calibrated threshold
+    assert written({"min_score": residence + 1.0, "decision": {"margin": -1.0 - 1e-4}}) == ["place_of_residence"]
+    assert written({"min_score": residence + 1.0, "decision": {"margin": -0.5}}) == []
+
+
 def test_a_relation_checkpoint_reading_surfaces_encodes_each_surface_once(posts, tiny_text_encoder, tiny_image_encoder):
     torch.manual_seed(0)
     config = MGVMoEConfig.tiny("mre", label_text="description", text_input="spans", similarity_prior=1.0,
