@@ -16,8 +16,9 @@ span past the encoder's ``max_length`` is re-read from a window of text around i
 
 Abstention: a mention whose best type's raw score is under the checkpoint's calibrated ``min_score``
 (chosen on validation classes, never test; a raw score does not depend on how many labels the
-ontology has) becomes ``records.OTHER_TYPE``; a pair whose best allowed relation is under the
-relation checkpoint's threshold yields no relation. The ``score`` written is the softmax probability
+ontology has) becomes ``records.OTHER_TYPE``; a pair yields its best allowed relation only under the
+relation checkpoint's decision rule (``relation_rule``: the calibrated threshold, moved by a margin chosen end
+to end on the development protocol, and a minimum raw gap to every other relation of the ontology). The ``score`` written is the softmax probability
 over all of the ontology's types / relations. An image that cannot be opened is
 counted in ``stats`` and the post is scored text-only - never with a fake image.
 """

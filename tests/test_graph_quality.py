@@ -508,3 +508,19 @@ def test_the_shipped_relation_checkpoint_never_trained_on_the_headline_test_rela
     card = load_checkpoint(DEFAULT_RELATION_CHECKPOINT).card
     assert card["data"]["name"] == "mnre-pipeline"
     assert not set(trained_relations(DEFAULT_RELATION_CHECKPOINT)) & set(card["labels"]["test"])
+
+
+def test_the_decision_rule_is_the_best_f05_among_implemented_rules_at_least_as_precise_as_the_threshold_alone():
+    from bench.graph_quality.decision_rules import choose_rule
+
+    def rule(margin, gap, p, f, per_post=None, min_p=0.0, n=10):
+        return {"margin": margin, "min_gap": gap, "per_post": per_post, "min_probability": min_p,
+                "precision": p, "f0_5": f, "instances": n}
+
+    today = rule(0.0, None, 47.7, 20.3)
+    rules = [today, rule(-3.0, None, 26.4, 24.4),  # better F0.5, less precise: not chosen
+             rule(-2.0, 1.5, 50.0, 25.8), rule(-2.0, 2.0, 49.1, 23.5),
+             rule(-2.0, None, 55.0, 30.0, min_p=0.6),  # a probability minimum: measured, not implemented
+             rule(-1.0, None, 60.0, 31.0, per_post=1)]  # a per-post cap: the same
+    assert choose_rule(rules, today) == rules[2]
+    assert choose_rule([today], today) == today
