@@ -51,6 +51,12 @@ express are reported apart ("out-of-ontology").
 - Also: triples and evidence per post, self-loops, entity pairs written in both directions, and
   precision over instances of triples with evidence from >= 2 posts.
 
+**Other MNRE parts** (``--mnre-part``, ``run.MNRE_PARTS``): ``dev`` (the val file's posts against the seed-0
+validation relations: where the relation stage's decision rule is chosen, ``decision_rules.py``), ``val``,
+``dev-wide``, and ``product`` (the test file's posts against the 5 MNRE relations of the shipped ontology's kinds:
+what a user of the default ontology gets; not zero-shot). A zero-shot part refuses a relation checkpoint whose
+card says it trained on a relation the part scores (``checkpoints.py``).
+
 **Twitter-2017 test (typed entities).** Posts built as written (``bench.entity_detection.build_example``,
 form ``tweet``); shipped ontology; types mapped Person->PER, Location->LOC, Organization->ORG, any
 other->MISC. Typed P/R/F1 (exact span + type), span P/R/F1, F1 per type, and mentions abstained
