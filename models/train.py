@@ -110,6 +110,9 @@ class PairDecisions:
     reversed: torch.Tensor  # (N,) bool: the best reading is tail-first
     positives: int  # pairs that hold some class (the recall denominator)
     none: torch.Tensor  # (N,) bool: the pair holds no class
+    #: (N,) how far the best score stands above the best score of any other class (either reading): the
+    #: pipeline's ambiguity gap (``extraction.mg_vmoe.RelationRule``); None where not computed
+    gap: torch.Tensor | None = None
 
 
 def pair_decisions(forward: torch.Tensor, backward: torch.Tensor, gold: list[int],
@@ -129,7 +132,20 @@ def pair_decisions(forward: torch.Tensor, backward: torch.Tensor, gold: list[int
     gold_t = torch.tensor(gold, dtype=torch.long)
     sym = torch.tensor([int(c) in symmetric for c in cls.tolist()], dtype=torch.bool)
     correct = (cls == gold_t) & (gold_t >= 0) & (~rev | sym)
-    return PairDecisions(best, correct, rev, int((gold_t >= 0).sum()), gold_t < 0)
+    if forward.shape[1] > 1:
+        others = torch.maximum(forward, backward).scatter(1, cls[:, None], float("-inf"))
+        gap = best - others.max(1).values
+    else:
+        gap = torch.full_like(best, float("inf"))
+    return PairDecisions(best, correct, rev, int((gold_t >= 0).sum()), gold_t < 0, gap)
+
+
+def with_min_gap(d: PairDecisions, min_gap: float | None) -> PairDecisions:
+    """``d`` with every pair whose best class stands less than ``min_gap`` above another class abstaining
+    (its best score -inf: no threshold keeps it); ``None``: ``d`` itself."""
+    if min_gap is None:
+        return d
+    return dataclasses.replace(d, best=torch.where(d.gap >= min_gap, d.best, torch.full_like(d.best, float("-inf"))))
 
 
 def f_beta(p, r, beta: float):
@@ -154,6 +170,7 @@ def calibrate_pair_threshold(d: PairDecisions, beta: float = PAIR_BETA) -> float
         return 0.0
     thresholds, p, r = pr_curve(d)
     f = f_beta(p, r, beta)
+    f = torch.where(torch.isfinite(thresholds), f, torch.full_like(f, -1.0))  # an abstaining pair is never kept
     k = int(f.argmax())
     return float(thresholds[k]) if f[k] > 0 else float("inf")
 

@@ -214,3 +214,24 @@ def test_the_validation_file_mix_keeps_only_pairs_of_the_validation_file():
     val = [pair("mnre/mnre_train.txt:3", "r"), pair("mnre/mnre_val.txt:7", "r"), pair("mnre/mnre_test.txt:1", "r")]
     split = ClassSplit("s", "mre", [], ["r"], [], [], val, [], "test", negatives=[pair("mnre/mnre_val.txt:9", "None")])
     assert [s.uid for s in validation_file_samples(split)] == ["mnre/mnre_val.txt:7"]
+
+
+def test_a_pair_that_reads_as_two_relations_abstains_under_the_ambiguity_gap():
+    from bench.zero_shot.relations import evaluate_system
+    from models.train import calibrate_pair_threshold, pair_metrics, with_min_gap
+
+    # pair 0: relation 0 clearly (gap 3); pair 1, a None pair scoring highest of all: relation 0 by only 0.2 over
+    # relation 1 read backwards; pair 2: relation 1 clearly (gap 3.5); pair 3: None, relation 1 by a hair.
+    forward = torch.tensor([[5.0, 2.0], [6.0, 1.0], [1.0, 4.5], [3.0, 3.1]])
+    backward = torch.tensor([[1.0, 1.0], [0.0, 5.8], [0.0, 2.5], [0.0, 0.0]])
+    d = pair_decisions(forward, backward, gold=[0, -1, 1, -1])
+    assert torch.allclose(d.gap, torch.tensor([3.0, 0.2, 3.5, 0.1]))
+    assert pair_metrics(d, 3.0)["kept"] == 4 and pair_metrics(d, 3.0)["micro_p"] == 50.0
+    gapped = with_min_gap(d, 1.0)
+    assert pair_metrics(gapped, 3.0)["kept"] == 2 and pair_metrics(gapped, 3.0)["micro_p"] == 100.0
+    assert with_min_gap(d, None) is d
+    assert calibrate_pair_threshold(with_min_gap(d, 10.0)) == float("inf")  # nothing passes: no threshold keeps
+    # the benchmark chooses the gap (and its threshold) on validation, then applies both to test once
+    run = evaluate_system(lambda: d, lambda: d, gaps=(None, 1.0))
+    assert run["min_gap"] == 1.0 and run["test"]["micro_p"] == 100.0 and run["test"]["none_given_relation"] == 0
+    assert "min_gap" not in evaluate_system(lambda: d, lambda: d)
