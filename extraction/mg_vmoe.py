@@ -39,7 +39,7 @@ from extraction.zero_shot import agree_on_types, best_reading_per_pair, decided_
 from mmkg.identity import entity_name
 from mmkg.images import load_image_rgb
 from mmkg.ontology import Ontology
-from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
+from mmkg.records import Mention, Post, RelationMention, TypedMention
 from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, Checkpoint, load_checkpoint
 from models.features import embed_surfaces
 from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, relation_label_embeddings, token_span

@@ -4,7 +4,6 @@ the graph scored with Cypher against gold. See ``bench/graph_quality/__init__.py
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
 import json
@@ -33,7 +32,6 @@ from bench.graph_quality.scoring import (
     relation_name,
     score_entities,
     score_relations,
-    spacy_coarse_type,
     spacy_ontology_type,
     split_leaked,
     WNUT_TO_COARSE,
