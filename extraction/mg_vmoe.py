@@ -42,7 +42,8 @@ from mmkg.ontology import Ontology
 from mmkg.records import Mention, Post, RelationMention, TypedMention
 from models.checkpoint import DEFAULT_ENTITY_CHECKPOINT, DEFAULT_RELATION_CHECKPOINT, Checkpoint, load_checkpoint
 from models.features import embed_surfaces
-from models.modeling import ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, relation_label_embeddings, token_span
+from models.modeling import (ImageRegionEncoder, MGVMoEBatch, TextTokenEncoder, relation_label_embeddings,
+                             score_gap, token_span)
 
 log = logging.getLogger(__name__)
 
@@ -362,17 +363,17 @@ class MGVMoEExtractor:
         # The best *allowed* relation, kept by the checkpoint's decision rule (``relation_rule``) on raw scores;
         # its written score is the softmax over every relation of the ontology, so a pair with one allowed
         # relation is not made certain by the rule.
+        chosen = torch.tensor([max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))
+                               for (_, _, allowed), raw in zip(candidates, scores)], dtype=torch.long)
         kept = []
-        for (head, tail, allowed), raw, p in zip(candidates, scores, scores.softmax(-1)):
-            best = max((names.index(r.name) for r in allowed), key=lambda i: float(raw[i]))
+        for (head, tail, _), raw, p, best, gap in zip(candidates, scores, scores.softmax(-1), chosen.tolist(),
+                                                      score_gap(scores, chosen).tolist()):
             if float(raw[best]) < rule.min_score:
                 self.stats["abstained_pairs"] += 1
                 continue
-            if rule.min_gap > float("-inf") and len(names) > 1:
-                runner_up = float(torch.cat([raw[:best], raw[best + 1:]]).max())
-                if float(raw[best]) - runner_up < rule.min_gap:
-                    self.stats["abstained_pairs_ambiguous"] += 1
-                    continue
+            if gap < rule.min_gap:
+                self.stats["abstained_pairs_ambiguous"] += 1
+                continue
             kept.append((RelationMention(head.mention.post_id, head, tail, names[best], float(p[best]),
                                          self.model_version, ontology.label_set_id), float(raw[best])))
         out = best_reading_per_pair(kept)

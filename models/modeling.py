@@ -631,6 +631,15 @@ class MGVMoE(nn.Module):
         return MGVMoEOutput(scores, loss, losses, nodes, attention)
 
 
+def score_gap(scores: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """(N,) how far each row's ``chosen`` class (N,) stands above the best of its other classes in ``scores``
+    (N, C): the relation stage's ambiguity gap (``extraction.mg_vmoe.RelationRule``); +inf with one class."""
+    if scores.shape[1] < 2:
+        return torch.full((scores.shape[0],), float("inf"), dtype=scores.dtype)
+    own = scores.gather(1, chosen[:, None]).squeeze(1)
+    return own - scores.scatter(1, chosen[:, None], float("-inf")).max(1).values
+
+
 def relation_label_embeddings(labels: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
     """(C, 3, H) class embeddings of relations: the relation's label text, the text of its head argument type
     and of its tail argument type (each (C, H)). ``MGVMoE`` reads row 0 as the class; with

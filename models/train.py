@@ -25,7 +25,7 @@ from tqdm import tqdm
 from models.config import PIPELINE_CANDIDATES, MGVMoEConfig
 from models.data import ClassSplit, Sample, load_split, samples_fingerprint, validation_file_samples
 from models.features import FeatureCache, FeatureStore
-from models.modeling import MGVMoE, concat_batches, seed_everything, training_step
+from models.modeling import MGVMoE, concat_batches, score_gap, seed_everything, training_step
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,7 @@ def pair_decisions(forward: torch.Tensor, backward: torch.Tensor, gold: list[int
     gold_t = torch.tensor(gold, dtype=torch.long)
     sym = torch.tensor([int(c) in symmetric for c in cls.tolist()], dtype=torch.bool)
     correct = (cls == gold_t) & (gold_t >= 0) & (~rev | sym)
-    if forward.shape[1] > 1:
-        others = torch.maximum(forward, backward).scatter(1, cls[:, None], float("-inf"))
-        gap = best - others.max(1).values
-    else:
-        gap = torch.full_like(best, float("inf"))
+    gap = score_gap(torch.maximum(forward, backward), cls)  # either reading of every other class
     return PairDecisions(best, correct, rev, int((gold_t >= 0).sum()), gold_t < 0, gap)
 
 

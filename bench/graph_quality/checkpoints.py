@@ -32,3 +32,17 @@ def relation_checkpoint_for(scored_relations: list[str], requested: str = "", ze
                          "measure a checkpoint of the seed-0 split (python -m models.train --split mnre-pipeline "
                          "--preset shipped --out DIR; --relation-checkpoint DIR), or score --mnre-part product")
     return requested
+
+
+def relation_checkpoint_card(path: str) -> dict:
+    """What an MNRE part measured, for its report: the relation checkpoint's folder ("" = the shipped one), split,
+    trained relations and weights hash, from its card as ``models.checkpoint.read_verified_card`` checks it."""
+    from models.checkpoint import DEFAULT_RELATION_CHECKPOINT, read_verified_card
+
+    folder = Path(path) if path else DEFAULT_RELATION_CHECKPOINT
+    card = read_verified_card(folder)
+    root, resolved = Path(__file__).resolve().parents[2], folder.resolve()
+    return {"path": str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(folder),
+            "name": card.get("name"), "split": card.get("data", {}).get("name"),
+            "trained_relations": card.get("labels", {}).get("train", []),
+            "weights_sha256_12": card["weights_sha256"][:12]}

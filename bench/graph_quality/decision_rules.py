@@ -49,6 +49,7 @@ def scored_candidates(mnre: dict, relation_checkpoint: str = "") -> tuple[list[d
     import torch
 
     from extraction.detection import EntityDetector
+    from models.modeling import score_gap
     from extraction.pipeline import extractor_for
     from mmkg.identity import entity_id, entity_name
 
@@ -68,7 +69,7 @@ def scored_candidates(mnre: dict, relation_checkpoint: str = "") -> tuple[list[d
         out.append({
             "allowed": {r.name: float(row[names.index(r.name)]) for r in allowed},
             "post_id": head.mention.post_id, "relation": names[best], "raw": float(row[best]), "p": float(p[best]),
-            "gap": float(row[best] - torch.cat([row[:best], row[best + 1:]]).max()) if len(names) > 1 else float("inf"),
+            "gap": float(score_gap(row[None], torch.tensor([best]))[0]),
             "spans": tuple(sorted([(head.mention.start, head.mention.end), (tail.mention.start, tail.mention.end)])),
             "head_id": entity_id(hn, head.entity_type), "tail_id": entity_id(tn, tail.entity_type),
             "head_name": hn, "tail_name": tn,

@@ -300,21 +300,6 @@ def relation_name_to_mnre(name: str) -> str:
     return "/" + name.replace("_", "/", 2)
 
 
-def relation_checkpoint_card(path: str) -> dict:
-    """What the MNRE part measured: the relation checkpoint's folder, split, trained relations and weights hash."""
-    import hashlib
-
-    from models.checkpoint import DEFAULT_RELATION_CHECKPOINT
-
-    folder = Path(path) if path else DEFAULT_RELATION_CHECKPOINT
-    card = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
-    weights = folder / "heads.safetensors"
-    shown = str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder)
-    return {"path": shown, "name": card.get("name"), "split": card.get("data", {}).get("name"),
-            "trained_relations": card.get("labels", {}).get("train", []),
-            "weights_sha256_12": hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None}
-
-
 def load_extractor(name: str, entity_checkpoint: str = "", relation_checkpoint: str = ""):
     from extraction.pipeline import extractor_for
 
@@ -541,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     mnre = timed("prepare_mnre_s", prepare_mnre, data, args.limit, args.mnre_part) if relation_systems else None
     relation_checkpoint = args.relation_checkpoint
     if mnre is not None and "mg-vmoe" in {s.split("+")[0] for s in relation_systems}:
-        from bench.graph_quality.checkpoints import relation_checkpoint_for
+        from bench.graph_quality.checkpoints import relation_checkpoint_card, relation_checkpoint_for
 
         relation_checkpoint = timed("relation_checkpoint_s", relation_checkpoint_for, mnre["test_relations"],
                                     args.relation_checkpoint, args.mnre_part in ZERO_SHOT_PARTS)
