@@ -48,6 +48,19 @@ How the spaCy detector processes a batch of posts:
    spans, then earlier ones), so a post never carries two overlapping mentions. Output order is
    deterministic: post order, then (start, end).
 
+**Posts in a language the detector does not read.** Both detectors read English (the tagger was trained
+on English tweets, spaCy's ``en_core_web_sm`` on English text: ``READ_LANGUAGES``). In a post whose ``lang``
+names another language (its primary subtag: ``pt-BR`` is ``pt``), their span boundaries are guesses: the
+tagger glues a preposition or a verb of that language to a name ("Aurora Festival de", "Ana Costa voltou",
+"Lantern Night Market de Taipei"). There each span keeps only its runs of capitalised words (a word whose
+first cased letter is upper case; words without cased letters, such as numbers or a caseless script, go
+with the run they touch): capitals are the evidence that does not depend on reading the language. So a
+span is cut to "Aurora Festival", split into "Lantern Night Market" and "Taipei", and one with no capitalised
+word is dropped; a hashtag or a handle is kept as found (one token, whatever the language); a span with no
+cased letter at all (Hangul, Kana, Han) is left as it is (the typer abstains
+on scripts it cannot read, ``extraction.pipeline.readable_script``). Posts without ``lang`` are read as
+English. ``stats`` counts the posts and the spans this changed (the run report shows them).
+
 With the tagger, URLs and emoji are never part of a mention either: its spans are cut there, as
 spaCy's are. No detector's span over ``MAX_MENTION_CHARS`` (or normalising to a name over
 ``MAX_NAME_BYTES``) is kept: entity names are Neo4j index keys.
@@ -58,6 +71,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +102,11 @@ TWEET_RULES: tuple[str, ...] = ("handles", "split_sigils", "trim")
 DEFAULT_TAGGER_RULES: frozenset[str] = frozenset()
 #: ``mention_checkpoint`` values that turn the tagger off (spaCy + rules only).
 NO_TAGGER = frozenset({"none", "off"})
+
+#: Languages (primary subtags of a post's ``lang``) whose text the detectors read: the shipped tagger was trained
+#: on English tweets (Twitter-2017, WNUT-16) and the spaCy fallback is English. Elsewhere spans keep only their
+#: capitalised words (module docstring).
+READ_LANGUAGES: frozenset[str] = frozenset({"en"})
 
 #: Longest ``@handle`` body taken as a mention, in characters (platforms allow 15-30); a longer one
 #: is no handle anyone has, and is not a mention.
@@ -183,6 +202,8 @@ class EntityDetector:
     ``rules``: which of ``RULES`` to apply (default: ``DEFAULT_TAGGER_RULES`` with the tagger, all of
     ``RULES`` with spaCy; see the module docstring).
     ``batch_size``: texts per tagger / ``nlp.pipe`` batch.
+    ``read_languages``: languages read as written (default ``READ_LANGUAGES``); in a post in another language
+    spans keep only their capitalised words (module docstring), counted in ``stats``.
     """
 
     def __init__(
@@ -195,6 +216,7 @@ class EntityDetector:
         nlp=None,
         mention_checkpoint: str | Path | None = "auto",
         tagger=None,
+        read_languages: Iterable[str] = READ_LANGUAGES,
     ) -> None:
         if rules is not None and set(rules) - set(RULES):
             raise ValueError(f"unknown detection rules {sorted(set(rules) - set(RULES))}; known: {list(RULES)}")
@@ -215,6 +237,10 @@ class EntityDetector:
         self.model = model
         self.labels = frozenset(labels)
         self.batch_size = batch_size
+        self.read_languages = frozenset(lang.casefold() for lang in read_languages)
+        #: ``posts_other_language``: posts in a language not read; ``spans_cut_to_capitals``: their spans
+        #: shortened, split or dropped (each one counted once)
+        self.stats: Counter = Counter()
         self.nlp = None
         if self.mode == "tagger" and "proper_nouns" not in self.rules:
             return  # spaCy is not needed at all
@@ -231,7 +257,9 @@ class EntityDetector:
     def detect(self, posts: Sequence[Post]) -> list[Mention]:
         """Mentions of all posts: post order, then (start, end); never overlapping within a post."""
         out: list[Mention] = []
-        for post, spans in zip(posts, self.detect_texts([p.text for p in posts])):
+        capitals_only = [not self.reads(p.lang) for p in posts]
+        self.stats["posts_other_language"] += sum(capitals_only)
+        for post, spans in zip(posts, self.detect_texts([p.text for p in posts], capitals_only)):
             out.extend(
                 Mention(
                     post_id=post.id,
@@ -245,15 +273,23 @@ class EntityDetector:
             )
         return out
 
-    def detect_texts(self, texts: Sequence[str]) -> list[list[DetectedSpan]]:
-        """Spans of each text, in input order; each list sorted by (start, end), no overlaps."""
+    def reads(self, lang: str | None) -> bool:
+        """Whether a post declared in ``lang`` is read as written (no ``lang``: yes, read as English)."""
+        if not lang or not lang.strip():
+            return True
+        return re.split(r"[-_]", lang.strip(), maxsplit=1)[0].casefold() in self.read_languages
+
+    def detect_texts(self, texts: Sequence[str], capitals_only: Sequence[bool] | None = None) -> list[list[DetectedSpan]]:
+        """Spans of each text, in input order; each list sorted by (start, end), no overlaps. ``capitals_only``
+        marks the texts in a language the detector does not read (their spans keep only capitalised words)."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         tagged = self.tagger.predict(texts, batch_size=self.batch_size) if self.tagger is not None else None
         docs = self.nlp.pipe([spacy_view(t) for t in texts], batch_size=self.batch_size) if self.nlp else None
         out = []
         for i, text in enumerate(texts):
             doc = next(docs) if docs is not None else None
-            out.append(self.combine(text, doc=doc, tagged=tagged[i] if tagged is not None else None))
+            out.append(self.combine(text, doc=doc, tagged=tagged[i] if tagged is not None else None,
+                                    capitals_only=bool(capitals_only and capitals_only[i])))
         return out
 
     def spans_for_doc(self, text: str, doc) -> list[DetectedSpan]:
@@ -268,8 +304,10 @@ class EntityDetector:
         once and compare rule sets."""
         return self.combine(text, tagged=tagged)
 
-    def combine(self, text: str, doc=None, tagged: Sequence[tuple[int, int]] | None = None) -> list[DetectedSpan]:
-        """The rules over spaCy's ``doc`` of ``spacy_view(text)`` and/or the tagger's raw spans."""
+    def combine(self, text: str, doc=None, tagged: Sequence[tuple[int, int]] | None = None,
+                capitals_only: bool = False) -> list[DetectedSpan]:
+        """The rules over spaCy's ``doc`` of ``spacy_view(text)`` and/or the tagger's raw spans; with
+        ``capitals_only`` (a language not read) each span keeps only its capitalised words."""
         rules = self.rules
         # Characters no mention may contain: URLs and emoji always, sigils when splitting there.
         masked = _masked_positions(text)
@@ -280,7 +318,13 @@ class EntityDetector:
         candidates: list[DetectedSpan] = []
 
         def add(start: int, end: int, detector: str, label: str | None = None) -> None:
-            for a, b in _cut(start, end, breaks):
+            pieces = _cut(start, end, breaks)
+            if capitals_only:  # a hashtag or handle is one token in any language: kept as the detector found it
+                kept = [run for a, b in pieces
+                        for run in ([(a, b)] if a and text[a - 1] in "#@" else capitalised_runs(text, a, b))]
+                self.stats["spans_cut_to_capitals"] += kept != pieces
+                pieces = kept
+            for a, b in pieces:
                 if "trim" in rules:
                     trimmed = _trim(text, a, b)
                     if trimmed is None:
@@ -309,6 +353,28 @@ class EntityDetector:
             for a, b in _proper_noun_runs(doc, text):
                 add(a, b, "propn")
         return _resolve(candidates)
+
+
+def capitalised_runs(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The runs of capitalised words of ``text[start:end]`` (a word: between white space; capitalised: its first
+    cased letter is upper case). A word with no cased letter (a number, a caseless script) joins the run it
+    touches but starts none; a span with no cased letter at all is returned whole."""
+    words = [(start + m.start(), start + m.end()) for m in re.finditer(r"\S+", text[start:end])]
+    if not any(ch.islower() or ch.isupper() for ch in text[start:end]):
+        return [(start, end)] if words else []
+    runs: list[list[tuple[int, int, bool]]] = []
+    current: list[tuple[int, int, bool]] = []
+    for a, b in words:
+        first = next((ch for ch in text[a:b] if ch.islower() or ch.isupper()), None)
+        if first is not None and first.islower():
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            current.append((a, b, first is not None))
+    if current:
+        runs.append(current)
+    return [(run[0][0], run[-1][1]) for run in runs if any(cased for *_, cased in run)]
 
 
 def _fits_index(span: str) -> bool:

@@ -193,9 +193,18 @@ def read_counts(plan: IntervalPlan) -> dict:
 def detect_shard(shard: dict) -> dict:
     """Entity mentions of a shard's posts -> ``mentions.parquet``."""
     posts = staging.read_posts(staging.shard_file(shard, "posts"))
-    mentions = _detector().detect(posts) if posts else []  # an empty shard loads no model
+    if not posts:  # an empty shard loads no model
+        staging.write_records(staging.shard_file(shard, "mentions"), [], Mention)
+        return {**shard, "mentions": 0, "posts_other_language": 0, "spans_cut_to_capitals": 0}
+    detector = _detector()
+    before = Counter(detector.stats)
+    mentions = detector.detect(posts)
     staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
-    return {**shard, "mentions": len(mentions)}
+    stats = Counter(detector.stats)
+    stats.subtract(before)
+    # Posts in a language the detector does not read: their spans kept only capitalised words (detection docs).
+    return {**shard, "mentions": len(mentions), "posts_other_language": stats["posts_other_language"],
+            "spans_cut_to_capitals": stats["spans_cut_to_capitals"]}
 
 
 def type_shard(shard: dict, plan: IntervalPlan) -> dict:
@@ -425,6 +434,8 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "entities_typed": sum(load.get("typed_mentions", 0) for load in loads),
         "mentions_abstained": sum(load.get("mentions_abstained", 0) for load in loads),
         "mentions_unreadable_script": sum(load.get("mentions_unreadable_script", 0) for load in loads),
+        "posts_other_language": sum(load.get("posts_other_language", 0) for load in loads),
+        "spans_cut_to_capitals": sum(load.get("spans_cut_to_capitals", 0) for load in loads),
         "images_unusable_by_the_model": sum(load.get("images_unusable", 0) for load in loads),
         "images_changed_since_staging": sum(load.get("images_changed_since_staging", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),

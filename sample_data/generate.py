@@ -2,8 +2,8 @@
 
 Run with the project's Python (it needs Pillow and pyarrow)::
 
-    python sample_data/generate.py            # rewrites sample_data/landing and expected.json
-    python sample_data/generate.py --out DIR  # writes DIR/landing and DIR/expected.json
+    python sample_data/generate.py            # rewrites sample_data/landing, expected.json, gold_entities.json
+    python sample_data/generate.py --out DIR  # writes them under DIR
 
 Everything here is authored for this project: the people, teams, bands, companies and products
 are invented (cities and countries are real). The output is deterministic.
@@ -445,6 +445,107 @@ DAY3_PARQUET = [
 ]
 
 
+
+# --- gold entities -------------------------------------------------------------------------------
+# Every person, team, place, event, company and product the valid posts name, with the ontology type(s)
+# that are right for it (ontology/ontology.yaml; a band or a team is an Organization, an album or a
+# train service a Product) and every surface a post names it by: the name as written, hashtags and
+# handles that stand for it. ``gold_entities.json`` lists, per valid post, the entities it names (a
+# surface found in its text, whole words, longest first, invisible characters removed as
+# ``mmkg.identity`` removes them); ``bench.demo_quality`` scores the demo's graph against it. Written
+# once from what each post says, not from any run. Text in a script the models do not read (the Korean
+# and Japanese posts) is not annotated: the pipeline abstains there by design (run report).
+
+
+@dataclass(frozen=True)
+class GoldEntity:
+    name: str
+    types: tuple[str, ...]  # right types, the first the most natural one
+    kind: str  # person | team | place | event | organization | product
+    surfaces: tuple[str, ...] = ()  # other ways a post names it (the name itself is always one)
+
+
+SAMPLE_ENTITIES = [
+    # people
+    GoldEntity("Marta Silva", ("Person",), "person", ("@martasilva9",)),
+    GoldEntity("Ana Costa", ("Person",), "person", ("@anacosta10",)),
+    GoldEntity("Jon Park", ("Person",), "person", ("#JonPark",)),
+    GoldEntity("Min Seo-yeon", ("Person",), "person"),
+    GoldEntity("Kofi Mensah", ("Person",), "person", ("@kofi_runs",)),
+    GoldEntity("Tom Adeyemi", ("Person",), "person"),
+    GoldEntity("Priya Nair", ("Person",), "person", ("@priyanairmusic",)),
+    GoldEntity("Tomas Reyes", ("Person",), "person", ("DJ Tomas Reyes",)),
+    GoldEntity("Lena Vogt", ("Person",), "person"),
+    GoldEntity("Dana Whitfield", ("Person",), "person"),
+    GoldEntity("Raj Malhotra", ("Person",), "person"),
+    GoldEntity("Sofia Marin", ("Person",), "person", ("@sofiamarin_travels",)),
+    GoldEntity("Grace Okafor", ("Person",), "person"),
+    GoldEntity("Lucas Moreau", ("Person",), "person"),
+    # teams
+    GoldEntity("Lisbon Falcons", ("Organization",), "team", ("#LisbonFalcons", "Falcons")),
+    GoldEntity("Riverside Rovers", ("Organization",), "team", ("@RiversideRovers", "#RRFC")),
+    GoldEntity("Seoul Tigers", ("Organization",), "team", ("#SeoulTigers",)),
+    GoldEntity("Hanbit Comets", ("Organization",), "team", ("#HanbitComets",)),
+    # bands, labels, companies, accounts of organisations
+    GoldEntity("The Glass Owls", ("Organization",), "organization", ("#TheGlassOwls",)),
+    GoldEntity("Northwind Records", ("Organization",), "organization"),
+    GoldEntity("Corvid Labs", ("Organization",), "organization", ("#CorvidLabs",)),
+    GoldEntity("Helix Dynamics", ("Organization",), "organization", ("#HelixDynamics",)),
+    GoldEntity("Alpine Rail Co.", ("Organization",), "organization", ("@AlpineRailCo", "#AlpineRail")),
+    GoldEntity("AtlanticCupHQ", ("Organization",), "organization", ("@AtlanticCupHQ",)),
+    GoldEntity("gadgetdesk", ("Organization",), "organization", ("@gadgetdesk",)),
+    # events
+    GoldEntity("Aurora Festival", ("Event",), "event", ("#AuroraFest",)),
+    GoldEntity("Coastline Games", ("Event",), "event", ("#CoastlineGames",)),
+    GoldEntity("Atlantic Cup", ("Event",), "event", ("#AtlanticCup",)),
+    GoldEntity("ByteConf 2026", ("Event",), "event", ("ByteConf", "#ByteConf")),
+    GoldEntity("Lantern Night Market", ("Event", "Location"), "event"),
+    # products and works
+    GoldEntity("Nimbus X2", ("Product",), "product", ("#NimbusX2",)),
+    GoldEntity("Pulse Watch 3", ("Product",), "product", ("#PulseWatch3",)),
+    GoldEntity("Pulse Watch 4", ("Product",), "product"),
+    GoldEntity("Monsoon Letters", ("Product",), "product", ("#MonsoonLetters",)),
+    GoldEntity("Glacier Line", ("Product",), "product"),
+    # places
+    *(GoldEntity(name, ("Location",), "place", tuple(f"#{name}" for _ in range(tag))) for name, tag in (
+        ("Lisbon", 0), ("Lisboa", 1), ("Busan", 0), ("Accra", 0), ("Durban", 0), ("Porto", 0), ("Manchester", 0),
+        ("Bergen", 0), ("Berlin", 1), ("Oslo", 1), ("Daejeon", 0), ("Tallinn", 0), ("Austin", 0), ("TX", 0),
+        ("Singapore", 0), ("Valencia", 0), ("Kyoto", 1), ("Osaka", 0), ("Kansai", 0), ("Taipei", 1),
+        ("Zurich", 0), ("Milan", 0), ("Vienna", 0), ("Reykjavik", 0), ("Iceland", 1), ("Lagos", 0),
+        ("Portugal", 0), ("Nigeria", 0), ("Chamonix", 0), ("Lyon", 1), ("Helsinki", 0), ("Nairobi", 0),
+        ("Tagus", 0), ("Alps", 0), ("Algarve", 0))),
+]
+#: Surfaces matched case-insensitively only for these hashtags written in lower case by the posts.
+_LOWERCASE_TAGS = {"#alps": "Alps", "#algarve": "Algarve"}
+_INVISIBLE = "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+
+
+def gold_mentions(text: str) -> list[str]:
+    """The names of the ``SAMPLE_ENTITIES`` a post's text names, in order of first appearance."""
+    import re
+
+    visible = text.translate({ord(c): None for c in _INVISIBLE})
+    surfaces = [(s, e.name) for e in SAMPLE_ENTITIES for s in (e.name, *e.surfaces)]
+    surfaces += [(tag, name) for tag, name in _LOWERCASE_TAGS.items()]
+    taken: list[tuple[int, int, str]] = []
+    for surface, name in sorted(surfaces, key=lambda x: -len(x[0])):
+        for m in re.finditer(r"(?<![\w#@])" + re.escape(surface) + r"(?!\w)", visible):
+            if not any(a < m.end() and m.start() < b for a, b, _ in taken):
+                taken.append((m.start(), m.end(), name))
+    return list(dict.fromkeys(name for _, _, name in sorted(taken)))
+
+
+def gold_entities(valid_posts: list[dict]) -> dict:
+    return {
+        "description": "The entities each valid sample post names, with their right ontology types "
+        "(sample_data/generate.py SAMPLE_ENTITIES; bench.demo_quality scores the demo graph against it). "
+        "'names' are every surface of an entity normalised as mmkg.identity.normalize_name does.",
+        "entities": [{"name": e.name, "types": list(e.types), "kind": e.kind, "surfaces": [e.name, *e.surfaces]}
+                     for e in SAMPLE_ENTITIES],
+        "posts": {str(p["id"]): {"lang": p.get("lang") or "en", "entities": gold_mentions(p["text"])}
+                  for p in valid_posts},
+    }
+
 # --- writing and expectations -------------------------------------------------------------------
 
 
@@ -570,6 +671,9 @@ def generate(out: Path) -> dict:
         "totals": {k: v for k, v in totals.as_dict().items() if k != "quarantine"},
     }
     (out / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    valid = DAY1 + DAY2 + DAY3 + DAY3_NDJSON_GZ + [obj for obj, reason in DAY3_PARQUET if reason is None]
+    (out / "gold_entities.json").write_text(
+        json.dumps(gold_entities(valid), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return expected
 
 

@@ -226,3 +226,58 @@ def test_a_surface_of_signs_never_gives_a_nameless_entity():
     for surface in ("@__", "#_", "@", "...", "\u200b@__"):
         assert normalize_name(surface), repr(surface)
     assert normalize_name("@__") == "@__"
+
+
+class _SpansTagger:
+    """Stands in for the trained tagger: returns the character spans it is given for each text."""
+
+    def __init__(self, spans: dict[str, list[tuple[int, int]]]) -> None:
+        self.spans = spans
+
+    def predict(self, texts, batch_size=64):
+        return [self.spans.get(t, []) for t in texts]
+
+
+def _span_of(text: str, surface: str) -> tuple[int, int]:
+    start = text.index(surface)
+    return start, start + len(surface)
+
+
+def test_capitalised_runs_cut_split_and_drop():
+    from extraction.detection import capitalised_runs
+
+    def runs(s: str) -> list[str]:
+        return [s[a:b] for a, b in capitalised_runs(s, 0, len(s))]
+
+    assert runs("Aurora Festival de") == ["Aurora Festival"]
+    assert runs("Lantern Night Market de Taipei") == ["Lantern Night Market", "Taipei"]
+    assert runs("Ana Costa voltou") == ["Ana Costa"]
+    assert runs("Pulse Watch 3") == ["Pulse Watch 3"]  # a number goes with the run it touches
+    assert runs("2026 de Lyon") == ["Lyon"]  # ... but starts none
+    assert runs("Min Seo-yeon") == ["Min Seo-yeon"]
+    assert runs("de la") == []
+    assert runs("오늘") == ["오늘"]  # no cased letter at all: left to the typer's script check
+
+
+def test_posts_in_a_language_not_read_keep_only_capitalised_words_and_are_counted():
+    es = "¡Tomas Reyes en el Aurora Festival de Bergen! Qué noche #música @dj_tomas"
+    en = "Lineup for the Aurora Festival de luxe edition"
+    spans = {es: [_span_of(es, "Tomas Reyes"), _span_of(es, "Aurora Festival de Bergen"), _span_of(es, "música"),
+                  _span_of(es, "dj_tomas")],
+             en: [_span_of(en, "Aurora Festival de luxe")]}
+    det = EntityDetector(tagger=_SpansTagger(spans), rules=set())
+    posts = [Post(id="es", text=es, created_at="2026-01-01T00:00:00+00:00", lang="es"),
+             Post(id="pt", text=es, created_at="2026-01-01T00:00:00+00:00", lang="pt-BR"),
+             Post(id="en", text=en, created_at="2026-01-01T00:00:00+00:00", lang="en-GB"),
+             Post(id="none", text=en, created_at="2026-01-01T00:00:00+00:00")]
+    mentions = det.detect(posts)
+    by_post = {p.id: [m.text for m in mentions if m.post_id == p.id] for p in posts}
+    # Cut and split at the lower-case words; a hashtag and a handle are kept as found.
+    assert by_post["es"] == by_post["pt"] == ["Tomas Reyes", "Aurora Festival", "Bergen", "música", "dj_tomas"]
+    # English, or no language given: read as written.
+    assert by_post["en"] == by_post["none"] == ["Aurora Festival de luxe"]
+    assert det.stats["posts_other_language"] == 2
+    assert det.stats["spans_cut_to_capitals"] == 2  # one span per Spanish-language post
+    assert det.reads("EN") and det.reads(None) and det.reads(" ") and not det.reads("es")
+    assert EntityDetector(tagger=_SpansTagger(spans), rules=set(), read_languages=["en", "es"]).detect(posts[:1])[1].text \
+        == "Aurora Festival de Bergen"
