@@ -16,7 +16,8 @@ span past the encoder's ``max_length`` is re-read from a window of text around i
 
 Abstention: a mention whose best type's raw score is under the checkpoint's calibrated ``min_score``
 (chosen on validation classes, never test; a raw score does not depend on how many labels the
-ontology has) becomes ``records.OTHER_TYPE``; a pair yields its best allowed relation only under the
+ontology has), or whose surface form's agreed type does not beat another type by the card's
+``thresholds.decision.min_gap`` (``type_min_gap``), becomes ``records.OTHER_TYPE``; a pair yields its best allowed relation only under the
 relation checkpoint's decision rule (``relation_rule``: the calibrated threshold, moved by a margin chosen end
 to end on the development protocol, and a minimum raw gap to every other relation of the ontology). The ``score`` written is the softmax probability
 over all of the ontology's types / relations. An image that cannot be opened is
@@ -294,6 +295,14 @@ class MGVMoEExtractor:
         mean) under it abstains."""
         return float(self.met.thresholds.get("min_score", float("-inf")))
 
+    @property
+    def type_min_gap(self) -> float | None:
+        """The entity checkpoint's ``thresholds.decision.min_gap`` (chosen end to end on development sets,
+        ``bench.graph_quality.type_rules``): a surface form whose agreed type beats another type by fewer raw
+        points abstains (``zero_shot.agree_on_types``); None when the card has none."""
+        gap = (self.met.thresholds.get("decision") or {}).get("min_gap")
+        return None if gap is None else float(gap)
+
     def forget_posts(self) -> None:
         """Drop the post token states and image tokens kept for ``extract_relations``."""
         self._images.clear()
@@ -336,7 +345,8 @@ class MGVMoEExtractor:
             return [], scores
         # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
         keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
-        agreed = agree_on_types(keys, scores, self.min_type_score, parents=ontology.parent_indices())
+        agreed = agree_on_types(keys, scores, self.min_type_score, parents=ontology.parent_indices(),
+                                min_gap=self.type_min_gap)
         return self.typed_from_scores(mentions, scores, agreed, ontology), scores
 
     def type_mentions(self, posts: Mapping[str, Post], mentions: Sequence[Mention], ontology: Ontology) -> list[TypedMention]:

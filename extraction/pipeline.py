@@ -229,7 +229,8 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
     stats_before = Counter(getattr(extractor, "stats", {}))
     if hasattr(extractor, "type_mentions_scored"):  # its raw scores are the run-wide agreement's evidence
         typed, raw = extractor.type_mentions_scored(posts, readable, ontology)
-        write_type_evidence(shard, posts, typed, raw, extractor.min_type_score, ontology)
+        write_type_evidence(shard, posts, typed, raw, extractor.min_type_score, ontology,
+                            getattr(extractor, "type_min_gap", None))
     else:
         typed = extractor.type_mentions(posts, readable, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
@@ -254,8 +255,10 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
     }
 
 
-def write_type_evidence(shard: dict, posts: dict, typed: list[TypedMention], raw, min_score: float, ontology) -> None:
-    """The shard's ``type_scores`` file: each typed mention's surface key, shard decision and raw scores."""
+def write_type_evidence(shard: dict, posts: dict, typed: list[TypedMention], raw, min_score: float, ontology,
+                        min_gap: float | None = None) -> None:
+    """The shard's ``type_scores`` file: each typed mention's surface key, shard decision and raw scores, with the
+    typer's decision rule (``min_score``, ``min_gap``) that ``agree_run_types`` applies again."""
     from mmkg.identity import entity_name
 
     staging.write_type_scores(staging.shard_file(shard, "type_scores"), staging.TypeScores(
@@ -264,6 +267,7 @@ def write_type_evidence(shard: dict, posts: dict, typed: list[TypedMention], raw
         spans=tuple((t.mention.start, t.mention.end) for t in typed),
         keys=tuple(entity_name(t.mention, {t.mention.post_id: posts[t.mention.post_id].text}) for t in typed),
         shard_types=tuple(t.entity_type for t in typed), scores=tuple(tuple(map(float, r)) for r in raw.tolist()),
+        min_gap=min_gap,
     ))  # fmt: skip
 
 
@@ -311,12 +315,14 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
         names = [e.name for e in ontology.entity_types]
         first = evidence[0][1]
         for _, ts in evidence:
-            if (list(ts.entity_types), ts.label_set_id, ts.min_score) != (names, ontology.label_set_id, first.min_score):
+            if (list(ts.entity_types), ts.label_set_id, ts.min_score, ts.min_gap) != (
+                    names, ontology.label_set_id, first.min_score, first.min_gap):
                 raise RuntimeError(f"type scores of one run disagree on label set or typer ({ts.label_set_id}, "
-                                   f"{ts.min_score} vs {ontology.label_set_id}, {first.min_score}); re-run the interval")
+                                   f"{ts.min_score}, {ts.min_gap} vs {ontology.label_set_id}, {first.min_score}, "
+                                   f"{first.min_gap}); re-run the interval")
         keys = [k for _, ts in evidence for k in ts.keys]
         raw = torch.tensor([r for _, ts in evidence for r in ts.scores], dtype=torch.float32).reshape(len(keys), len(names))
-        decided = agree_on_types(keys, raw, first.min_score, parents=ontology.parent_indices())
+        decided = agree_on_types(keys, raw, first.min_score, parents=ontology.parent_indices(), min_gap=first.min_gap)
         for j, key in enumerate(keys):  # a person's word beats the scores
             if key in plan.type_decisions:
                 decided[j] = names.index(plan.type_decisions[key])

@@ -283,6 +283,7 @@ def read_relations(path: str | Path) -> list[RelationMention]:
 
 _META_TYPES = b"mmkg.entity_types"
 _META_MIN_SCORE = b"mmkg.min_score"
+_META_MIN_GAP = b"mmkg.min_gap"
 _META_LABEL_SET = b"mmkg.label_set_id"
 
 
@@ -290,7 +291,8 @@ _META_LABEL_SET = b"mmkg.label_set_id"
 class TypeScores:
     """One shard's typing evidence: per typed mention (post id, span), its surface form's key (the entity
     name), the type its shard decided (``shard_types``, ``OTHER_TYPE`` when abstaining) and its raw score
-    for each of ``entity_types``; with the typer's ``min_score`` and the label set they were scored under."""
+    for each of ``entity_types``; with the typer's ``min_score`` and ``min_gap`` (None: none) and the label set they
+    were scored under."""
 
     entity_types: tuple[str, ...]
     min_score: float
@@ -300,6 +302,7 @@ class TypeScores:
     keys: tuple[str, ...] = ()
     shard_types: tuple[str, ...] = ()
     scores: tuple[tuple[float, ...], ...] = ()
+    min_gap: float | None = None
 
 
 def write_type_scores(path: str | Path, ts: TypeScores) -> Path:
@@ -313,7 +316,7 @@ def write_type_scores(path: str | Path, ts: TypeScores) -> Path:
          pa.field("shard_type", pa.string(), nullable=False), pa.field("scores", pa.list_(pa.float32()), nullable=False)],
         metadata={_META_TYPE: b"TypeScores", _META_VERSION: SCHEMA_VERSION.encode(),
                   _META_TYPES: json.dumps(list(ts.entity_types)).encode(), _META_MIN_SCORE: repr(ts.min_score).encode(),
-                  _META_LABEL_SET: ts.label_set_id.encode()},
+                  _META_MIN_GAP: repr(ts.min_gap).encode(), _META_LABEL_SET: ts.label_set_id.encode()},
     )  # fmt: skip
     table = pa.table({
         "post_id": list(ts.post_ids), "start": [s for s, _ in ts.spans], "end": [e for _, e in ts.spans],
@@ -337,6 +340,7 @@ def read_type_scores(path: str | Path) -> TypeScores:
         label_set_id=meta[_META_LABEL_SET].decode(), post_ids=tuple(cols["post_id"]),
         spans=tuple(zip(cols["start"], cols["end"])), keys=tuple(cols["key"]), shard_types=tuple(cols["shard_type"]),
         scores=tuple(tuple(r) for r in cols["scores"]),
+        min_gap=None if meta.get(_META_MIN_GAP, b"None") == b"None" else float(meta[_META_MIN_GAP]),
     )  # fmt: skip
 
 

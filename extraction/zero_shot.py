@@ -100,13 +100,38 @@ def decided_type(raw, kind: int | None, names: Sequence[str]) -> tuple[str, floa
     return (OTHER_TYPE if kind is None else names[kind]), float(p[int(raw.argmax()) if kind is None else kind])
 
 
+def lineage(kind: int, parents: Sequence[int | None] | None) -> set[int]:
+    """``kind`` with its ancestors and descendants in the ontology's type tree (``Ontology.parent_indices``)."""
+    if not parents:
+        return {kind}
+
+    def ancestors(k: int) -> list[int]:
+        out = []
+        while parents[k] is not None:
+            k = parents[k]
+            out.append(k)
+        return out
+
+    return {kind, *ancestors(kind)} | {c for c in range(len(parents)) if kind in ancestors(c)}
+
+
+def type_gap(means, kind: int, parents: Sequence[int | None] | None = None) -> float:
+    """Raw points by which type ``kind`` beats the best type outside its own lineage in ``means`` (a parent and its
+    subtype both fit one entity by design, so they do not count against each other); +inf with no other type."""
+    own = lineage(kind, parents)
+    others = [float(means[c]) for c in range(len(means)) if c not in own]
+    return float(means[kind]) - max(others) if others else float("inf")
+
+
 def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = HOMONYM_MARGIN,
-                   parents: Sequence[int | None] | None = None) -> list[int | None]:
+                   parents: Sequence[int | None] | None = None, min_gap: float | None = None) -> list[int | None]:
     """One type per surface form, decided from all its mentions' scores.
 
     ``keys`` names each mention's surface form (its normalised entity name); ``raw`` is the (mentions,
     types) tensor of raw scores. Mentions sharing a key get the type with the best *mean* raw score over
-    them, kept when that mean clears ``min_score`` (else all abstain: ``None``); a second type stands only
+    them, kept when that mean clears ``min_score`` and, with ``min_gap``, beats every type outside its lineage
+    by that many raw points on the same means (``type_gap``: a name that reads as two types at once abstains
+    rather than be written as either; else all abstain: ``None``); a second type stands only
     for the mentions that prefer it, when at least two of them do and by ``margin`` on average. So one
     mistyped mention no longer makes a second entity (the entity id hashes the type). With ``parents``
     (``Ontology.parent_indices``), a decided type then narrows to a child type that fits too (``narrowest``,
@@ -130,7 +155,8 @@ def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = H
                 clusters[other] = members
                 clusters[consensus] = [j for j in clusters[consensus] if j not in members]
         for kind, members in clusters.items():
-            if members and float(sub[members, kind].mean()) >= min_score:
+            if members and float(sub[members, kind].mean()) >= min_score and (
+                    min_gap is None or type_gap(sub[members].mean(0), kind, parents) >= min_gap):
                 final = narrowest(sub[members].mean(0), kind, parents, min_score)
                 for j in members:
                     out[idx[j]] = final

@@ -45,9 +45,10 @@ def calibrate(checkpoint: str | Path, split_name: str, data_dir: Path | None = N
     card_path = Path(checkpoint) / CARD
     card = json.loads(card_path.read_text(encoding="utf-8"))
     if card.get("thresholds", {}).get("decision"):
-        # The end-to-end rule (``extraction.mg_vmoe.relation_rule``) was chosen against the old threshold.
+        # The end-to-end rule (``extraction.mg_vmoe.relation_rule`` / ``type_min_gap``) was chosen against the old threshold.
+        bench = "decision_rules" if ckpt.config.task == "mre" else "type_rules"
         print("note: the card's end-to-end decision rule (thresholds.decision) was chosen against the old threshold "
-              "and is dropped: choose it again with python -m bench.graph_quality.decision_rules", flush=True)
+              f"and is dropped: choose it again with python -m bench.graph_quality.{bench}", flush=True)
     card["thresholds"] = thresholds
     atomic_write_text(card_path, json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     return thresholds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from extraction.zero_shot import best_reading_per_pair
@@ -95,6 +97,39 @@ def test_a_narrower_type_that_fits_replaces_its_parent():
     # one surface form: the mean SportsTeam score (1.1) fits, so both "falcons" mentions narrow together
     assert agree_on_types(["falcons", "falcons", "acme"], raw, min_score=1.0, parents=parents) == [2, 2, 1]
     assert agree_on_types(["falcons", "falcons", "acme"], raw, min_score=1.0) == [1, 1, 1]
+
+
+def test_a_surface_form_that_reads_as_two_types_abstains_under_the_gap():
+    import torch
+
+    from extraction.zero_shot import agree_on_types, lineage, type_gap
+
+    # types: 0 Person, 1 Location, 2 Organization, 3 SportsTeam (parent 2)
+    parents = [None, None, None, 2]
+    assert lineage(2, parents) == {2, 3} and lineage(3, parents) == {2, 3} and lineage(0, parents) == {0}
+    # "porto": Organization 4.0 and Location 3.8 on average over its two mentions; "lisbon falcons": clear.
+    raw = torch.tensor([[0.0, 3.5, 4.4, 0.5], [0.0, 4.1, 3.6, 0.5], [0.0, 1.0, 4.0, 3.9]])
+    keys = ["porto", "porto", "lisbon falcons"]
+    assert type_gap(raw[:2].mean(0), 2, parents) == pytest.approx(0.2)
+    assert type_gap(raw[2], 2, parents) == pytest.approx(3.0)  # its own subtype does not count against it
+    assert agree_on_types(keys, raw, min_score=1.0, parents=parents) == [2, 2, 3]
+    assert agree_on_types(keys, raw, min_score=1.0, parents=parents, min_gap=0.25) == [None, None, 3]
+    assert agree_on_types(keys, raw, min_score=1.0, parents=parents, min_gap=3.5) == [None, None, None]
+
+
+def test_the_shipped_typer_reads_its_gap_from_the_card_and_stages_it(tmp_path):
+    import json
+
+    from extraction import staging
+
+    card = json.loads((Path(__file__).resolve().parents[1] / "models/checkpoints/met-tweets/checkpoint.json").read_text())
+    gap = card["thresholds"]["decision"]["min_gap"]
+    assert gap > 0 and "type_rules" in card["thresholds"]["decision"]["command"]
+    ts = staging.TypeScores(entity_types=("Person",), min_score=1.0, label_set_id="x", post_ids=("p",), spans=((0, 1),),
+                            keys=("a",), shard_types=("Person",), scores=((2.0,),), min_gap=gap)
+    assert staging.read_type_scores(staging.write_type_scores(tmp_path / "t.parquet", ts)) == ts
+    no_gap = staging.TypeScores(entity_types=("Person",), min_score=1.0, label_set_id="x")
+    assert staging.read_type_scores(staging.write_type_scores(tmp_path / "n.parquet", no_gap)).min_gap is None
 
 
 def test_one_surface_form_gets_one_type_from_all_its_mentions():
