@@ -15,6 +15,8 @@ Two views, as a data team reads the graph:
   type): for each gold entity, the graph entities its posts mention under any of its names. *right*: one node,
   a right type; *variant*: right type, but a hashtag or a short form ("aurora fest") is a second node, which
   entity resolution proposes as a merge; *split*: one name in two types; *mistyped*; *missing*.
+- **Relation triples** (issue 15's demo target: the triples with the most evidence read as plausible facts):
+  each triple of the sample posts against the facts the posts state (``SAMPLE_FACTS``; ``score_relations``).
 - **Mentions per post** (entity level: a post mentions a gold entity when one of its ``MENTIONS`` goes to a
   node named by any of the entity's names): typed and untyped P/R/F1 over all annotated posts, and apart for
   the posts in English and those in other Latin-script languages (``lang`` of the post). A graph mention whose
@@ -38,6 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLD = ROOT / "sample_data" / "gold_entities.json"
 RESULTS_DIR = ROOT / "bench" / "results"
 KINDS = ("person", "team", "place", "event", "organization", "product")
+
+SAMPLE_TRIPLES = """
+MATCH (h:Entity)-[r]->(t:Entity) WHERE r.relation IS NOT NULL
+UNWIND r.post_ids AS post_id
+WITH h, r, t, post_id WHERE post_id IN $post_ids
+RETURN post_id, h.name AS head, r.relation AS relation, t.name AS tail, r.evidence_count AS evidence_count,
+       r.max_score AS max_score
+"""
 
 SAMPLE_MENTIONS = """
 MATCH (p:Post)-[m:MENTIONS]->(e:Entity) WHERE p.id IN $post_ids
@@ -143,6 +153,57 @@ def score(gold: dict, rows: list[dict]) -> dict:
     }
 
 
+def score_relations(gold: dict, rows: list[dict], symmetric: frozenset[str] = frozenset({"peer"})) -> dict:
+    """Relation triples of the sample posts against the facts each post states (``SAMPLE_FACTS``).
+
+    ``rows``: one per (triple, supporting post): post_id, head, relation, tail (graph names), evidence_count,
+    max_score. A graph name stands for a gold entity of that post when it is one of the entity's names. An
+    *instance* (a triple in one post) is right when that post states the fact (either order for a symmetric
+    relation); a *triple* (head, relation, tail in the graph) is right when some sample post states its fact.
+    Recall: the posts' facts stated by some instance."""
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for e in gold["entities"]:
+        for n in {normalize_name(x) for x in e["surfaces"]}:
+            by_name[n].append(e["name"])
+    posts = gold["posts"]
+
+    def key(h: str, rel: str, t: str) -> tuple:
+        return (rel, *sorted((h, t))) if rel in symmetric else (rel, h, t)
+
+    stated = {(pid, key(*f)) for pid, p in posts.items() for f in p.get("facts", ())}
+    true_anywhere = {k for _, k in stated}
+    instances, triples, found = [], {}, set()
+    for r in rows:
+        here = posts.get(r["post_id"], {}).get("entities", ())
+        heads = [e for e in by_name.get(r["head"], ()) if e in here]
+        tails = [e for e in by_name.get(r["tail"], ()) if e in here]
+        keys = [key(h, r["relation"], t) for h in heads for t in tails]
+        right = [k for k in keys if (r["post_id"], k) in stated]
+        found.update((r["post_id"], k) for k in right)
+        instances.append({**r, "right": bool(right)})
+        t = triples.setdefault((r["head"], r["relation"], r["tail"]), {
+            "head": r["head"], "relation": r["relation"], "tail": r["tail"], "evidence_count": r["evidence_count"],
+            "max_score": round(float(r["max_score"]), 3), "right": False})
+        g_heads = by_name.get(r["head"], ())
+        g_tails = by_name.get(r["tail"], ())
+        t["right"] = t["right"] or any(key(h, r["relation"], tl) in true_anywhere for h in g_heads for tl in g_tails)
+    ranked = sorted(triples.values(), key=lambda t: (-t["evidence_count"], -t["max_score"], t["head"]))
+    n_right = sum(t["right"] for t in ranked)
+    return {
+        "facts": len(stated), "facts_found": len(found),
+        "instances": len(instances), "instances_right": sum(i["right"] for i in instances),
+        "triples": len(ranked), "triples_right": n_right,
+        "instance_precision": _pct(sum(i["right"] for i in instances), len(instances)),
+        "triple_precision": _pct(n_right, len(ranked)), "fact_recall": _pct(len(found), len(stated)),
+        "top10_right": sum(t["right"] for t in ranked[:10]),
+        "triple_list": ranked,
+    }
+
+
+def _pct(a: int, b: int) -> float:
+    return round(100 * a / b, 1) if b else 0.0
+
+
 def _prf(tp_pred: int, pred: int, tp_gold: int, gold: int) -> dict:
     p = 100 * tp_pred / pred if pred else 0.0
     r = 100 * tp_gold / gold if gold else 0.0
@@ -175,6 +236,16 @@ def render(result: dict, meta: dict) -> str:
         nodes = "; ".join(f"{n['name']}: {n['type']}, {n['posts']}" for n in row["nodes"]) or "–"
         status = row["status"] if row["status"] == "right" else f"**{row['status']}**"
         lines.append(f"| {row['kind']} | {row['name']} | {'/'.join(row['types'])} | {row['posts']} | {status} | {nodes} |")
+    rel = result.get("relations")
+    if rel:
+        lines += ["", f"**Relation triples**: {rel['triples_right']} of {rel['triples']} right (**{rel['triple_precision']}%**; "
+                  f"right: some sample post states the fact); per post {rel['instances_right']} of {rel['instances']} "
+                  f"instances right ({rel['instance_precision']}%: that post states it); {rel['facts_found']} of the posts' "
+                  f"{rel['facts']} stated facts found (recall {rel['fact_recall']}%); the 10 with the most evidence (the "
+                  f"demo's query): {rel['top10_right']} right.", "",
+                  "| head | relation | tail | posts | best score | right |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t['head']} | {t['relation']} | {t['tail']} | {t['evidence_count']} | {t['max_score']} | "
+                  f"{'yes' if t['right'] else '**no**'} |" for t in rel["triple_list"]]
     lines += ["", "Junk: graph mentions that are none of their post's gold entities", "",
               "| post | lang | name | type |", "|---|---|---|---|"]
     lines += [f"| {j['post_id']} | {j['lang']} | {j['name']} | {j['type']} |" for j in result["junk"]]
@@ -185,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
 
     from kg_loader.writer import connect
+    from mmkg.ontology import load_ontology
+    from mmkg.settings import PipelineSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
@@ -192,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     gold = read_gold()
     with connect() as driver:
         rows = driver.execute_query(SAMPLE_MENTIONS, post_ids=list(gold["posts"]), result_transformer_=lambda r: r.data())
+        triples = driver.execute_query(SAMPLE_TRIPLES, post_ids=list(gold["posts"]), result_transformer_=lambda r: r.data())
     if not rows:
         raise SystemExit("no sample post in the graph: run bin/demo first (README: the demo)")
-    result = score(gold, rows)
+    symmetric = frozenset(r.name for r in load_ontology(PipelineSettings.from_env().ontology_path).relation_types
+                          if r.symmetric)
+    result = {**score(gold, rows), "relations": score_relations(gold, triples, symmetric)}
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -515,6 +515,78 @@ SAMPLE_ENTITIES = [
         ("Portugal", 0), ("Nigeria", 0), ("Chamonix", 0), ("Lyon", 1), ("Helsinki", 0), ("Nairobi", 0),
         ("Tagus", 0), ("Alps", 0), ("Algarve", 0))),
 ]
+#: The facts each valid post states, as (head, relation, tail) over ``SAMPLE_ENTITIES`` names and the relations of
+#: ontology/ontology.yaml (``peer`` is symmetric). What a careful reader takes from the post alone: a fact only
+#: true elsewhere ("Jon Park member_of Seoul Tigers" in a post naming both only by hashtag), a future one
+#: ("will open a lab in Nairobi") or a former one ("leaves Helix Dynamics") is not stated there.
+SAMPLE_FACTS: dict[str, list[tuple[str, str, str]]] = {
+    "1101-001": [("Marta Silva", "member_of", "Lisbon Falcons")],
+    "1101-002": [("Marta Silva", "member_of", "Lisbon Falcons"), ("Ana Costa", "member_of", "Lisbon Falcons"),
+                 ("Marta Silva", "peer", "Ana Costa")],
+    "1101-003": [("Marta Silva", "member_of", "Lisbon Falcons")],
+    "1101-004": [("Jon Park", "place_of_residence", "Busan"), ("Jon Park", "member_of", "Seoul Tigers")],
+    "1101-005": [("Jon Park", "peer", "Min Seo-yeon")],
+    "1101-007": [("Kofi Mensah", "place_of_residence", "Accra"), ("Kofi Mensah", "present_in", "Coastline Games"),
+                 ("Coastline Games", "located_in", "Durban")],
+    "1101-008": [("Kofi Mensah", "present_in", "Coastline Games"), ("Coastline Games", "located_in", "Durban")],
+    "1101-009": [("Atlantic Cup", "located_in", "Porto")],
+    "1101-010": [("Riverside Rovers", "located_in", "Manchester"), ("Tom Adeyemi", "member_of", "Riverside Rovers")],
+    "1101-011": [("Aurora Festival", "located_in", "Bergen"), ("Priya Nair", "present_in", "Aurora Festival"),
+                 ("Tomas Reyes", "present_in", "Aurora Festival")],
+    "1101-012": [("Lena Vogt", "member_of", "The Glass Owls"), ("Lena Vogt", "place_of_residence", "Berlin")],
+    "1101-013": [("Monsoon Letters", "created_by", "Priya Nair"), ("Monsoon Letters", "created_by", "Northwind Records")],
+    "1101-014": [("Northwind Records", "located_in", "Oslo")],
+    "1101-015": [("Tomas Reyes", "present_in", "Aurora Festival"), ("Aurora Festival", "located_in", "Bergen")],
+    "1101-016": [("Tomas Reyes", "present_in", "Aurora Festival"), ("Aurora Festival", "located_in", "Bergen")],
+    "1101-017": [("Monsoon Letters", "created_by", "Priya Nair")],
+    "1101-018": [("Ana Costa", "member_of", "Lisbon Falcons")],
+    "1101-020": [("Min Seo-yeon", "member_of", "Hanbit Comets"), ("Min Seo-yeon", "place_of_residence", "Daejeon")],
+    "1101-021": [("Marta Silva", "member_of", "Lisbon Falcons"), ("Ana Costa", "member_of", "Lisbon Falcons"),
+                 ("Marta Silva", "peer", "Ana Costa")],
+    "1101-022": [("Aurora Festival", "located_in", "Bergen")],
+    "1102-001": [("Nimbus X2", "created_by", "Corvid Labs")],
+    "1102-002": [("Dana Whitfield", "member_of", "Corvid Labs"), ("Nimbus X2", "created_by", "Corvid Labs")],
+    "1102-003": [("Nimbus X2", "created_by", "Corvid Labs")],
+    "1102-004": [("Helix Dynamics", "located_in", "Austin"), ("Helix Dynamics", "located_in", "TX"),
+                 ("Austin", "located_in", "TX"), ("Pulse Watch 3", "created_by", "Helix Dynamics")],
+    "1102-005": [("Raj Malhotra", "member_of", "Corvid Labs")],
+    "1102-006": [("ByteConf 2026", "located_in", "Singapore"), ("Dana Whitfield", "present_in", "ByteConf 2026"),
+                 ("Raj Malhotra", "present_in", "ByteConf 2026")],
+    "1102-007": [("Corvid Labs", "located_in", "Berlin"), ("Nimbus X2", "created_by", "Corvid Labs")],
+    "1102-008": [("Sofia Marin", "place_of_residence", "Valencia")],
+    "1102-010": [("Lantern Night Market", "located_in", "Taipei")],
+    "1102-012": [("Alpine Rail Co.", "located_in", "Zurich"), ("Glacier Line", "created_by", "Alpine Rail Co.")],
+    "1102-013": [("Reykjavik", "located_in", "Iceland")],
+    "1102-014": [("Grace Okafor", "member_of", "Helix Dynamics"), ("Grace Okafor", "place_of_residence", "Austin")],
+    "1102-015": [("Pulse Watch 3", "created_by", "Helix Dynamics")],
+    "1102-018": [("Lagos", "located_in", "Portugal"), ("Lagos", "located_in", "Algarve")],
+    "1102-019": [("Sofia Marin", "peer", "Lucas Moreau"), ("Chamonix", "located_in", "Alps")],
+    "1102-020": [("Lucas Moreau", "place_of_residence", "Lyon"), ("Lantern Night Market", "located_in", "Taipei")],
+    "1102-021": [("Raj Malhotra", "present_in", "ByteConf 2026"), ("ByteConf 2026", "located_in", "Singapore")],
+    "1103-001": [("Marta Silva", "member_of", "Lisbon Falcons"), ("Atlantic Cup", "located_in", "Porto"),
+                 ("Marta Silva", "present_in", "Atlantic Cup")],
+    "1103-003": [("Aurora Festival", "located_in", "Bergen"), ("Lena Vogt", "member_of", "The Glass Owls"),
+                 ("Lena Vogt", "present_in", "Aurora Festival")],
+    "1103-004": [("Priya Nair", "present_in", "Aurora Festival"), ("Monsoon Letters", "created_by", "Priya Nair")],
+    "1103-005": [("Jon Park", "member_of", "Seoul Tigers")],
+    "1103-006": [("Kofi Mensah", "peer", "Tom Adeyemi"), ("Kofi Mensah", "present_in", "Coastline Games"),
+                 ("Tom Adeyemi", "present_in", "Coastline Games")],
+    "1103-007": [("Nimbus X2", "created_by", "Corvid Labs")],
+    "1103-008": [("Grace Okafor", "member_of", "Helix Dynamics")],
+    "1103-009": [("Tagus", "located_in", "Lisbon")],
+    "1103-011": [("Ana Costa", "member_of", "Lisbon Falcons")],
+    "1103-012": [("Sofia Marin", "place_of_residence", "Valencia")],
+    "1103-015": [("Dana Whitfield", "present_in", "ByteConf 2026"), ("Grace Okafor", "present_in", "ByteConf 2026"),
+                 ("Dana Whitfield", "peer", "Grace Okafor")],
+    "1103-016": [("Monsoon Letters", "created_by", "Northwind Records"), ("Monsoon Letters", "created_by", "Priya Nair")],
+    "1103-017": [("Glacier Line", "created_by", "Alpine Rail Co.")],
+    "1103-702": [("Northwind Records", "located_in", "Bergen")],
+    "1103501": [("Aurora Festival", "located_in", "Bergen")],
+    "1103502": [("Min Seo-yeon", "member_of", "Seoul Tigers"), ("Jon Park", "member_of", "Seoul Tigers"),
+                ("Min Seo-yeon", "peer", "Jon Park")],
+    "1103503": [("Lantern Night Market", "located_in", "Taipei")],
+    "1103504": [("Pulse Watch 4", "created_by", "Helix Dynamics")],
+}
 #: Surfaces matched case-insensitively only for these hashtags written in lower case by the posts.
 _LOWERCASE_TAGS = {"#alps": "Alps", "#algarve": "Algarve"}
 _INVISIBLE = "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
@@ -537,14 +609,25 @@ def gold_mentions(text: str) -> list[str]:
 
 def gold_entities(valid_posts: list[dict]) -> dict:
     return {
-        "description": "The entities each valid sample post names, with their right ontology types "
-        "(sample_data/generate.py SAMPLE_ENTITIES; bench.demo_quality scores the demo graph against it). "
+        "description": "The entities each valid sample post names, with their right ontology types, and the facts "
+        "(head, relation, tail) it states (sample_data/generate.py SAMPLE_ENTITIES, SAMPLE_FACTS; bench.demo_quality "
+        "scores the demo graph against it). "
         "'names' are every surface of an entity normalised as mmkg.identity.normalize_name does.",
         "entities": [{"name": e.name, "types": list(e.types), "kind": e.kind, "surfaces": [e.name, *e.surfaces]}
                      for e in SAMPLE_ENTITIES],
-        "posts": {str(p["id"]): {"lang": p.get("lang") or "en", "entities": gold_mentions(p["text"])}
+        "posts": {str(p["id"]): {"lang": p.get("lang") or "en", "entities": gold_mentions(p["text"]),
+                                 "facts": [list(f) for f in SAMPLE_FACTS.get(str(p["id"]), [])]}
                   for p in valid_posts},
     }
+
+
+def _check_facts(gold: dict) -> None:
+    """Every fact names entities its own post names (a typo here would silently score as a miss)."""
+    for pid, facts in SAMPLE_FACTS.items():
+        post = gold["posts"][pid]
+        for head, _, tail in facts:
+            if head not in post["entities"] or tail not in post["entities"]:
+                raise ValueError(f"{pid}: fact {head!r} / {tail!r} names an entity the post does not name")
 
 # --- writing and expectations -------------------------------------------------------------------
 
@@ -672,8 +755,9 @@ def generate(out: Path) -> dict:
     }
     (out / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     valid = DAY1 + DAY2 + DAY3 + DAY3_NDJSON_GZ + [obj for obj, reason in DAY3_PARQUET if reason is None]
-    (out / "gold_entities.json").write_text(
-        json.dumps(gold_entities(valid), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    gold = gold_entities(valid)
+    _check_facts(gold)
+    (out / "gold_entities.json").write_text(json.dumps(gold, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return expected
 
 

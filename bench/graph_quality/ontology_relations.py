@@ -1,0 +1,133 @@
+"""How precise each relation of the shipped ontology is, by argument types, on development posts.
+
+    MMKG_DATA=/work/shared/data python -m bench.graph_quality.ontology_relations [--ontology PATH] [--out DIR]
+
+The MNRE val file's posts whose text is in neither the train nor the test file (development data: the relation
+checkpoint trained on the train file and no number reported as test reads these posts) go through the real
+stages with the shipped detector, typer, relation checkpoint and decision rule under the *shipped* ontology
+(``ontology/ontology.yaml``, or ``--ontology``). Each relation instance whose two entities are an annotated MNRE
+pair of its post (names matched as ``bench.graph_quality`` matches them) is judged against the MNRE relation it
+corresponds to: ``member_of`` /per/org/member_of, ``place_of_residence`` /per/loc/place_of_residence,
+``present_in`` /per/misc/present_in, ``peer`` /per/per/peer (either order), ``located_in`` /org/loc/locate_at or
+/misc/loc/held_on in the same direction, or /loc/loc/contain in the reverse one (the tail contains the head).
+``created_by`` has no MNRE counterpart (its instances can only count as wrong here). Reported per (relation, head
+type, tail type): instances on annotated pairs and the share that is right.
+
+This is what the default label set was reviewed with (README: *The label set*): a relation's argument-type pair
+that is much less precise than the rest costs a data team trust for little recall. Writes
+``ontology_relations.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from bench.graph_quality.run import CREATED_AT, RESULTS_DIR
+
+#: The MNRE relations each shipped relation is judged by (same direction unless said).
+MNRE_COUNTERPARTS = {
+    "member_of": {"/per/org/member_of"},
+    "place_of_residence": {"/per/loc/place_of_residence"},
+    "present_in": {"/per/misc/present_in"},
+    "peer": {"/per/per/peer"},
+    "located_in": {"/org/loc/locate_at", "/misc/loc/held_on"},
+    "created_by": set(),
+}
+#: MNRE relations that state the shipped one with head and tail swapped.
+MNRE_REVERSED = {"located_in": {"/loc/loc/contain"}}
+SYMMETRIC = {"peer"}
+
+
+def judge(relation: str, head: str, tail: str, annotations) -> bool:
+    """Whether an annotation of the pair states ``relation`` from ``head`` to ``tail``."""
+    for a in annotations:
+        forward = (a.head_name, a.tail_name) == (head, tail)
+        if a.relation in MNRE_COUNTERPARTS.get(relation, ()) and (forward or relation in SYMMETRIC):
+            return True
+        if a.relation in MNRE_REVERSED.get(relation, ()) and (a.head_name, a.tail_name) == (tail, head):
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    import subprocess
+
+    import torch
+
+    from bench.graph_quality.scoring import build_mnre_posts, mnre_text
+    from extraction.detection import EntityDetector
+    from extraction.pipeline import extractor_for, readable_script
+    from mmkg.identity import entity_name
+    from mmkg.ontology import load_ontology
+    from mmkg.records import Post
+    from mmkg.settings import PipelineSettings, research_data_dir
+    from models.data import read_mnre
+
+    parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.ontology_relations",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--ontology", type=Path, default=None, help="default: the shipped one (MMKG_ONTOLOGY)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    data = research_data_dir()
+    if data is None or not (data / "mnre" / "mnre_val.txt").is_file():
+        print("MMKG_DATA does not point at the research data (see ../shared/README.md)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    ontology_path = args.ontology or PipelineSettings.from_env().ontology_path
+    ontology = load_ontology(ontology_path)
+    files, _ = read_mnre(data)
+    elsewhere = {mnre_text(r["token"]) for r in files[0]} | {mnre_text(r["token"]) for r in files[2]}
+    mnre_posts = [p for p in build_mnre_posts(files[1]) if p.text not in elsewhere]
+    posts = {p.id: Post(id=p.id, text=p.text, created_at=CREATED_AT, source="mnre_val") for p in mnre_posts}
+    texts = {pid: p.text for pid, p in posts.items()}
+    mentions = [m for m in EntityDetector().detect(list(posts.values())) if readable_script(m.text)]
+    extractor = extractor_for("mg-vmoe")
+    typed = extractor.type_mentions(posts, mentions, ontology)
+    relations = extractor.extract_relations(posts, typed, ontology)
+    annotations = defaultdict(list)
+    for p in mnre_posts:
+        annotations[p.id].extend(p.annotations)
+    counts: Counter = Counter()
+    for r in relations:
+        head, tail = entity_name(r.head.mention, texts), entity_name(r.tail.mention, texts)
+        key = f"{r.relation} ({r.head.entity_type}, {r.tail.entity_type})"
+        counts[(key, "written")] += 1
+        on = [a for a in annotations[r.post_id] if {a.head_name, a.tail_name} == {head, tail}]
+        if on:
+            right = judge(r.relation, head, tail, on)
+            for k in (key, "all"):
+                counts[(k, "annotated")] += 1
+                counts[(k, "right")] += right
+    rows = []
+    for key in sorted({k for k, _ in counts if k != "all"}) + ["all"]:
+        n, right = counts[(key, "annotated")], counts[(key, "right")]
+        rows.append({"relation (head, tail)": key, "written": counts[(key, "written")] if key != "all" else len(relations),
+                     "on_annotated_pairs": n, "right": right, "precision": round(100 * right / n, 1) if n else None})
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit, "ontology": str(ontology_path),
+              "label_set_id": ontology.label_set_id, "posts": len(posts), "wall_s": round(time.perf_counter() - t0, 1),
+              "rows": rows}
+    lines = ["# The shipped ontology's relations by argument types, on development posts", "",
+             f"`python -m bench.graph_quality.ontology_relations` — {result['when']}, commit `{commit}`, ontology "
+             f"`{ontology_path}` ({ontology.label_set_id}), {len(posts)} MNRE val-file posts in neither the train nor "
+             f"the test file, wall {result['wall_s']} s. Definitions: `bench/graph_quality/ontology_relations.py`.", "",
+             "| relation (head, tail) | written | on annotated pairs | right | precision |", "|---|---|---|---|---|"]
+    lines += [f"| {r['relation (head, tail)']} | {r['written']} | {r['on_annotated_pairs']} | {r['right']} | "
+              f"{r['precision']} |" for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "ontology_relations"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
