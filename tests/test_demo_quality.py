@@ -69,3 +69,30 @@ def test_score_statuses_and_mentions():
     assert m["all"]["untyped"]["precision"] == round(100 * 6 / 7, 1)
     assert m["all"]["typed"]["precision"] == round(100 * 4 / 7, 1)
     assert m["other Latin-script languages"]["posts"] == 1 and m["English"]["posts"] == 2
+
+
+def test_relation_triples_are_judged_against_the_facts_their_posts_state():
+    from bench.demo_quality import score_relations
+
+    gold = {**GOLD_SMALL, "posts": {
+        "a": {"lang": "en", "entities": ["Ana Costa", "Aurora Festival", "Porto"],
+              "facts": [["Ana Costa", "present_in", "Aurora Festival"], ["Aurora Festival", "located_in", "Porto"]]},
+        "b": {"lang": "en", "entities": ["Ana Costa", "Aurora Festival"], "facts": []},
+        "c": {"lang": "en", "entities": ["Ana Costa", "Hanbit Comets"], "facts": [["Ana Costa", "peer", "Hanbit Comets"]]},
+    }}
+
+    def t(pid, h, rel, tl, n=1, score=0.9):
+        return {"post_id": pid, "head": h, "relation": rel, "tail": tl, "evidence_count": n, "max_score": score}
+
+    rows = [t("a", "ana costa", "present_in", "aurora fest", 2), t("b", "anacosta10", "present_in", "aurora festival", 1),
+            t("a", "porto", "located_in", "aurora festival", 1),  # the wrong direction
+            t("c", "hanbit comets", "peer", "ana costa", 1)]  # symmetric: either order
+    r = score_relations(gold, rows)
+    assert (r["facts"], r["facts_found"]) == (3, 2)
+    # instances: a/present_in right (alias of the festival), b/... not stated in b, a/located_in reversed, c/peer right
+    assert (r["instances"], r["instances_right"]) == (4, 2)
+    # triples: present_in (ana costa, aurora fest) right; (anacosta10, aurora festival) true in post a; reversed: wrong
+    right = {(x["head"], x["tail"]): x["right"] for x in r["triple_list"]}
+    assert right == {("ana costa", "aurora fest"): True, ("anacosta10", "aurora festival"): True,
+                     ("porto", "aurora festival"): False, ("hanbit comets", "ana costa"): True}
+    assert r["triple_list"][0]["head"] == "ana costa"  # the most evidence first
