@@ -10,7 +10,9 @@ graph and *proposes* them; nothing is merged until someone accepts a pair.
    ``(a:Entity)-[:SAME_AS_CANDIDATE {score, reasons, ..., status: 'proposed'}]->(b:Entity)`` with
    ``a.id < b.id``. Same graph, same candidates: the run is deterministic and replaces the previous
    proposals. A pair of two entity types is proposed only when their normalised names are equal once
-   spaces and punctuation are dropped (``same_name``), and is marked ``cross_type``. Equal names that two
+   spaces and punctuation are dropped (``same_name``), or when one is a tag/handle spelling the other's full
+   name and a post names both (``@martasilva9`` typed Organization beside "Marta Silva"; ``cross_type_evidence``),
+   and is marked ``cross_type``. Equal names that two
    runs typed differently are folded by the load itself (``kg_loader.type_agreement``); what reaches review
    is a homonym a run saw, a person's earlier decision, or names equal only once compacted (``#byteconf`` /
    "byte conf"). Its ``type_evidence`` says how many mentions each type holds and their mean score, and
@@ -269,6 +271,14 @@ def pair_id(a: str, b: str) -> str:
     return f"{x}|{y}"
 
 
+def cross_type_evidence(signals: Mapping[str, float], shared_posts: Iterable[str]) -> bool:
+    """Whether two entities of two types may be proposed as one: their names are equal once compacted
+    (``same_name``), or one is a tag/handle that spells the other's full name and a post names both
+    (``tag_contains_name`` + co-mentioned: ``@martasilva9`` typed Organization beside "Marta Silva"). Anything
+    weaker across types is two entities."""
+    return "same_name" in signals or ("tag_contains_name" in signals and any(True for _ in shared_posts))
+
+
 def score_pair(
     a: EntityInfo, b: EntityInfo, ca: Context, cb: Context, min_score: float = DEFAULT_MIN_SCORE,
 ) -> Candidate | None:
@@ -279,9 +289,9 @@ def score_pair(
     if not signals:
         return None
     cross_type = a.type != b.type
-    if cross_type and "same_name" not in signals:
-        return None
     shared = ca.posts & cb.posts
+    if cross_type and not cross_type_evidence(signals, shared):
+        return None
     co_ratio = len(shared) / min(len(ca.posts), len(cb.posts)) if ca.posts and cb.posts else 0.0
     na = {n for n in ca.neighbours if n.split("|", 1)[1] != b.id}
     nb = {n for n in cb.neighbours if n.split("|", 1)[1] != a.id}
@@ -696,7 +706,8 @@ def accept(
 ) -> Decision:
     """Record that entities ``a`` and ``b`` (references as ``resolve_entity`` takes) are one; the merge
     itself happens in ``apply_accepted_merges``. Across two types only when proposed as ``cross_type``
-    (equal normalised names) or with ``allow_cross_type``."""
+    (``cross_type_evidence``: equal normalised names, or a co-mentioned handle spelling the name) or with
+    ``allow_cross_type``."""
     ra, rb, key, previous = _decision_pair(driver, a, b, database, "are already one entity")
     if previous is not None and previous.decision == "accepted":
         return previous
@@ -709,8 +720,8 @@ def accept(
     if cross_type and not allow_cross_type and not (candidate and candidate.get("cross_type")):
         raise ResolutionError(
             f"{info[ra]['type']}:{info[ra]['name']} and {info[rb]['type']}:{info[rb]['name']} have different types "
-            "and no cross-type candidate (equal normalised names) says they are one; pass allow_cross_type "
-            "(mmkg entities accept --allow-cross-type) if you are sure"
+            "and no cross-type candidate (equal normalised names, or a handle spelling the name) says they are one; "
+            "pass allow_cross_type (mmkg entities accept --allow-cross-type) if you are sure"
         )
     canonical, merged = sorted((ra, rb), key=lambda i: (-info[i]["mentions"], -info[i]["relation_evidence"], i))
     x, y = sorted((ra, rb))

@@ -59,6 +59,12 @@ def test_weak_name_evidence_needs_context_and_types_need_an_equal_name():
     # two types: a similar name and a shared post are not enough; an equal normalised name is, and is marked
     place, team = _e("c", "riverside", "Location"), _e("d", "riverside rovers", "Organization")
     assert res.score_pair(place, team, together, together) is None
+    # a handle that spells a full name, typed differently, posted beside it: proposed across types, with its evidence
+    handle_org, person = _e("h1", "martasilva9", "Organization", True), _e("p1", "marta silva", "Person")
+    assert res.score_pair(handle_org, person, Context(), Context()) is None  # not named together: no evidence
+    spelled = res.score_pair(handle_org, person, together, together)
+    assert spelled is not None and spelled.cross_type and "tag_contains_name" in spelled.reasons
+    assert res.score_pair(_e("h2", "kofi_runs", "Organization", True), _e("p2", "kofi mensah"), together, together) is None
     product, event = _e("e", "coastline games", "Product"), _e("f", "coastlinegames", "Event", True)
     cross = res.score_pair(product, event, Context(), Context())
     assert cross is not None and cross.cross_type and "cross_type" in cross.reasons and "same_name" in cross.reasons
