@@ -184,8 +184,13 @@ def name_evidence(a: EntityInfo, b: EntityInfo) -> tuple[float, dict[str, float]
 
 def blocking_keys(e: EntityInfo) -> set[str]:
     """Cheap keys; only entities sharing one are compared. Keys of one type carry the type; the
-    compact-name key does not (the only evidence that may join two types)."""
+    compact-name key and the spelled-name key do not (the evidence that may join two types,
+    ``cross_type_evidence``): a one-word tag/handle and a name of two or more words that start alike
+    (``@martasilva9`` / "marta silva")."""
     keys = {f"name\x1f{c}" for c in e.compacts}
+    spelled = compact(e.name)
+    if len(spelled) >= 6 and ((e.tag and " " not in e.name) or len(e.tokens) >= 2):
+        keys.add(f"spelled\x1f{spelled[:4]}")
     scope = f"{e.type}\x1f"
     words = e.tokens
     keys.update(f"{scope}w\x1f{w[:3]}" for w in words if len(w) >= 3 and not w.isdigit())

@@ -31,6 +31,7 @@ def _e(eid: str, name: str, etype: str = "Person", tag: bool = False) -> EntityI
         (_e("1", "aurora fest", "Event"), _e("2", "aurora festival", "Event"), "token_prefix"),
         (_e("1", "aurorafest", "Event", True), _e("2", "aurora fest", "Event"), "same_name"),
         (_e("1", "martasilva9", tag=True), _e("2", "marta silva"), "tag_contains_name"),
+        (_e("1", "martasilva9", "Organization", True), _e("2", "marta silva"), "tag_contains_name"),  # across types
         (_e("1", "kmensah", tag=True), _e("2", "kofi mensah"), "handle_initials"),
         (_e("1", "kofi_runs", tag=True), _e("2", "kofi mensah"), "tag_shares_token"),
         (_e("1", "rrfc", "Organization", True), _e("2", "riverside rovers", "Organization"), "acronym"),
