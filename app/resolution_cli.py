@@ -47,7 +47,7 @@ def add_entities_parser(sub) -> None:
         p.add_argument("--note", default=None, help="why (stored with the decision)")
         if name == "accept":
             p.add_argument("--allow-cross-type", action="store_true",
-                           help="merge two types even without a cross-type candidate (equal names)")
+                           help="merge two types even without a cross-type candidate (equal names, or a handle spelling the name)")
             p.add_argument("--no-apply", action="store_true", help="record the decision only")
         p.set_defaults(func=func)
 
