@@ -109,11 +109,12 @@ def score(gold: dict, rows: list[dict]) -> dict:
     junk = []
     for pid, p in posts.items():
         gold_here = set(p["entities"])
-        found_typed, found_any, pred_typed, pred_any = set(), set(), 0, 0
+        found_typed, found_any, pred_typed, pred_any, pred_junk = set(), set(), 0, 0, 0
         for r in {(r["name"], r["type"]): r for r in mentioned.get(pid, ())}.values():
             matches = [e for e in by_name.get(r["name"], ()) if e in gold_here]
             pred_any += 1
             if not matches:
+                pred_junk += 1
                 junk.append({"post_id": pid, "lang": p["lang"], "name": r["name"], "type": r["type"]})
                 continue
             found_any.update(matches)
@@ -128,7 +129,7 @@ def score(gold: dict, rows: list[dict]) -> dict:
                 c["gold"] += len(gold_here)
                 c["predicted"] += pred_any
                 c["tp_typed_pred"] += pred_typed
-                c["tp_untyped_pred"] += pred_any - sum(1 for j in junk if j["post_id"] == pid)
+                c["tp_untyped_pred"] += pred_any - pred_junk
                 c["tp_typed_gold"] += len(found_typed)
                 c["tp_untyped_gold"] += len(found_any)
     mentions = {}
