@@ -524,3 +524,20 @@ def test_the_decision_rule_is_the_best_f05_among_implemented_rules_at_least_as_p
              rule(-1.0, None, 60.0, 31.0, per_post=1)]  # a per-post cap: the same
     assert choose_rule(rules, today) == rules[2]
     assert choose_rule([today], today) == today
+
+
+def test_the_shipped_relations_are_judged_against_their_mnre_counterparts():
+    from bench.graph_quality.ontology_relations import judge
+    from bench.graph_quality.scoring import GoldAnnotation
+
+    def ann(head, tail, relation):
+        return GoldAnnotation((0, 1), (2, 3), relation, head, tail)
+
+    assert judge("located_in", "acme", "oslo", [ann("acme", "oslo", "/org/loc/locate_at")])
+    assert not judge("located_in", "oslo", "acme", [ann("acme", "oslo", "/org/loc/locate_at")])  # wrong direction
+    # place containment is stated the other way round in MNRE: the tail contains the head
+    assert judge("located_in", "beijing", "china", [ann("china", "beijing", "/loc/loc/contain")])
+    assert not judge("located_in", "china", "beijing", [ann("china", "beijing", "/loc/loc/contain")])
+    assert judge("peer", "b", "a", [ann("a", "b", "/per/per/peer")])  # symmetric: either order
+    assert not judge("member_of", "a", "b", [ann("a", "b", None)])  # a `None` pair
+    assert not judge("created_by", "x", "y", [ann("x", "y", "/misc/misc/part_of")])  # no MNRE counterpart
