@@ -34,6 +34,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.graph_quality.scoring import prf
 from mmkg.identity import normalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,8 +136,8 @@ def score(gold: dict, rows: list[dict]) -> dict:
     mentions = {}
     for g, c in counts.items():
         mentions[g] = {"posts": c["posts"], "gold": c["gold"], "predicted": c["predicted"],
-                       "typed": _prf(c["tp_typed_pred"], c["predicted"], c["tp_typed_gold"], c["gold"]),
-                       "untyped": _prf(c["tp_untyped_pred"], c["predicted"], c["tp_untyped_gold"], c["gold"])}
+                       "typed": prf(c["tp_typed_pred"], c["predicted"], c["tp_typed_gold"], c["gold"]),
+                       "untyped": prf(c["tp_untyped_pred"], c["predicted"], c["tp_untyped_gold"], c["gold"])}
     by_status = defaultdict(int)
     target_kinds = ("person", "team", "place", "event")
     for row in entity_rows:
@@ -190,25 +191,16 @@ def score_relations(gold: dict, rows: list[dict], symmetric: frozenset[str] = fr
         t["right"] = t["right"] or any(key(h, r["relation"], tl) in true_anywhere for h in g_heads for tl in g_tails)
     ranked = sorted(triples.values(), key=lambda t: (-t["evidence_count"], -t["max_score"], t["head"]))
     n_right = sum(t["right"] for t in ranked)
+    per_post = prf(sum(i["right"] for i in instances), len(instances), len(found), len(stated))
     return {
         "facts": len(stated), "facts_found": len(found),
         "instances": len(instances), "instances_right": sum(i["right"] for i in instances),
         "triples": len(ranked), "triples_right": n_right,
-        "instance_precision": _pct(sum(i["right"] for i in instances), len(instances)),
-        "triple_precision": _pct(n_right, len(ranked)), "fact_recall": _pct(len(found), len(stated)),
+        "instance_precision": per_post["precision"],
+        "triple_precision": prf(n_right, len(ranked), 0, 0)["precision"], "fact_recall": per_post["recall"],
         "top10_right": sum(t["right"] for t in ranked[:10]),
         "triple_list": ranked,
     }
-
-
-def _pct(a: int, b: int) -> float:
-    return round(100 * a / b, 1) if b else 0.0
-
-
-def _prf(tp_pred: int, pred: int, tp_gold: int, gold: int) -> dict:
-    p = 100 * tp_pred / pred if pred else 0.0
-    r = 100 * tp_gold / gold if gold else 0.0
-    return {"precision": round(p, 1), "recall": round(r, 1), "f1": round(2 * p * r / (p + r), 1) if p + r else 0.0}
 
 
 def render(result: dict, meta: dict) -> str:

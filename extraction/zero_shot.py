@@ -118,9 +118,13 @@ def lineage(kind: int, parents: Sequence[int | None] | None) -> set[int]:
 def type_gap(means, kind: int, parents: Sequence[int | None] | None = None) -> float:
     """Raw points by which type ``kind`` beats the best type outside its own lineage in ``means`` (a parent and its
     subtype both fit one entity by design, so they do not count against each other); +inf with no other type."""
-    own = lineage(kind, parents)
-    others = [float(means[c]) for c in range(len(means)) if c not in own]
-    return float(means[kind]) - max(others) if others else float("inf")
+    import torch
+
+    from models.modeling import score_gap
+
+    others = means.clone()
+    others[[c for c in lineage(kind, parents) if c != kind]] = float("-inf")
+    return float(score_gap(others[None], torch.tensor([kind]))[0])
 
 
 def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = HOMONYM_MARGIN,

@@ -38,8 +38,13 @@ _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’…-–—_*~|/\\"
 _INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
+def without_invisible(text: str) -> str:
+    """``text`` without the characters a reader cannot see (zero-width space, soft hyphen, bidi marks...)."""
+    return _INVISIBLE.sub("", text)
+
+
 def normalize_name(surface: str) -> str:
-    visible = unicodedata.normalize("NFKC", _INVISIBLE.sub("", surface)).strip()
+    visible = unicodedata.normalize("NFKC", without_invisible(surface)).strip()
     name = visible
     if name[:1] in ("#", "@"):
         name = _CAMEL.sub(" ", name[1:])

@@ -451,8 +451,8 @@ DAY3_PARQUET = [
 # that are right for it (ontology/ontology.yaml; a band or a team is an Organization, an album or a
 # train service a Product) and every surface a post names it by: the name as written, hashtags and
 # handles that stand for it. ``gold_entities.json`` lists, per valid post, the entities it names (a
-# surface found in its text, whole words, longest first, invisible characters removed as
-# ``mmkg.identity`` removes them); ``bench.demo_quality`` scores the demo's graph against it. Written
+# surface found in its text, whole words, longest first, invisible characters removed with
+# ``mmkg.identity.without_invisible``); ``bench.demo_quality`` scores the demo's graph against it. Written
 # once from what each post says, not from any run. Text in a script the models do not read (the Korean
 # and Japanese posts) is not annotated: the pipeline abstains there by design (run report).
 
@@ -589,14 +589,15 @@ SAMPLE_FACTS: dict[str, list[tuple[str, str, str]]] = {
 }
 #: Surfaces matched case-insensitively only for these hashtags written in lower case by the posts.
 _LOWERCASE_TAGS = {"#alps": "Alps", "#algarve": "Algarve"}
-_INVISIBLE = "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
 
 
 def gold_mentions(text: str) -> list[str]:
     """The names of the ``SAMPLE_ENTITIES`` a post's text names, in order of first appearance."""
     import re
 
-    visible = text.translate({ord(c): None for c in _INVISIBLE})
+    from mmkg.identity import without_invisible  # the characters the project's names drop
+
+    visible = without_invisible(text)
     surfaces = [(s, e.name) for e in SAMPLE_ENTITIES for s in (e.name, *e.surfaces)]
     surfaces += [(tag, name) for tag, name in _LOWERCASE_TAGS.items()]
     taken: list[tuple[int, int, str]] = []

@@ -60,11 +60,9 @@ def apply_gap(scored: dict, names: list[str], min_score: float, min_gap: float |
             if k is not None and not any(a < e and s < b for a, b in regions.get(pid, ()))}
     result = score_entities(pred, scored["gold"])
     t = result["typed"]
-    p, r = t["precision"], t["recall"]
     return {"min_gap": min_gap, "written": len(pred), "abstained": sum(k is None for k in decided),
-            "typed_precision": p, "typed_recall": r, "typed_f1": t["f1"],
-            "typed_f0_5": round(1.25 * p * r / (0.25 * p + r), 2) if p + r else 0.0,
-            "span_f1": result["untyped"]["f1"]}
+            "typed_precision": t["precision"], "typed_recall": t["recall"], "typed_f1": t["f1"],
+            "typed_f0_5": t["f0_5"], "span_f1": result["untyped"]["f1"]}
 
 
 def choose_gap(rows: dict[str, list[dict]]) -> dict:
