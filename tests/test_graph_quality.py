@@ -541,3 +541,26 @@ def test_the_shipped_relations_are_judged_against_their_mnre_counterparts():
     assert judge("peer", "b", "a", [ann("a", "b", "/per/per/peer")])  # symmetric: either order
     assert not judge("member_of", "a", "b", [ann("a", "b", None)])  # a `None` pair
     assert not judge("created_by", "x", "y", [ann("x", "y", "/misc/misc/part_of")])  # no MNRE counterpart
+
+
+def test_audit_summary_counts_what_the_post_states_beside_mnre_verdicts():
+    """``bench.graph_quality.audit.summarise``: shares of read instances the post states, per MNRE group; an
+    unread instance counts as an instance but not as read; MNRE's own precision from its verdicts alone."""
+    from bench.graph_quality.audit import summarise
+
+    def row(where, verdict, stated):
+        return {"mnre_where": where, "mnre_verdict": verdict, "stated": stated}
+
+    rows = [row("annotated", "correct", True), row("annotated", "correct", False),
+            row("annotated", "none_pair", True), row("annotated", "none_pair", False),
+            row("annotated", "wrong_direction", False), row("unannotated", None, True),
+            row("other", None, False), row("unannotated", None, None)]
+    s = summarise(rows)
+    assert s["all instances"] == {"instances": 8, "read": 7, "stated": 3, "stated_pct": 42.9}
+    assert s["on MNRE-annotated pairs"]["stated"] == 2 and s["on MNRE-annotated pairs"]["instances"] == 5
+    assert s["... MNRE: correct"]["stated_pct"] == 50.0
+    assert s["... MNRE: wrong (relation on a None pair, wrong relation or direction)"] == {
+        "instances": 3, "read": 3, "stated": 1, "stated_pct": 33.3}
+    assert s["on pairs MNRE did not annotate or annotated outside the ontology"] == {
+        "instances": 3, "read": 2, "stated": 1, "stated_pct": 50.0}
+    assert s["MNRE precision on annotated pairs"] == {"correct": 2, "instances": 5, "pct": 40.0}
