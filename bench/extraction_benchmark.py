@@ -115,7 +115,7 @@ def child(n: int, shard_size: int, threads: int, entity_checkpoint: str = "", re
 
         # Reference: the text encoder over one marked sequence per mention and per pair (no encode-once).
         met_texts = [marked_text(*window(by_id[m.post_id].text, [(m.start, m.end)]), "met") for m in mentions]
-        pairs = relation_candidates(typed, ontology)
+        pairs = relation_candidates(by_id, typed, ontology)
         n_pairs += len(pairs)
         mre_texts = [
             marked_text(*window(by_id[h.mention.post_id].text, [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)]), "mre")

@@ -251,7 +251,7 @@ class LabelSimilarityExtractor:
     def extract_relations(
         self, posts: Mapping[str, Post], typed: Sequence[TypedMention], ontology: Ontology
     ) -> list[RelationMention]:
-        candidates = relation_candidates(typed, ontology)
+        candidates = relation_candidates(posts, typed, ontology)
         if not candidates:
             return []
         _, _, rel_names, rel_emb = self._labels(ontology)

@@ -356,7 +356,7 @@ class MGVMoEExtractor:
     def relation_scores(self, posts: Mapping[str, Post], typed: Sequence[TypedMention], ontology: Ontology):
         """The candidate pairs (``relation_candidates``) and their raw scores, one row per pair over the
         ontology's relations (empty when there is no candidate or no relation)."""
-        candidates = relation_candidates(typed, ontology)
+        candidates = relation_candidates(posts, typed, ontology)
         if not candidates or not ontology.relation_types:
             return [], torch.zeros(0, len(ontology.relation_types))
         items = [(posts[h.mention.post_id], [(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])

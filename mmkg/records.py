@@ -8,7 +8,11 @@ records, which is what makes re-runs and backfills idempotent downstream.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+
+#: A retweet's header: ``RT @handle`` opening the post (``RT @CNN: ...``, tokenised ``RT @CNN : ...``).
+_RETWEET_HEADER = re.compile(r"\s*RT\s+@(\w+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,18 @@ class Post:
     def image(self) -> ImageRef | None:
         """The first usable image, the one the model looks at."""
         return next((im for im in self.images if im.ok), None)
+
+    @property
+    def retweet_source(self) -> tuple[int, int] | None:
+        """Character span of the ``@handle`` (sign included) a retweet opens with: the account whose post this
+        one repeats, i.e. who said it, not what it says something about (``None`` when the post is no retweet)."""
+        m = _RETWEET_HEADER.match(self.text)
+        return (m.start(1) - 1, m.end(1)) if m else None
+
+    def is_retweet_source(self, start: int, end: int) -> bool:
+        """Whether the span ``[start, end)`` lies within the retweet header's handle (``retweet_source``)."""
+        span = self.retweet_source
+        return span is not None and span[0] <= start and end <= span[1]
 
 
 @dataclass(frozen=True, slots=True)

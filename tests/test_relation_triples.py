@@ -31,6 +31,32 @@ def test_a_pair_keeps_its_better_reading_only():
     assert best_reading_per_pair([(forward, 3.0), (backward, 2.0)]) == [forward]
 
 
+def test_the_account_a_retweet_quotes_is_no_relation_argument():
+    """``RT @handle`` names who posted the words, not what they are about: its mention stays (an entity of the post)
+    but pairs no relation; a handle inside the text still does, and so does a post that only mentions 'RT'."""
+    from extraction.zero_shot import relation_candidates
+    from mmkg.ontology import Ontology
+    from mmkg.records import Post
+
+    onto = Ontology.from_dict({"version": 1, "entity_types": [{"name": "Person", "description": "a person"},
+                                                             {"name": "Organization", "description": "an org"}],
+                               "relation_types": [{"name": "member_of", "description": "member",
+                                                   "allowed": [["Person", "Organization"]]},
+                                                  {"name": "employs", "description": "employs",
+                                                   "allowed": [["Organization", "Person"]]}]})
+    text = "RT @INCIndia : Congress President @RahulGandhi met the press"
+    rt = Post("p1", text, "2026-11-01T00:00:00+00:00")
+    assert rt.retweet_source == (3, 12) and rt.is_retweet_source(4, 12) and not rt.is_retweet_source(34, 46)
+    source, congress, rahul = (_tm("p1", 4, "INCIndia", "Organization"), _tm("p1", 15, "Congress", "Organization"),
+                               _tm("p1", 35, "RahulGandhi", "Person"))
+    pairs = {(h.mention.text, t.mention.text) for h, t, _ in relation_candidates({"p1": rt}, [source, congress, rahul], onto)}
+    assert pairs == {("RahulGandhi", "Congress"), ("Congress", "RahulGandhi")}
+    plain = Post("p2", "Jon from RT @ the show with the Tigers", "2026-11-01T00:00:00+00:00")
+    assert plain.retweet_source is None
+    jon, tigers = _tm("p2", 0, "Jon", "Person"), _tm("p2", 32, "Tigers", "Organization")
+    assert len(relation_candidates({"p2": plain}, [jon, tigers], onto)) == 2
+
+
 def test_self_loops_are_dropped_and_counted():
     texts = {"p1": "Monsoon Letters #MonsoonLetters"}
     name, tag = _tm("p1", 0, "Monsoon Letters", "Product"), _tm("p1", 17, "MonsoonLetters", "Product")

@@ -56,7 +56,7 @@ class FakeTyper:
     def extract_relations(self, posts, typed, ontology):
         self.relation_calls.append(sorted(posts))
         return [RelationMention(h.mention.post_id, h, t, allowed[0].name, 0.9, self.model_version, ontology.label_set_id)
-                for h, t, allowed in relation_candidates(typed, ontology)]
+                for h, t, allowed in relation_candidates(posts, typed, ontology)]
 
 
 def _mention(post: Post, surface: str) -> Mention:

@@ -391,7 +391,7 @@ def relation_result(driver, mnre: dict, ontology, typed: list, relations: list, 
         "stage": {
             "mentions_in": len(typed),
             "abstained_mentions": sum(tm.entity_type == OTHER_TYPE for tm in typed),
-            "candidate_pairs": len(relation_candidates(typed, ontology)),
+            "candidate_pairs": len(relation_candidates({p.id: p for p in mnre["posts"]}, typed, ontology)),
             "relations_returned": len(relations),
         },
         "load": _load_summary(load_report),
