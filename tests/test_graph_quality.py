@@ -564,3 +564,17 @@ def test_audit_summary_counts_what_the_post_states_beside_mnre_verdicts():
     assert s["on pairs MNRE did not annotate or annotated outside the ontology"] == {
         "instances": 3, "read": 2, "stated": 1, "stated_pct": 50.0}
     assert s["MNRE precision on annotated pairs"] == {"correct": 2, "instances": 5, "pct": 40.0}
+
+
+def test_audit_agreement_between_two_readers_and_cohen_kappa():
+    """``bench.graph_quality.audit.agreement``: raw agreement on the instances both read, and kappa against the
+    agreement their own rates would give by chance (here p1 = p2 = 0.5, so chance is 0.5)."""
+    from bench.graph_quality.audit import agreement
+
+    rows = [{"stated": a, "stated_2": b} for a, b in
+            [(True, True), (True, False), (False, False), (False, True), (True, True), (False, False), (None, True)]]
+    a = agreement(rows)
+    assert a["instances"] == 6 and a["agree"] == 4 and a["agree_pct"] == 66.7
+    assert a["cohen_kappa"] == round((4 / 6 - 0.5) / 0.5, 3)
+    assert a["stated_by_first_only"] == 1 and a["stated_by_second_only"] == 1
+    assert agreement([{"stated": None, "stated_2": True}]) is None
