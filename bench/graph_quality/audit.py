@@ -1,6 +1,6 @@
 """Which of the graph's relation triples does their post state? A read of every triple instance, beside MNRE's gold.
 
-    MMKG_DATA=/work/shared/data python -m bench.graph_quality.audit [--mnre-part test|dev] [--list] [--out DIR]
+    MMKG_DATA=/work/shared/data python -m bench.graph_quality.audit [--mnre-part test|dev|product] [--list] [--out DIR]
 
 MNRE's annotation is not a complete reading of each tweet: a pair is labelled with one relation of MNRE's set, or
 ``None``, and many ``None`` pairs are facts the tweet states (the development protocol's 25 relations written on
@@ -125,7 +125,7 @@ def agreement(rows: list[dict]) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.audit", description=__doc__.split("\n")[0])
-    parser.add_argument("--mnre-part", choices=["test", "dev"], default="test")
+    parser.add_argument("--mnre-part", choices=["test", "dev", "product"], default="test")
     parser.add_argument("--list", action="store_true", help="print every instance with its post text and stop")
     parser.add_argument("--verdicts", type=Path, default=None, metavar="FILE",
                         help="default audits/mnre-<part>.json next to this module")
