@@ -14,8 +14,11 @@ corresponds to: ``member_of`` /per/org/member_of, ``place_of_residence`` /per/lo
 type, tail type): instances on annotated pairs and the share that is right.
 
 This is what the default label set was reviewed with (README: *The label set*): a relation's argument-type pair
-that is much less precise than the rest costs a data team trust for little recall. Writes
-``ontology_relations.{json,md}``.
+that is much less precise than the rest costs a data team trust for little recall. MNRE annotates only some pairs,
+and its labels are lenient one way and harsh the other (``bench.graph_quality.audit``), so each written instance is
+also read against its post: two readers' verdicts (``audits/ontology-dev.json``, ``audits/ontology-dev.reader2.json``,
+the audit's criterion, written apart from ``--list``'s listing), reported per row as the share each reader finds
+stated, with their agreement. Writes ``ontology_relations.{json,md}``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from bench.graph_quality.audit import AUDITS, agreement, key as audit_key
 from bench.graph_quality.run import CREATED_AT, RESULTS_DIR
+
+#: The two readers' verdict files on the instances this writes (``--list``), first reader first.
+READERS = ("ontology-dev.json", "ontology-dev.reader2.json")
 
 #: The MNRE relations each shipped relation is judged by (same direction unless said).
 MNRE_COUNTERPARTS = {
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ontology", type=Path, default=None, help="default: the shipped one (MMKG_ONTOLOGY)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--list", action="store_true", help="print every written instance with its post text and stop")
     args = parser.parse_args(argv)
     data = research_data_dir()
     if data is None or not (data / "mnre" / "mnre_val.txt").is_file():
@@ -91,14 +99,30 @@ def main(argv: list[str] | None = None) -> int:
     extractor = extractor_for("mg-vmoe")
     typed = extractor.type_mentions(posts, mentions, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
+    if args.list:
+        for r in relations:
+            print(json.dumps({"post_id": r.post_id, "relation": r.relation, "head_type": r.head.entity_type,
+                              "tail_type": r.tail.entity_type, "head": entity_name(r.head.mention, texts),
+                              "tail": entity_name(r.tail.mention, texts), "text": texts[r.post_id]}, ensure_ascii=False))
+        return 0
+    readers = [_verdicts(AUDITS / name) for name in READERS]
     annotations = defaultdict(list)
     for p in mnre_posts:
         annotations[p.id].extend(p.annotations)
     counts: Counter = Counter()
+    pairs: list[dict] = []  # (first reader, second reader) on the instances both read
     for r in relations:
         head, tail = entity_name(r.head.mention, texts), entity_name(r.tail.mention, texts)
         key = f"{r.relation} ({r.head.entity_type}, {r.tail.entity_type})"
         counts[(key, "written")] += 1
+        k = audit_key(r.post_id, r.relation, head, tail)
+        for n, verdicts in enumerate(readers):
+            if k in verdicts:
+                for kk in (key, "all"):
+                    counts[(kk, f"read_{n}")] += 1
+                    counts[(kk, f"stated_{n}")] += verdicts[k]
+        if all(k in v for v in readers) and readers:
+            pairs.append({"stated": readers[0][k], "stated_2": readers[-1][k]})
         on = [a for a in annotations[r.post_id] if {a.head_name, a.tail_name} == {head, tail}]
         if on:
             right = judge(r.relation, head, tail, on)
@@ -109,24 +133,42 @@ def main(argv: list[str] | None = None) -> int:
     for key in sorted({k for k, _ in counts if k != "all"}) + ["all"]:
         n, right = counts[(key, "annotated")], counts[(key, "right")]
         rows.append({"relation (head, tail)": key, "written": counts[(key, "written")] if key != "all" else len(relations),
-                     "on_annotated_pairs": n, "right": right, "precision": round(100 * right / n, 1) if n else None})
+                     "on_annotated_pairs": n, "right": right, "precision": round(100 * right / n, 1) if n else None,
+                     **{f"stated_reader{i + 1}": _share(counts[(key, f"stated_{i}")], counts[(key, f"read_{i}")])
+                        for i in range(len(readers))}})
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit, "ontology": str(ontology_path),
               "label_set_id": ontology.label_set_id, "posts": len(posts), "wall_s": round(time.perf_counter() - t0, 1),
-              "rows": rows}
+              "rows": rows, "readers": [str(AUDITS / n) for n in READERS if (AUDITS / n).is_file()],
+              "agreement": agreement(pairs)}
     lines = ["# The shipped ontology's relations by argument types, on development posts", "",
              f"`python -m bench.graph_quality.ontology_relations` — {result['when']}, commit `{commit}`, ontology "
              f"`{ontology_path}` ({ontology.label_set_id}), {len(posts)} MNRE val-file posts in neither the train nor "
              f"the test file, wall {result['wall_s']} s. Definitions: `bench/graph_quality/ontology_relations.py`.", "",
-             "| relation (head, tail) | written | on annotated pairs | right | precision |", "|---|---|---|---|---|"]
+             "Stated: of the written instances a reader read, the share whose post states them (the audit's criterion,"
+             f" `bench/graph_quality/audit.py`); readers' agreement: {result['agreement']}.", "",
+             "| relation (head, tail) | written | on annotated pairs | right (MNRE) | precision (MNRE) | stated, reader 1 | stated, reader 2 |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['relation (head, tail)']} | {r['written']} | {r['on_annotated_pairs']} | {r['right']} | "
-              f"{r['precision']} |" for r in rows]
+              f"{r['precision']} | {r.get('stated_reader1', '–')} | {r.get('stated_reader2', '–')} |" for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "ontology_relations"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _verdicts(path: Path) -> dict:
+    """A reader's verdicts by instance (``audit.key``), empty when the file is absent."""
+    if not path.is_file():
+        return {}
+    return {audit_key(v["post_id"], v["relation"], v["head"], v["tail"]): bool(v["stated"])
+            for v in json.loads(path.read_text(encoding="utf-8"))["verdicts"]}
+
+
+def _share(stated: int, read: int) -> str | None:
+    return f"{stated} / {read} ({round(100 * stated / read, 1)})" if read else None
 
 
 if __name__ == "__main__":
