@@ -6,6 +6,8 @@ retraction on re-load), against the session's real Neo4j 5.26.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 
 import pytest
@@ -177,11 +179,18 @@ def _extraction():
 
 
 def _load(driver):
+    """The fixture loaded under the shipped label set plus ``place_of_residence`` (which the default label set no
+    longer has: README, *The label set*), so Kofi keeps a place beside his people."""
+    import yaml
+
     from kg_loader.load import load_extraction, writer_for
-    from mmkg.ontology import load_ontology
+    from mmkg.ontology import Ontology
     from mmkg.settings import PipelineSettings
 
-    writer = writer_for(driver, load_ontology(PipelineSettings.from_env().ontology_path))
+    spec = yaml.safe_load(Path(PipelineSettings.from_env().ontology_path).read_text(encoding="utf-8"))
+    spec["relation_types"].append({"name": "place_of_residence", "description": "the person lives in the location",
+                                   "allowed": [["Person", "Location"]]})
+    writer = writer_for(driver, Ontology.from_dict(spec))
     writer.ensure_schema()
     report = load_extraction(writer, *_extraction(), run_id="run-1")
     assert not report.rejected
