@@ -6,9 +6,8 @@ retraction on re-load), against the session's real Neo4j 5.26.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 
