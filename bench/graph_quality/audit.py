@@ -73,6 +73,11 @@ def key(post_id: str, relation: str, head: str, tail: str) -> str:
     return f"{post_id}|{relation}|{head}|{tail}"
 
 
+def by_instance(audit: dict) -> dict[str, dict]:
+    """A verdict file's verdicts (``audits/*.json``: ``{"reader", "criterion", "verdicts": [...]}``) by instance ``key``."""
+    return {key(v["post_id"], v["relation"], v["head"], v["tail"]): v for v in audit["verdicts"]}
+
+
 def mnre_verdicts(found: list, gold_pairs: list) -> list[dict]:
     """MNRE's verdict on each instance (``scoring.judge_instance``, name matching: the headline's)."""
     from bench.graph_quality.scoring import judge_instance
@@ -152,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     path = args.verdicts or AUDITS / f"mnre-{args.mnre_part}.json"
     audit = json.loads(path.read_text(encoding="utf-8"))
-    verdicts = {key(v["post_id"], v["relation"], v["head"], v["tail"]): v for v in audit["verdicts"]}
+    verdicts = by_instance(audit)
     second_path = args.second or AUDITS / f"mnre-{args.mnre_part}.reader2.json"
     second = json.loads(second_path.read_text(encoding="utf-8")) if second_path.is_file() else None
-    verdicts_2 = {key(v["post_id"], v["relation"], v["head"], v["tail"]): v for v in second["verdicts"]} if second else {}
+    verdicts_2 = by_instance(second) if second else {}
     rows = []
     for i, j in zip(found, judged):
         k = key(i.post_id, i.relation, i.head_name, i.tail_name)

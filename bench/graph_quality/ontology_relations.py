@@ -30,7 +30,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.graph_quality.audit import AUDITS, agreement, key as audit_key
+from bench.graph_quality.audit import AUDITS, agreement, by_instance, key as audit_key
 from bench.graph_quality.run import CREATED_AT, RESULTS_DIR
 
 #: The two readers' verdict files on the instances this writes (``--list``), first reader first.
@@ -163,8 +163,7 @@ def _verdicts(path: Path) -> dict:
     """A reader's verdicts by instance (``audit.key``), empty when the file is absent."""
     if not path.is_file():
         return {}
-    return {audit_key(v["post_id"], v["relation"], v["head"], v["tail"]): bool(v["stated"])
-            for v in json.loads(path.read_text(encoding="utf-8"))["verdicts"]}
+    return {k: bool(v["stated"]) for k, v in by_instance(json.loads(path.read_text(encoding="utf-8"))).items()}
 
 
 def _share(stated: int, read: int) -> str | None:
