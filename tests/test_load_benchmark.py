@@ -56,6 +56,21 @@ def test_tiny_run_side_by_side(tmp_path):
     assert g["first"]["relationships"] == result["graph"]["relationships"]
 
 
+@pytest.mark.neo4j
+def test_a_run_without_the_naive_loader_reports_no_naive_ratio(tmp_path):
+    from app.local_airflow import free_port
+
+    port = free_port()
+    while any(_busy(port + i) for i in range(3)):
+        port = free_port()
+    out = tmp_path / "lb.json"
+    assert lb.main(["--entities", "60", "--triples", "60", "--posts", "20", "--repeats", "1", "--naive-repeats", "0",
+                    "--peers", "--compare-writers", "--bolt-port", str(port), "--http-port", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["naive_median_s"] is None and result["ratio_batched_over_naive"] is None
+    assert result["batched_relationships_per_s"] > 0
+
+
 def _busy(port: int) -> bool:
     import socket
 
