@@ -578,3 +578,22 @@ def test_audit_agreement_between_two_readers_and_cohen_kappa():
     assert a["cohen_kappa"] == round((4 / 6 - 0.5) / 0.5, 3)
     assert a["stated_by_first_only"] == 1 and a["stated_by_second_only"] == 1
     assert agreement([{"stated": None, "stated_2": True}]) is None
+
+
+def test_roc_auc_counts_ties_as_half_and_needs_both_classes():
+    from bench.graph_quality.relation_signals import roc_auc
+
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [True, False, True, False]) == 0.5
+    # one positive above one of two negatives, tied with the other: (1 + 0.5) / 2
+    assert roc_auc([0.7, 0.7, 0.3], [True, False, False]) == 0.75
+    assert roc_auc([0.1, 0.2], [True, True]) is None
+
+
+def test_a_relation_description_filled_in_with_the_pair():
+    from bench.graph_quality.relation_signals import filled_description
+
+    assert (filled_description("the head person is a member, player or employee of the tail organization",
+                               "Tom Brady", "Patriots") == "Tom Brady is a member, player or employee of Patriots")
+    assert filled_description("no roles named", "A", "B") == "no roles named"
