@@ -82,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("rest", nargs=argparse.REMAINDER)
     load.set_defaults(func=_bench_load)
 
-    from app.resolution_cli import add_entities_parser  # argparse only; the work is imported lazily
+    from app.relation_review_cli import add_relations_parser  # argparse only; the work is imported lazily
+    from app.resolution_cli import add_entities_parser
 
     add_entities_parser(sub)
+    add_relations_parser(sub)
     return parser
 
 

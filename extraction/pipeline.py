@@ -401,7 +401,7 @@ def readable_script(text: str) -> bool:
 #: Graph counters of the shard loads summed into the run report's ``graph``.
 _GRAPH_COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "relationships_deleted",
                    "properties_set", "deadlock_retries", "transaction_retries", "posts_superseded",
-                   "posts_retracted", "entities_type_agreed")
+                   "posts_retracted", "entities_type_agreed", "triples_rejected")
 
 
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:

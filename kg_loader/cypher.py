@@ -45,6 +45,8 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
     "CREATE CONSTRAINT merge_decision_id IF NOT EXISTS FOR (d:MergeDecision) REQUIRE d.id IS UNIQUE",
     # A person's word on a name's type (kg_loader.type_agreement.set_type), which every load's agreement follows.
     "CREATE CONSTRAINT type_decision_name IF NOT EXISTS FOR (d:TypeDecision) REQUIRE d.name IS UNIQUE",
+    # A person's rejection of a relation triple (kg_loader.relation_review), which every load re-applies.
+    "CREATE CONSTRAINT relation_decision_id IF NOT EXISTS FOR (d:RelationDecision) REQUIRE d.id IS UNIQUE",
     # One load at a time decides a name's type across runs (kg_loader.type_agreement): its MERGE on this key
     # waits for another load holding the name until that one commits. No such node outlives its transaction.
     "CREATE CONSTRAINT entity_name_lock IF NOT EXISTS FOR (l:EntityNameLock) REQUIRE l.name IS UNIQUE",

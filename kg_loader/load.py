@@ -61,6 +61,7 @@ def load_extraction(
         report.merge(tx_writer.upsert_relations(relations_))
         report.merge(tx_writer.reapply_merges())  # accepted entity merges survive the re-load
         report.merge(tx_writer.agree_entity_types(touched))  # one type per name across runs
+        report.merge(tx_writer.remove_rejected_triples())  # a triple a person rejected stays out
         return report
 
     report = writer.write_atomically(work)

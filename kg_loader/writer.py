@@ -119,6 +119,8 @@ class LoadReport:
     #: Entities folded into the type their name holds most evidence for across runs
     #: (``kg_loader.type_agreement``), and names left split on purpose, by reason.
     entities_type_agreed: int = 0
+    #: Relation triples a person rejected (``kg_loader.relation_review``) that this load had written again, removed.
+    triples_rejected: int = 0
     names_left_split: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
@@ -153,6 +155,7 @@ class LoadReport:
         self.posts_retracted += other.posts_retracted
         self.merges_applied += other.merges_applied
         self.entities_type_agreed += other.entities_type_agreed
+        self.triples_rejected += other.triples_rejected
         for k, v in other.names_left_split.items():
             self.names_left_split[k] += v
         return self
@@ -174,6 +177,7 @@ class LoadReport:
             "posts_retracted": self.posts_retracted,
             "merges_applied": self.merges_applied,
             "entities_type_agreed": self.entities_type_agreed,
+            "triples_rejected": self.triples_rejected,
             "names_left_split": dict(self.names_left_split),
             "dropped": dict(self.dropped),
             "rejected": [asdict(r) for r in self.rejected],
@@ -626,6 +630,18 @@ class GraphWriter:
         else:
             applied = apply_accepted_merges(self.driver, self.database, self.symmetric_relations)
         return LoadReport(merges_applied=applied.merges_applied)
+
+    def remove_rejected_triples(self) -> LoadReport:
+        """Delete the relation triples a person rejected (``kg_loader.relation_review``), in this writer's transaction
+        when it has one: a load that wrote one again commits without it, so rejections survive re-runs."""
+        from kg_loader.relation_review import remove_rejected_tx
+
+        if self._tx is not None:
+            removed = remove_rejected_tx(self._tx)
+        else:
+            with self.driver.session(database=self.database) as session:
+                removed = session.execute_write(remove_rejected_tx)
+        return LoadReport(triples_rejected=removed)
 
     def entity_names_of_posts(self, post_ids: Sequence[str]) -> list[str]:
         """Names of the entities these posts mention in the graph now (read in this writer's transaction)."""
