@@ -95,37 +95,40 @@ def _review(args: argparse.Namespace) -> int:
     return _guard(run)
 
 
-def _reject(args: argparse.Namespace) -> int:
+def _on_triple(args: argparse.Namespace, act) -> int:
+    """``act(relation_review, driver, database, relations, symmetric)`` on the label set and the graph; print what
+    it returns. A refused decision prints its reason and exits 2."""
     from kg_loader import relation_review
 
     def run() -> int:
         relations, symmetric = _label_set()
         driver, db = _graph()
         with driver:
-            d, removed = relation_review.reject_triple(driver, args.head, args.relation, args.tail, relations=relations,
-                                                       symmetric=symmetric, database=db, note=args.note)
-        both = " (either direction: symmetric)" if d.symmetric else ""
-        print(f"rejected: {d.head} {d.relation.upper()} {d.tail}{both}; {removed} relationship(s) deleted now, and no "
-              "later load writes it again")
+            print(act(relation_review, driver, db, relations, symmetric))
         return 0
 
     return _guard(run)
+
+
+def _reject(args: argparse.Namespace) -> int:
+    def act(rr, driver, db, relations, symmetric) -> str:
+        d, removed = rr.reject_triple(driver, args.head, args.relation, args.tail, relations=relations,
+                                      symmetric=symmetric, database=db, note=args.note)
+        both = " (either direction: symmetric)" if d.symmetric else ""
+        return (f"rejected: {d.head} {d.relation.upper()} {d.tail}{both}; {removed} relationship(s) deleted now, and "
+                "no later load writes it again")
+
+    return _on_triple(args, act)
 
 
 def _allow(args: argparse.Namespace) -> int:
-    from kg_loader import relation_review
+    def act(rr, driver, db, relations, symmetric) -> str:
+        dropped = rr.allow_triple(driver, args.head, args.relation, args.tail, relations=relations,
+                                  symmetric=symmetric, database=db)
+        return ("rejection dropped: the next load of a post that gives the triple writes it again" if dropped
+                else "no rejection of that triple")
 
-    def run() -> int:
-        relations, symmetric = _label_set()
-        driver, db = _graph()
-        with driver:
-            dropped = relation_review.allow_triple(driver, args.head, args.relation, args.tail, relations=relations,
-                                                   symmetric=symmetric, database=db)
-        print("rejection dropped: the next load of a post that gives the triple writes it again" if dropped
-              else "no rejection of that triple")
-        return 0
-
-    return _guard(run)
+    return _on_triple(args, act)
 
 
 def _decisions(args: argparse.Namespace) -> int:
