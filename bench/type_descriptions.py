@@ -21,6 +21,7 @@ SHIPPED = REPO_ROOT / "ontology" / "ontology.yaml"
 PERSON = "a person, a real or fictional human being, such as an athlete, artist or politician"
 ORG = "an organization such as a company, sports team, band, university or government body"
 EVENT = "a named event such as a festival, tournament, award ceremony, concert or election"
+LOCATION = "a geographic place such as a city, country, region, river or mountain"
 #: variant -> {shipped description: replacement}
 VARIANTS: dict[str, dict[str, str]] = {
     "shipped": {},
@@ -43,6 +44,11 @@ VARIANTS: dict[str, dict[str, str]] = {
                                   "or election"},
     "organization + record label": {
         ORG: "an organization such as a company, sports team, band, record label, university or government body"},
+    "location + town, state, island": {
+        LOCATION: "a geographic place such as a city, town, country, state, region, island, river or mountain"},
+    "location as where things happen": {
+        LOCATION: "a geographic place where people live, travel or play, such as a city, country, region, river or "
+                  "mountain"},
 }
 SETS = ("twitter2017-valid", "wnut16-dev")
 
