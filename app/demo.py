@@ -116,7 +116,8 @@ def report_line(day: str, report: dict) -> str:
         f"spans cut to capitalised words {report.get('spans_cut_to_capitals', 0)}), entities typed {report['entities_typed']} (abstained "
         f"{report['mentions_abstained']}, unreadable script {report['mentions_unreadable_script']}), "
         f"relations {report['relations']} (self-loops dropped "
-        f"{report['graph'].get('dropped_relations_self_loop', 0)}), "
+        f"{report['graph'].get('dropped_relations_self_loop', 0)}, rejected by a person "
+        f"{report['graph'].get('triples_rejected', 0)}), "
         f"entities folded into their name's type across runs {report['graph'].get('entities_type_agreed', 0)}"
     )
 
