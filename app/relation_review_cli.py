@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from app.resolution_cli import graph, guarded
+
 
 def add_relations_parser(sub) -> None:
     """Register the ``relations`` group on the ``mmkg`` command's subparsers."""
@@ -54,23 +56,11 @@ def _label_set() -> tuple[list[str], list[str]]:
     return [r.name for r in ontology.relation_types], [r.name for r in ontology.relation_types if r.symmetric]
 
 
-def _graph():
-    from kg_loader.writer import connect
-    from mmkg.settings import Neo4jSettings
-
-    neo = Neo4jSettings.from_env()
-    return connect(neo), neo.database
-
-
 def _guard(func) -> int:
     """A refused decision (unknown relation or entity) prints its reason and exits 2, not a traceback."""
     from kg_loader.relation_review import RelationReviewError
 
-    try:
-        return func()
-    except RelationReviewError as exc:
-        print(f"mmkg relations: {exc}", file=sys.stderr)
-        return 2
+    return guarded(func, RelationReviewError, "mmkg relations")
 
 
 def _review(args: argparse.Namespace) -> int:
@@ -78,7 +68,7 @@ def _review(args: argparse.Namespace) -> int:
 
     def run() -> int:
         relation = relation_review.relation_of(args.relation, _label_set()[0]) if args.relation else None
-        driver, db = _graph()
+        driver, db = graph()
         with driver:
             rows = relation_review.review(driver, db, relation, args.max_posts, args.limit)
         if args.json:
@@ -102,7 +92,7 @@ def _on_triple(args: argparse.Namespace, act) -> int:
 
     def run() -> int:
         relations, symmetric = _label_set()
-        driver, db = _graph()
+        driver, db = graph()
         with driver:
             print(act(relation_review, driver, db, relations, symmetric))
         return 0
@@ -136,7 +126,7 @@ def _decisions(args: argparse.Namespace) -> int:
 
     from kg_loader import relation_review
 
-    driver, db = _graph()
+    driver, db = graph()
     with driver:
         decisions = relation_review.read_decisions(driver, db)
     if args.json:

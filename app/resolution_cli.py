@@ -79,7 +79,8 @@ def add_entities_parser(sub) -> None:
     dec.set_defaults(func=_decisions)
 
 
-def _graph():
+def graph():
+    """A driver for the configured Neo4j and its database (``mmkg entities`` and ``mmkg relations``)."""
     from kg_loader.writer import connect
     from mmkg.settings import Neo4jSettings
 
@@ -95,21 +96,25 @@ def _symmetric() -> frozenset[str]:
     return frozenset(r.name for r in ontology.relation_types if r.symmetric)
 
 
-def _guard(func):
-    """Turn a refused decision into a message and exit status 2, not a traceback."""
-    from kg_loader.resolution import ResolutionError
-
+def guarded(func, refused: type[Exception], command: str) -> int:
+    """``func()``, with a refused decision (``refused``) turned into a message and exit status 2, not a traceback."""
     try:
         return func()
-    except ResolutionError as exc:
-        print(f"mmkg entities: {exc}", file=sys.stderr)
+    except refused as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _guard(func) -> int:
+    from kg_loader.resolution import ResolutionError
+
+    return guarded(func, ResolutionError, "mmkg entities")
 
 
 def _propose(args: argparse.Namespace) -> int:
     from kg_loader import resolution
 
-    driver, db = _graph()
+    driver, db = graph()
     with driver:
         kwargs = {} if args.min_score is None else {"min_score": args.min_score}
         report = resolution.propose_candidates(driver, db, auto_accept_threshold=args.auto_accept_threshold,
@@ -132,7 +137,7 @@ def _propose(args: argparse.Namespace) -> int:
 def _candidates(args: argparse.Namespace) -> int:
     from kg_loader import resolution
 
-    driver, db = _graph()
+    driver, db = graph()
     with driver:
         rows = resolution.list_candidates(driver, db, status=None if args.all else "proposed")
     if args.json:
@@ -166,7 +171,7 @@ def _accept(args: argparse.Namespace) -> int:
     from kg_loader import resolution
 
     def run() -> int:
-        driver, db = _graph()
+        driver, db = graph()
         with driver:
             d = resolution.accept(driver, args.a, args.b, db, note=args.note, allow_cross_type=args.allow_cross_type)
             print(f"accepted: {d.merged_type}:{d.merged_name} ({d.merged_id}) -> "
@@ -182,7 +187,7 @@ def _reject(args: argparse.Namespace) -> int:
     from kg_loader import resolution
 
     def run() -> int:
-        driver, db = _graph()
+        driver, db = graph()
         with driver:
             d = resolution.reject(driver, args.a, args.b, db, note=args.note)
         print(f"rejected: {d.a_id} / {d.b_id} (decided {d.decided_at}); this pair is not proposed again")
@@ -194,7 +199,7 @@ def _reject(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from kg_loader import resolution
 
-    driver, db = _graph()
+    driver, db = graph()
     with driver:
         print(json.dumps(resolution.apply_accepted_merges(driver, db, _symmetric()).as_dict()))
     return 0
@@ -231,7 +236,7 @@ def _name_of(driver, ref: str, db) -> str:
 def _agree_types(args: argparse.Namespace) -> int:
     from kg_loader import type_agreement
 
-    driver, db = _graph()
+    driver, db = graph()
     with driver:
         report = type_agreement.agree_all_types(driver, db, **_label_set(driver, db))
     print(json.dumps(report.as_dict()))
@@ -243,7 +248,7 @@ def _on_name(ref: str, act) -> int:
     refused decision prints its reason and exits 2."""
 
     def run() -> int:
-        driver, db = _graph()
+        driver, db = graph()
         with driver:
             message = act(driver, db, _name_of(driver, ref, db), _label_set(driver, db))
         print(message)
@@ -289,7 +294,7 @@ def _decisions(args: argparse.Namespace) -> int:
 
     from kg_loader import resolution, type_agreement
 
-    driver, db = _graph()
+    driver, db = graph()
     with driver:
         decisions = resolution.read_decisions(driver, db)
         types = type_agreement.read_type_decisions(driver, db)
