@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 #: This module, as ``python -m`` runs it (``__name__`` is "__main__" there).
@@ -119,6 +120,83 @@ def passwords_file(home: Path) -> Path:
 
 #: Restarts of one failed component before the supervisor gives up and stops the session.
 MAX_RESTARTS = 3
+#: Seconds between two looks at the scheduler's heartbeat, and how stale it may grow before the
+#: supervisor takes the scheduler for hung: this many times ``[scheduler] scheduler_health_check_threshold``
+#: (30 s by default: 2 min; generous, since a loaded 2-core machine delays heartbeats, not stops them).
+WATCHDOG_INTERVAL = 15
+HEARTBEAT_GRACE = 4
+
+
+class SchedulerWatchdog:
+    """Finds a scheduler process that lives on after its loop died.
+
+    When the scheduler loop raises (e.g. SQLite's ``FOREIGN KEY constraint failed`` race between
+    ``backfill create`` and the scheduler creating a new run's task instances), Airflow's scheduler
+    does not exit: its ``finally`` waits in ``LocalExecutor.end()`` for the executor's workers, and
+    the process can sit there for good, alive but heartbeating no more, so ``supervise`` (which
+    restarts components that *exit*) saw nothing and every queued run stayed queued. The watchdog
+    reads the newest ``SchedulerJob`` row of the metadata database (SQLite or PostgreSQL, through
+    Airflow's own ``Job`` table) started since the process did; when its heartbeat is older than
+    ``HEARTBEAT_GRACE`` health-check thresholds, or the job has ended while the process lives on,
+    it kills the process and its children (SIGKILL: a SIGTERM lands in the same ``finally``), and
+    ``supervise`` restarts it like any failed component.
+    """
+
+    def __init__(self, sql_alchemy_conn: str, threshold_s: float):
+        import sqlalchemy
+
+        self.engine = sqlalchemy.create_engine(sql_alchemy_conn)
+        self.threshold_s = threshold_s
+
+    @classmethod
+    def configured(cls) -> "SchedulerWatchdog":
+        from airflow.configuration import conf
+
+        return cls(conf.get("database", "sql_alchemy_conn"),
+                   HEARTBEAT_GRACE * conf.getint("scheduler", "scheduler_health_check_threshold"))
+
+    def newest_job(self, since: datetime) -> tuple[str | None, datetime | None] | None:
+        """(state, latest heartbeat) of the newest scheduler job started at or after ``since``, if any."""
+        import sqlalchemy
+        from airflow.jobs.job import Job
+
+        job = Job.__table__
+        query = (sqlalchemy.select(job.c.state, job.c.latest_heartbeat)
+                 .where(job.c.job_type == "SchedulerJob", job.c.start_date >= since)
+                 .order_by(job.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (row.state, row.latest_heartbeat)
+
+    def why_hung(self, started: datetime, now: datetime | None = None) -> str | None:
+        """Why the scheduler process started at ``started`` is hung, or None while it is healthy (or its
+        job has not been written yet)."""
+        job = self.newest_job(started - timedelta(seconds=5))
+        if job is None:
+            return None
+        state, heartbeat = job
+        now = now or datetime.now(timezone.utc)
+        if state != "running":
+            return f"its scheduler job is {state} but the process is still up"
+        if heartbeat is not None and (now - heartbeat).total_seconds() > self.threshold_s:
+            return f"no scheduler heartbeat for {(now - heartbeat).total_seconds():.0f} s (> {self.threshold_s:.0f} s)"
+        return None
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant it has (the LocalExecutor's workers, their task runners)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def stop_signals() -> threading.Event:
@@ -145,7 +223,22 @@ def supervise(extra: dict[str, list[str]] | None = None) -> int:
     print(f"[mmkg airflow] started {', '.join(f'{n} (pid {p.pid})' for n, p in children.items())}", flush=True)
     code = 0
     restarts = dict.fromkeys(children, 0)
+    watchdog = SchedulerWatchdog.configured()
+    scheduler_started = datetime.now(timezone.utc)
+    next_look = time.monotonic() + WATCHDOG_INTERVAL
     while not stop.is_set():
+        if time.monotonic() >= next_look:
+            next_look = time.monotonic() + WATCHDOG_INTERVAL
+            scheduler = children["scheduler"]
+            try:
+                hung = scheduler.poll() is None and watchdog.why_hung(scheduler_started)
+            except Exception as e:  # the metadata database busy or down: look again next time
+                print(f"[mmkg airflow] could not read the scheduler's heartbeat: {e}", flush=True)
+                hung = None
+            if hung:
+                print(f"[mmkg airflow] scheduler (pid {scheduler.pid}) is hung: {hung}; killing it", flush=True)
+                kill_tree(scheduler.pid)
+                scheduler.wait()
         exited = {n: p.returncode for n, p in children.items() if p.poll() is not None}
         # A component that fails (e.g. the scheduler loop hitting a transient SQLite race, which it
         # does not survive) is restarted, as a service manager would, up to MAX_RESTARTS times each;
@@ -159,6 +252,8 @@ def supervise(extra: dict[str, list[str]] | None = None) -> int:
                 argv = [sys.executable, "-m", "airflow", *components[name]] if name in components else \
                     [sys.executable, "-m", MODULE, "serve-logs"]
                 children[name] = subprocess.Popen(argv, env=env)
+                if name == "scheduler":
+                    scheduler_started = datetime.now(timezone.utc)
         elif exited:
             print(f"[mmkg airflow] {exited} exited; stopping the others", flush=True)
             code = 1

@@ -164,3 +164,172 @@ def test_the_supervisor_restarts_a_failed_component_then_gives_up(tmp_path, monk
     out = capsys.readouterr().out
     assert f"restarting it ({local_airflow.MAX_RESTARTS} of {local_airflow.MAX_RESTARTS})" in out
     assert "{'scheduler': 1} exited; stopping the others" in out
+
+
+def test_the_watchdog_reads_the_scheduler_heartbeat_from_the_metadata_database(tmp_path):
+    """A scheduler whose loop died can sit in ``LocalExecutor.end()`` for good (a CI run hung 15 min
+    that way): its job row stops heartbeating while the process lives. The watchdog reads Airflow's
+    own ``job`` table and says why it is hung; a row from an earlier scheduler does not count."""
+    from datetime import datetime, timedelta, timezone
+
+    import sqlalchemy
+    from airflow.jobs.job import Job
+
+    from app.local_airflow import SchedulerWatchdog
+
+    url = f"sqlite:///{tmp_path / 'airflow.db'}"
+    Job.__table__.create(sqlalchemy.create_engine(url))
+    watchdog = SchedulerWatchdog(url, threshold_s=120)
+    now = datetime.now(timezone.utc)
+    started = now - timedelta(minutes=20)
+    assert watchdog.why_hung(started, now) is None  # no job written yet: still starting
+
+    def add(state, start, heartbeat, job_type="SchedulerJob"):
+        with watchdog.engine.begin() as conn:
+            conn.execute(Job.__table__.insert().values(
+                job_type=job_type, state=state, start_date=start, latest_heartbeat=heartbeat))
+
+    add("running", started - timedelta(hours=1), started - timedelta(hours=1))  # an earlier scheduler's row
+    add("running", started, now - timedelta(minutes=30), job_type="TriggererJob")
+    assert watchdog.why_hung(started, now) is None
+    add("running", started + timedelta(seconds=3), now - timedelta(seconds=20))
+    assert watchdog.why_hung(started, now) is None  # heartbeats 20 s ago: healthy
+    hung = watchdog.why_hung(started, now + timedelta(minutes=10))
+    assert hung is not None and hung.startswith("no scheduler heartbeat for 620 s"), hung
+    add("failed", started + timedelta(seconds=60), now)
+    assert watchdog.why_hung(started, now) == "its scheduler job is failed but the process is still up"
+
+
+def test_kill_tree_kills_a_process_and_its_children():
+    import psutil
+
+    from app.local_airflow import kill_tree
+
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time; "
+                               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+                               "print('up', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "up"
+    child = psutil.Process(parent.pid).children()[0]
+    kill_tree(parent.pid)
+    assert parent.wait(10) == -9
+    child.wait(10)
+    assert not child.is_running()
+
+
+def test_the_supervisor_kills_and_restarts_a_hung_scheduler(tmp_path, monkeypatch, capsys):
+    """A scheduler the watchdog finds hung is killed with its children and restarted like a failed one."""
+    from app import local_airflow
+
+    started: list[str] = []
+    procs: list = []
+    killed: list[int] = []
+
+    class FakeProcess:
+        def __init__(self, argv, env=None):
+            self.name = next(n for n, args in local_airflow.COMPONENTS.items() if argv[3:] == list(args)) \
+                if argv[2] == "airflow" else "log-server"
+            started.append(self.name)
+            procs.append(self)
+            self.pid, self.returncode, self.polls = len(started), None, 0
+
+        def poll(self):
+            self.polls += 1
+            # the first scheduler never exits by itself (hung); the second one exits at its 3rd look,
+            # which ends this test's session
+            if self.name == "scheduler" and started.count("scheduler") == 2 and self is procs[-1] and self.polls > 2:
+                self.returncode = 0
+            return self.returncode
+
+        def terminate(self):
+            self.returncode = -15 if self.returncode is None else self.returncode
+
+        def wait(self, timeout=None):
+            return self.returncode
+
+        def kill(self):
+            self.terminate()
+
+    class FakeWatchdog:
+        looks = 0
+
+        def why_hung(self, since):
+            FakeWatchdog.looks += 1
+            return "no scheduler heartbeat for 600 s (> 120 s)" if FakeWatchdog.looks == 1 else None
+
+    def fake_kill_tree(pid):
+        killed.append(pid)
+        next(p for p in procs if p.pid == pid).returncode = -9
+
+    clock = iter(range(0, 10_000, 20))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr(local_airflow.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(local_airflow.SchedulerWatchdog, "configured", classmethod(lambda cls: FakeWatchdog()))
+    monkeypatch.setattr(local_airflow, "kill_tree", fake_kill_tree)
+    monkeypatch.setattr(local_airflow.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(local_airflow.time, "sleep", lambda s: None)
+    monkeypatch.setattr(local_airflow.signal, "signal", lambda *a: None)
+    assert local_airflow.supervise() == 1  # ended by the second scheduler's clean exit
+    first_scheduler = next(p for p in procs if p.name == "scheduler")
+    assert killed == [first_scheduler.pid]
+    assert started.count("scheduler") == 2
+    out = capsys.readouterr().out
+    assert f"scheduler (pid {first_scheduler.pid}) is hung: no scheduler heartbeat for 600 s (> 120 s); killing it" in out
+    assert "scheduler exited with -9; restarting it (1 of 3)" in out
+
+
+@pytest.mark.airflow
+def test_a_scheduler_that_stops_heartbeating_is_killed_and_restarted(tmp_path):
+    """The real thing: the scheduler of a local Airflow is frozen (SIGSTOP: alive, no heartbeat, like one
+    stuck in ``LocalExecutor.end()`` after its loop died); the supervisor kills it and starts a new one."""
+    import signal
+
+    import psutil
+
+    from app.local_airflow import LocalAirflow, SchedulerWatchdog, session_members
+
+    # health-check threshold 10 s: the watchdog acts after 40 s without a heartbeat (2 min by default)
+    af = LocalAirflow(tmp_path / "airflow", env={"AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10"})
+    af.start()
+    try:
+        watchdog = SchedulerWatchdog(f"sqlite:///{af.home / 'airflow.db'}", threshold_s=40)
+
+        def schedulers() -> list:
+            return [p for p in session_members(af.proc.pid)
+                    if "scheduler" in " ".join(p.cmdline()) and p.ppid() == af.proc.pid]
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (schedulers() and watchdog.newest_job(_long_ago())):
+            time.sleep(2)
+        first = schedulers()
+        assert len(first) == 1 and watchdog.newest_job(_long_ago())[0] == "running", af.log_path.read_text()[-3000:]
+        first[0].send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not [p for p in schedulers() if p.pid != first[0].pid]:
+            time.sleep(2)
+        log = af.log_path.read_text()
+        assert f"scheduler (pid {first[0].pid}) is hung: no scheduler heartbeat for" in log, log[-3000:]
+        assert "scheduler exited with -9; restarting it (1 of 3)" in log
+        assert not psutil.pid_exists(first[0].pid) or first[0].status() == psutil.STATUS_ZOMBIE
+        deadline = time.monotonic() + 120  # the new scheduler writes its own job row and heartbeats
+        while time.monotonic() < deadline:
+            state, heartbeat = watchdog.newest_job(_long_ago())
+            if state == "running" and watchdog.why_hung(_long_ago()) is None and heartbeat > _since(30):
+                break
+            time.sleep(2)
+        else:
+            raise AssertionError(f"no healthy scheduler after the restart: {watchdog.newest_job(_long_ago())}")
+    finally:
+        assert af.stop() == []
+
+
+def _long_ago():
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.now(timezone.utc) - timedelta(hours=1)
+
+
+def _since(seconds: float):
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
