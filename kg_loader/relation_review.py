@@ -11,8 +11,10 @@ the posts that gave it does not bring it back. ``allow_triple`` drops the decisi
 gives the triple writes it again.
 
 A decision names the two entities by their (normalised) names, not their ids: it holds whatever type a later
-run or ``mmkg entities set-type`` gives them (an entity's id hashes its type). A merge moves a merged-away
-entity's triples to the name that stays; a rejection of the old name does not follow them there. A symmetric
+run or ``mmkg entities set-type`` gives them (an entity's id hashes its type). An accepted merge
+(``kg_loader.resolution``) moves a merged-away entity's triples to the entity that stays, and a rejection naming
+the merged-away entity follows them: it also removes the triple under the name that stays (the merge says the two
+names are one entity, so it is the same fact). A merged-away name can still be named in a new rejection. A symmetric
 relation's decision covers both directions.
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from kg_loader import cypher
+from kg_loader import cypher, resolution
 
 SCHEMA_STATEMENTS = tuple(s for s in cypher.SCHEMA_STATEMENTS if "(d:RelationDecision)" in s)
 
@@ -85,13 +87,16 @@ def relation_of(name: str, relations: Iterable[str]) -> str:
 
 
 def _entity_name(driver, name: str, database: str | None) -> str:
+    """``name`` normalised, refused unless an entity has it or an accepted merge folded an entity of that name."""
     from mmkg.identity import normalize_name
 
     normalised = normalize_name(name)
     records, _, _ = driver.execute_query("MATCH (e:Entity {name: $name}) RETURN count(e) AS n", name=normalised,
                                          database_=database, routing_="r")  # fmt: skip
     if not records[0]["n"]:
-        raise RelationReviewError(f"no entity named {normalised!r} in the graph")
+        merged = resolution.names_after_merges(resolution.read_decisions(driver, database))
+        if normalised not in merged:
+            raise RelationReviewError(f"no entity named {normalised!r} in the graph")
     return normalised
 
 
@@ -149,10 +154,15 @@ def remove_rejected_tx(tx) -> int:
 
 
 def _remove(tx, decisions: list[RelationDecision]) -> int:
+    """Delete the rejected triples, under their names and, for an entity an accepted merge folded into another,
+    under the name of the entity that stays."""
+    rejected = [d for d in decisions if d.decision == "rejected"]
+    renamed = resolution.names_after_merges_tx(tx) if rejected else {}
     by_relation: dict[tuple[str, bool], list[dict]] = defaultdict(list)
-    for d in decisions:
-        if d.decision == "rejected":
-            by_relation[(d.relation, d.symmetric)].append({"head": d.head, "tail": d.tail})
+    for d in rejected:
+        pairs = {(h, t) for h in {d.head, renamed.get(d.head, d.head)} for t in {d.tail, renamed.get(d.tail, d.tail)}
+                 if h != t}  # two names the merges made one entity: the loader wrote no such self-loop
+        by_relation[(d.relation, d.symmetric)].extend({"head": h, "tail": t} for h, t in sorted(pairs))
     removed = 0
     for (relation, symmetric), rows in sorted(by_relation.items()):
         arrow = "-" if symmetric else "->"  # a symmetric triple is stored once, in either order

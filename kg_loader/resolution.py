@@ -402,6 +402,26 @@ class AliasMap:
         return entity
 
 
+def names_after_merges(decisions: Iterable[Decision]) -> dict[str, str]:
+    """Accepted merges as merged-away entity name -> the name of the entity that finally stays (through chains);
+    a name that stays itself is not a key. What a person's name-keyed word (``kg_loader.relation_review``) on a
+    merged-away entity means after the merge."""
+    accepted = [d for d in decisions if d.decision == "accepted" and d.merged_id]
+    aliases = AliasMap(accepted)
+    names = {d.canonical_id: d.canonical_name for d in accepted}
+    out = {}
+    for d in accepted:
+        final = names.get(aliases.root(d.merged_id))
+        if d.merged_name and final and final != d.merged_name:
+            out[d.merged_name] = final
+    return out
+
+
+def names_after_merges_tx(tx) -> dict[str, str]:
+    """``names_after_merges`` of the stored decisions, read in the caller's transaction."""
+    return names_after_merges(_decision(r["d"]) for r in tx.run(READ_DECISIONS))
+
+
 # -- Cypher ----------------------------------------------------------------------------------------
 
 SCHEMA_STATEMENTS = (

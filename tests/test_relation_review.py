@@ -102,3 +102,44 @@ def test_the_relations_commands_end_to_end(neo4j_driver, capsys, monkeypatch, tm
     assert "rejected  kofi mensah PLACE_OF_RESIDENCE durban  (by user; he races there)" in capsys.readouterr().out
     assert main(["relations", "allow", "kofi mensah", "place_of_residence", "durban"]) == 0
     assert "rejection dropped" in capsys.readouterr().out
+
+
+def test_names_after_merges_follow_chains_to_the_entity_that_stays():
+    from kg_loader.resolution import Decision, names_after_merges
+
+    def merge(merged, canonical):
+        return Decision(id=f"{merged}|{canonical}", decision="accepted", a_id=merged, b_id=canonical,
+                        canonical_id=f"id-{canonical}", merged_id=f"id-{merged}", canonical_name=canonical,
+                        merged_name=merged)
+
+    rejected = Decision(id="x|y", decision="rejected", a_id="id-x", b_id="id-y")
+    assert names_after_merges([merge("aurora fest", "aurora festival"), merge("aurora festival", "aurora fest 2026"),
+                               rejected]) == {"aurora fest": "aurora fest 2026", "aurora festival": "aurora fest 2026"}
+    assert names_after_merges([rejected]) == {}
+
+
+@pytest.mark.neo4j
+def test_a_rejection_follows_an_accepted_merge_to_the_entity_that_stays(neo4j_driver):
+    from kg_loader import resolution as res
+
+    writer = _load(neo4j_driver)
+    relations, symmetric = writer.allowed_relations, writer.symmetric_relations
+    assert {("aurora festival", "located_in", "bergen"), ("aurora fest", "located_in", "bergen")} <= _triples(neo4j_driver)
+    _, removed = rr.reject_triple(neo4j_driver, "Aurora Festival", "located_in", "Bergen", relations=relations,
+                                  symmetric=symmetric)
+    assert removed == 1 and ("aurora fest", "located_in", "bergen") in _triples(neo4j_driver)
+
+    res.propose_candidates(neo4j_driver)
+    merge = res.accept(neo4j_driver, "Event:aurora festival", "aurora fest")
+    assert (merge.merged_name, merge.canonical_name) == ("aurora festival", "aurora fest")
+    reload = load_extraction(writer, *_extraction(), run_id="run-2")  # writes "aurora festival" again, merges it
+    assert reload.triples_rejected == 1  # the same fact under the name that stays
+    triples = _triples(neo4j_driver)
+    assert not {t for t in triples if t[1] == "located_in" and t[2] == "bergen" and "aurora" in t[0]}, triples
+
+    # the merged-away name is no entity any more, yet a person may still name it
+    decision, _ = rr.reject_triple(neo4j_driver, "aurora festival", "present_in", "priya nair", relations=relations,
+                                   symmetric=symmetric)
+    assert decision.head == "aurora festival"
+    with pytest.raises(rr.RelationReviewError, match="no entity named 'aurora fiesta'"):
+        rr.reject_triple(neo4j_driver, "aurora fiesta", "located_in", "bergen", relations=relations, symmetric=symmetric)
