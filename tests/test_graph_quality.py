@@ -597,3 +597,17 @@ def test_a_relation_description_filled_in_with_the_pair():
     assert (filled_description("the head person is a member, player or employee of the tail organization",
                                "Tom Brady", "Patriots") == "Tom Brady is a member, player or employee of Patriots")
     assert filled_description("no roles named", "A", "B") == "no roles named"
+
+
+@pytest.mark.parametrize("module", ["run", "audit", "daily_runs", "decision_rules", "ontology_relations",
+                                    "relation_signals", "type_rules"])
+def test_every_entry_point_skips_without_the_research_data(module, tmp_path, monkeypatch, capsys):
+    """The research data is not shipped: each entry point says what is missing and exits 0, writing nothing."""
+    import importlib
+
+    monkeypatch.setenv("MMKG_DATA", str(tmp_path / "no-data"))
+    main = importlib.import_module(f"bench.graph_quality.{module}").main
+    assert main(["--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SKIPPED: research data not found (") and "set MMKG_DATA" in out, out
+    assert not (tmp_path / "out").exists()

@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.graph_quality.run import RESULTS_DIR, data_files, prepare_mnre
+from bench.graph_quality.run import RESULTS_DIR, prepare_mnre, research_data
 
 AUDITS = Path(__file__).resolve().parent / "audits"
 
@@ -139,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                              "audits/mnre-<part>.reader2.json when it exists")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     args = parser.parse_args(argv)
-    from mmkg.settings import research_data_dir
-
-    if data_files(research_data_dir()) is None:
-        print("SKIPPED: research data not found (set MMKG_DATA, see ../shared/README.md).")
+    if research_data() is None:
         return 0
     import torch
 

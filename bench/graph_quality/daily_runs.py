@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench.graph_quality import graph
 from bench.graph_quality.run import (ENTITY_SETS, REPO_ROOT, RESULTS_DIR, entity_result, git_info, load_extractor,
-                                     prepare_twitter)  # fmt: skip
+                                     prepare_twitter, research_data)  # fmt: skip
 
 ARMS = ("one run", "daily, no cross-run agreement", "daily (shipped)")
 
@@ -100,12 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time loading the daily runs with and without the cross-run agreement, N times "
                              "each, interleaved, after one warm-up (the first system's typing)")
     args = parser.parse_args(argv)
-
-    from mmkg.settings import research_data_dir
-
-    data = research_data_dir()
-    if data is None or not (data / ENTITY_SETS[args.entity_set]).exists():
-        print(f"SKIPPED: {ENTITY_SETS[args.entity_set]} not found under the research data directory (MMKG_DATA)")
+    data = research_data(ENTITY_SETS[args.entity_set])
+    if data is None:
         return 0
     import torch
 

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import RESULTS_DIR, HEADLINE_ONTOLOGY, data_files, prepare_mnre
+from bench.graph_quality.run import RESULTS_DIR, HEADLINE_ONTOLOGY, prepare_mnre, research_data
 from bench.graph_quality.scoring import SYMMETRIC_RELATIONS, TripleInstance, score_relations
 
 MARGINS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
@@ -179,11 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="dev (default) or dev-wide: the 3 validation relations mnre-pipeline-wide leaves unseen")
     parser.add_argument("--relation-checkpoint", default="", metavar="PATH", help="default the shipped one")
     args = parser.parse_args(argv)
-    from mmkg.settings import research_data_dir
-
-    data = research_data_dir()
-    if data_files(data) is None:
-        print("SKIPPED: research data not found (set MMKG_DATA, see ../shared/README.md).")
+    data = research_data()
+    if data is None:
         return 0
     import torch
 

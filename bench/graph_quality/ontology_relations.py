@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.graph_quality.audit import AUDITS, agreement, by_instance, key as audit_key
-from bench.graph_quality.run import CREATED_AT, RESULTS_DIR
+from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, research_data
 
 #: The two readers' verdict files on the instances this writes (``--list``), first reader first.
 READERS = ("ontology-dev.json", "ontology-dev.reader2.json")
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmkg.identity import entity_name
     from mmkg.ontology import load_ontology
     from mmkg.records import Post
-    from mmkg.settings import PipelineSettings, research_data_dir
+    from mmkg.settings import PipelineSettings
     from models.data import read_mnre
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.ontology_relations",
@@ -82,10 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--list", action="store_true", help="print every written instance with its post text and stop")
     args = parser.parse_args(argv)
-    data = research_data_dir()
-    if data is None or not (data / "mnre" / "mnre_val.txt").is_file():
-        print("MMKG_DATA does not point at the research data (see ../shared/README.md)", file=sys.stderr)
-        return 2
+    data = research_data("mnre/mnre_val.txt")
+    if data is None:
+        return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     ontology_path = args.ontology or PipelineSettings.from_env().ontology_path

@@ -219,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.graph_quality.run import MNRE_PARTS, data_files
-    from mmkg.settings import research_data_dir
+    from bench.graph_quality.run import MNRE_PARTS, research_data
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.relation_signals",
                                      description=__doc__.split("\n")[0])
@@ -228,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if data_files(research_data_dir()) is None:
-        print("SKIPPED: research data not found (set MMKG_DATA, see ../shared/README.md).")
+    if research_data() is None:
         return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -65,16 +65,26 @@ HEADLINE_ONTOLOGY = "typed"
 
 
 # ------------------------------------------------------------------------------------------ data
-def data_files(data: Path | None) -> dict[str, Path] | None:
-    if data is None:
+#: The research data files the graph-quality benchmark reads, relative to ``MMKG_DATA``: what ``research_data()``
+#: needs when a caller names nothing.
+DATA_FILES = ("mnre/mnre_train.txt", "mnre/mnre_val.txt", "mnre/mnre_test.txt", "twitter2017/test.txt")
+
+
+def research_data(*needed: str) -> Path | None:
+    """The research data directory (``MMKG_DATA``) when it holds every ``needed`` path (relative to it; default
+    ``DATA_FILES``); else None, after printing what is missing: every entry point of this package then skips
+    with exit status 0 (the data is not the project's and is not shipped)."""
+    from mmkg.settings import research_data_dir
+
+    data = research_data_dir()
+    needed = needed or DATA_FILES
+    missing = list(needed) if data is None else [p for p in needed if not (data / p).exists()]
+    if missing:
+        print(f"SKIPPED: research data not found ({', '.join(missing)} under "
+              f"{data if data is not None else 'MMKG_DATA, unset'}); set MMKG_DATA to the research data directory, "
+              "see ../shared/README.md.")
         return None
-    files = {
-        "mnre_train": data / "mnre" / "mnre_train.txt",
-        "mnre_val": data / "mnre" / "mnre_val.txt",
-        "mnre_test": data / "mnre" / "mnre_test.txt",
-        "twitter2017_test": data / "twitter2017" / "test.txt",
-    }
-    return files if all(p.is_file() for p in files.values()) else None
+    return data
 
 
 def mnre_ontology(test_relations: list[str], allowed: str = HEADLINE_ONTOLOGY):
@@ -495,12 +505,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mmkg.settings import research_data_dir
-
-    data = research_data_dir()
-    if data_files(data) is None:
-        print("SKIPPED: research data not found (need <data>/mnre/mnre_{train,val,test}.txt and "
-              "<data>/twitter2017/test.txt; set MMKG_DATA to the research data directory, see ../shared/README.md).")
+    data = research_data()
+    if data is None:
         return 0
 
     import torch

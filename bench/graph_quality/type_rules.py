@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, prepare_twitter
+from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, prepare_twitter, research_data
 from bench.graph_quality.scoring import coarse_type, score_entities
 
 DEV_SETS = ("twitter2017-valid", "wnut16-dev")
@@ -97,16 +96,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from extraction.pipeline import extractor_for
     from mmkg.ontology import load_ontology
-    from mmkg.settings import PipelineSettings, research_data_dir
+    from mmkg.settings import PipelineSettings
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_rules", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    data = research_data_dir()
-    if data is None or not all((data / ENTITY_SETS[s]).exists() for s in DEV_SETS):
-        print("MMKG_DATA does not point at the research data (see ../shared/README.md)", file=sys.stderr)
-        return 2
+    data = research_data(*(ENTITY_SETS[s] for s in DEV_SETS))
+    if data is None:
+        return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     ontology = load_ontology(PipelineSettings.from_env().ontology_path)
