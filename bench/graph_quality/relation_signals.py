@@ -22,7 +22,12 @@ better than chance; pairs MNRE did not annotate, or annotated only outside the s
 - ``description filled in``: cos(post, the relation's description with "the head ..." / "the tail ..." replaced by
   the two names), the text encoder's sentence embeddings (a zero-shot entailment stand-in);
 - ``typing confidence``: the lower of the two ends' written type probabilities;
-- ``nearness``: minus the characters between the two mentions.
+- ``nearness``: minus the characters between the two mentions;
+- ``dependency path``: minus the edges of the shortest path between the two mentions in spaCy's parse of the post
+  (``en_core_web_sm``, the detector's fallback, over ``extraction.detection.spacy_view``; sentences joined root to
+  root): the shortest-dependency-path hypothesis of relation extraction, a signal that reads the post's syntax and
+  no relation at all;
+- ``same sentence``: 1 when spaCy puts both mentions in one sentence, else 0.
 
 Each AUC is given over all annotated candidate pairs and over those the shipped rule keeps (there, what a stricter
 rule on that signal could still gain). Writes ``relation_signals.{json,md}``.
@@ -43,7 +48,7 @@ from pathlib import Path
 from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, HEADLINE_ONTOLOGY, prepare_mnre
 
 SIGNALS = ("raw", "argument prior", "description prior", "learned term", "post over names alone",
-           "description filled in", "typing confidence", "nearness")
+           "description filled in", "typing confidence", "nearness", "dependency path", "same sentence")
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -84,6 +89,40 @@ def pair_label(post_id: str, head: str, tail: str, relation: str, gold: dict) ->
         return None
     return any(a.relation == relation and ((a.head_name, a.tail_name) == (head, tail) or relation in SYMMETRIC_RELATIONS)
                for g in pairs for a in g.annotations)
+
+
+def dependency_distance(doc, a: tuple[int, int], b: tuple[int, int]) -> tuple[int, bool]:
+    """(edges on the shortest path between a token of character span ``a`` and one of ``b`` in the parse ``doc``,
+    whether both spans start in one sentence). Dependency arcs are undirected edges; consecutive sentences' roots
+    are joined, so a path across sentences runs through them."""
+    from collections import deque
+
+    def tokens(span):
+        return [t.i for t in doc if t.idx < span[1] and t.idx + len(t) > span[0]]
+
+    starts, ends = set(tokens(a)), set(tokens(b))
+    if not starts or not ends:
+        return len(doc), False
+    neighbours: dict[int, set[int]] = {t.i: set() for t in doc}
+    for t in doc:
+        if t.head.i != t.i:
+            neighbours[t.i].add(t.head.i)
+            neighbours[t.head.i].add(t.i)
+    roots = [sent.root.i for sent in doc.sents]
+    for x, y in zip(roots, roots[1:]):
+        neighbours[x].add(y)
+        neighbours[y].add(x)
+    same = doc[min(starts)].sent.start == doc[min(ends)].sent.start
+    seen, queue = {i: 0 for i in starts}, deque(starts)
+    while queue:
+        i = queue.popleft()
+        if i in ends:
+            return seen[i], same
+        for j in neighbours[i]:
+            if j not in seen:
+                seen[j] = seen[i] + 1
+                queue.append(j)
+    return len(doc), same
 
 
 @contextlib.contextmanager
@@ -155,6 +194,12 @@ def measure(part: str) -> dict:
                   texts[t.mention.post_id][t.mention.start:t.mention.end]) for h, t, _ in candidates]
         filled = (embed([texts[h.mention.post_id] for h, _, _ in candidates])
                   * embed([filled_description(descriptions[names[b]], *s) for b, s in zip(best.tolist(), spans)])).sum(-1)
+    import spacy
+
+    from extraction.detection import DEFAULT_SPACY_MODEL, spacy_view
+
+    nlp = spacy.load(DEFAULT_SPACY_MODEL, exclude=["lemmatizer", "ner"])
+    docs = dict(zip(texts, nlp.pipe([spacy_view(t) for t in texts.values()], batch_size=64)))
     to_mnre = {relation_name(r): r for r in mnre["test_relations"]}
     gold: dict = {}
     for g in mnre["gold_pairs"]:
@@ -168,6 +213,7 @@ def measure(part: str) -> dict:
         if label is None:
             continue
         first, second = sorted([(h.mention.start, h.mention.end), (t.mention.start, t.mention.end)])
+        path, same_sentence = dependency_distance(docs[pid], first, second)
         value = float(raw[k, b])
         rows.append({
             "label": label, "relation": names[b],
@@ -176,7 +222,7 @@ def measure(part: str) -> dict:
             "description prior": value - float(no_description[k, b]), "learned term": float(learned[k, b]),
             "post over names alone": value - float(alone[f"alone-{k}"][b]) if f"alone-{k}" in alone else None,
             "description filled in": float(filled[k]), "typing confidence": min(h.score, t.score),
-            "nearness": -(second[0] - first[1]),
+            "nearness": -(second[0] - first[1]), "dependency path": -path, "same sentence": float(same_sentence),
         })
     out = {"part": part, "candidate_pairs": len(candidates), "annotated_pairs": len(rows),
            "positives": sum(r["label"] for r in rows), "kept": sum(r["kept"] for r in rows),
