@@ -611,3 +611,23 @@ def test_every_entry_point_skips_without_the_research_data(module, tmp_path, mon
     out = capsys.readouterr().out
     assert out.startswith("SKIPPED: research data not found (") and "set MMKG_DATA" in out, out
     assert not (tmp_path / "out").exists()
+
+
+def test_dependency_distance_counts_arcs_and_joins_sentences_at_their_roots():
+    import spacy
+
+    from bench.graph_quality.relation_signals import dependency_distance
+    from extraction.detection import DEFAULT_SPACY_MODEL
+
+    nlp = spacy.load(DEFAULT_SPACY_MODEL, exclude=["lemmatizer", "ner"])
+    text = "Kofi Mensah lives in Accra. Tom Adeyemi trains in Durban."
+    doc = nlp(text)
+
+    def span(name):
+        return text.index(name), text.index(name) + len(name)
+
+    # Mensah <-nsubj- lives -prep-> in -pobj-> Accra
+    assert dependency_distance(doc, span("Kofi Mensah"), span("Accra")) == (3, True)
+    near, same = dependency_distance(doc, span("Kofi Mensah"), span("Durban"))
+    assert not same and near > 3  # through the two sentences' roots
+    assert dependency_distance(doc, span("Kofi Mensah"), (len(text), len(text) + 1)) == (len(doc), False)  # no token
