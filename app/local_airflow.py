@@ -223,11 +223,15 @@ def supervise(extra: dict[str, list[str]] | None = None) -> int:
     print(f"[mmkg airflow] started {', '.join(f'{n} (pid {p.pid})' for n, p in children.items())}", flush=True)
     code = 0
     restarts = dict.fromkeys(children, 0)
-    watchdog = SchedulerWatchdog.configured()
+    try:
+        watchdog = SchedulerWatchdog.configured()
+    except Exception as e:  # e.g. the database driver missing: run unwatched rather than not at all
+        print(f"[mmkg airflow] no scheduler watchdog (cannot read the metadata database: {e})", flush=True)
+        watchdog = None
     scheduler_started = datetime.now(timezone.utc)
     next_look = time.monotonic() + WATCHDOG_INTERVAL
     while not stop.is_set():
-        if time.monotonic() >= next_look:
+        if watchdog is not None and time.monotonic() >= next_look:
             next_look = time.monotonic() + WATCHDOG_INTERVAL
             scheduler = children["scheduler"]
             try:
