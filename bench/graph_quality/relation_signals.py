@@ -27,7 +27,9 @@ better than chance; pairs MNRE did not annotate, or annotated only outside the s
   (``en_core_web_sm``, the detector's fallback, over ``extraction.detection.spacy_view``; sentences joined root to
   root): the shortest-dependency-path hypothesis of relation extraction, a signal that reads the post's syntax and
   no relation at all;
-- ``same sentence``: 1 when spaCy puts both mentions in one sentence, else 0.
+- ``same sentence``: 1 when spaCy puts both mentions in one sentence, else 0;
+- ``names unlike``: 1 minus the name similarity entity resolution gives the two names (``kg_loader.resolution.
+  name_evidence``: 0 for "alpine rail co" / "alpine rail", one entity named twice, which relates to nothing).
 
 Each AUC is given over all annotated candidate pairs and over those the shipped rule keeps (there, what a stricter
 rule on that signal could still gain). Writes ``relation_signals.{json,md}``.
@@ -48,7 +50,7 @@ from pathlib import Path
 from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, HEADLINE_ONTOLOGY, prepare_mnre
 
 SIGNALS = ("raw", "argument prior", "description prior", "learned term", "post over names alone",
-           "description filled in", "typing confidence", "nearness", "dependency path", "same sentence")
+           "description filled in", "typing confidence", "nearness", "dependency path", "same sentence", "names unlike")
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -145,6 +147,7 @@ def measure(part: str) -> dict:
     from extraction.detection import EntityDetector
     from extraction.mg_vmoe import relation_rule
     from extraction.pipeline import extractor_for
+    from kg_loader.resolution import EntityInfo, name_evidence
     from mmkg.identity import entity_name
     from mmkg.records import Post
     from mmkg.settings import research_data_dir
@@ -223,6 +226,7 @@ def measure(part: str) -> dict:
             "post over names alone": value - float(alone[f"alone-{k}"][b]) if f"alone-{k}" in alone else None,
             "description filled in": float(filled[k]), "typing confidence": min(h.score, t.score),
             "nearness": -(second[0] - first[1]), "dependency path": -path, "same sentence": float(same_sentence),
+            "names unlike": 1.0 - name_evidence(EntityInfo("h", head, h.entity_type), EntityInfo("t", tail, t.entity_type))[0],
         })
     out = {"part": part, "candidate_pairs": len(candidates), "annotated_pairs": len(rows),
            "positives": sum(r["label"] for r in rows), "kept": sum(r["kept"] for r in rows),
