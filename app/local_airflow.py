@@ -504,7 +504,24 @@ def cli(action: str) -> int:
         return 3
     pid, members = session
     print(f"Airflow running (session {pid}, {len(members)} processes): UI {af.url}/ , log {af.log_path}")
+    try:
+        print(f"  {scheduler_health(SchedulerWatchdog.configured())}")
+    except Exception as e:
+        print(f"  scheduler: heartbeat unreadable ({e})")
     return 0
+
+
+def scheduler_health(watchdog: SchedulerWatchdog, now: datetime | None = None) -> str:
+    """One line on the newest scheduler job's heartbeat (what the supervisor's watchdog reads), for ``status``."""
+    job = watchdog.newest_job(datetime.min.replace(tzinfo=timezone.utc))
+    if job is None:
+        return "scheduler: no job written yet (starting)"
+    state, heartbeat = job
+    age = ((now or datetime.now(timezone.utc)) - heartbeat).total_seconds() if heartbeat else float("inf")
+    if state == "running" and age <= watchdog.threshold_s:
+        return f"scheduler: running, last heartbeat {age:.0f} s ago"
+    return (f"scheduler: {state}, last heartbeat {age:.0f} s ago (the supervisor restarts a scheduler silent for "
+            f"{watchdog.threshold_s:.0f} s)")
 
 
 if __name__ == "__main__":

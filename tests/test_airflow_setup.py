@@ -115,6 +115,7 @@ def test_local_airflow_is_one_session_on_loopback_and_stops_whole(tmp_path):
         assert _mode(af.log_path) == 0o600 and _mode(passwords_file(af.home)) == 0o600
         status = subprocess.run([sys.executable, "-m", "app.cli", "airflow", "status"], env=af.env, capture_output=True, text=True)
         assert status.returncode == 0 and f"session {sid}" in status.stdout, status.stdout + status.stderr
+        assert "  scheduler: " in status.stdout and "unreadable" not in status.stdout, status.stdout
         # `mmkg airflow stop` from another process (the pid file): the whole session goes.
         stop = subprocess.run([sys.executable, "-m", "app.cli", "airflow", "stop"], env=af.env, capture_output=True, text=True)
         assert stop.returncode == 0 and "no process left" in stop.stdout, stop.stdout + stop.stderr
@@ -175,7 +176,7 @@ def test_the_watchdog_reads_the_scheduler_heartbeat_from_the_metadata_database(t
     import sqlalchemy
     from airflow.jobs.job import Job
 
-    from app.local_airflow import SchedulerWatchdog
+    from app.local_airflow import SchedulerWatchdog, scheduler_health
 
     url = f"sqlite:///{tmp_path / 'airflow.db'}"
     Job.__table__.create(sqlalchemy.create_engine(url))
@@ -183,6 +184,7 @@ def test_the_watchdog_reads_the_scheduler_heartbeat_from_the_metadata_database(t
     now = datetime.now(timezone.utc)
     started = now - timedelta(minutes=20)
     assert watchdog.why_hung(started, now) is None  # no job written yet: still starting
+    assert scheduler_health(watchdog, now) == "scheduler: no job written yet (starting)"
 
     def add(state, start, heartbeat, job_type="SchedulerJob"):
         with watchdog.engine.begin() as conn:
@@ -196,6 +198,9 @@ def test_the_watchdog_reads_the_scheduler_heartbeat_from_the_metadata_database(t
     assert watchdog.why_hung(started, now) is None  # heartbeats 20 s ago: healthy
     hung = watchdog.why_hung(started, now + timedelta(minutes=10))
     assert hung is not None and hung.startswith("no scheduler heartbeat for 620 s"), hung
+    assert scheduler_health(watchdog, now) == "scheduler: running, last heartbeat 20 s ago"
+    assert scheduler_health(watchdog, now + timedelta(minutes=10)) == (
+        "scheduler: running, last heartbeat 620 s ago (the supervisor restarts a scheduler silent for 120 s)")
     add("failed", started + timedelta(seconds=60), now)
     assert watchdog.why_hung(started, now) == "its scheduler job is failed but the process is still up"
 
