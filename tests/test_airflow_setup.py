@@ -125,20 +125,47 @@ def test_local_airflow_is_one_session_on_loopback_and_stops_whole(tmp_path):
     assert left == [] and session_members(sid) == []
 
 
+class FakeComponent:
+    """A component process for ``supervise`` (its ``subprocess.Popen``): named from its argv, numbered in start
+    order (``started``, shared by the subclass's instances: set it in the subclass); a subclass says when ``poll``
+    finds it exited."""
+
+    started: list = []
+
+    def __init__(self, argv, env=None):
+        from app import local_airflow
+
+        self.name = next(n for n, args in local_airflow.COMPONENTS.items() if argv[3:] == list(args)) \
+            if argv[2] == "airflow" else "log-server"
+        self.started.append(self)
+        self.pid, self.returncode, self.polls, self.terminated = len(self.started), None, 0, False
+
+    def poll(self):
+        self.polls += 1
+        return self.returncode
+
+    def terminate(self):
+        self.terminated = True
+        self.returncode = -15 if self.returncode is None else self.returncode
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+    def kill(self):
+        self.terminate()
+
+
+def _names(procs) -> list[str]:
+    return [p.name for p in procs]
+
+
 def test_the_supervisor_restarts_a_failed_component_then_gives_up(tmp_path, monkeypatch, capsys):
     """A component that fails (the scheduler dies on a transient SQLite race) is restarted up to
     MAX_RESTARTS times; failing once more stops the whole session."""
     from app import local_airflow
 
-    started: list[str] = []
-
-    class FakeProcess:
-        def __init__(self, argv, env=None):
-            self.name = next(n for n, args in local_airflow.COMPONENTS.items() if argv[3:] == list(args)) \
-                if argv[2] == "airflow" else "log-server"
-            started.append(self.name)
-            self.pid, self.returncode, self.polls = len(started), None, 0
-            self.terminated = False
+    class FakeProcess(FakeComponent):
+        started = []
 
         def poll(self):
             self.polls += 1
@@ -146,20 +173,12 @@ def test_the_supervisor_restarts_a_failed_component_then_gives_up(tmp_path, monk
                 self.returncode = 1  # fails on its second look, every time
             return self.returncode
 
-        def terminate(self):
-            self.terminated, self.returncode = True, -15
-
-        def wait(self, timeout=None):
-            return self.returncode
-
-        def kill(self):
-            self.terminate()
-
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.setattr(local_airflow.subprocess, "Popen", FakeProcess)
     monkeypatch.setattr(local_airflow.time, "sleep", lambda s: None)
     monkeypatch.setattr(local_airflow.signal, "signal", lambda *a: None)
     assert local_airflow.supervise() == 1
+    started = _names(FakeProcess.started)
     assert started.count("scheduler") == 1 + local_airflow.MAX_RESTARTS
     assert all(started.count(n) == 1 for n in local_airflow.COMPONENTS if n != "scheduler")
     out = capsys.readouterr().out
@@ -226,34 +245,19 @@ def test_the_supervisor_kills_and_restarts_a_hung_scheduler(tmp_path, monkeypatc
     """A scheduler the watchdog finds hung is killed with its children and restarted like a failed one."""
     from app import local_airflow
 
-    started: list[str] = []
-    procs: list = []
     killed: list[int] = []
 
-    class FakeProcess:
-        def __init__(self, argv, env=None):
-            self.name = next(n for n, args in local_airflow.COMPONENTS.items() if argv[3:] == list(args)) \
-                if argv[2] == "airflow" else "log-server"
-            started.append(self.name)
-            procs.append(self)
-            self.pid, self.returncode, self.polls = len(started), None, 0
+    class FakeProcess(FakeComponent):
+        started = []
 
         def poll(self):
             self.polls += 1
             # the first scheduler never exits by itself (hung); the second one exits at its 3rd look,
             # which ends this test's session
-            if self.name == "scheduler" and started.count("scheduler") == 2 and self is procs[-1] and self.polls > 2:
+            if self.name == "scheduler" and self is self.started[-1] and _names(self.started).count("scheduler") == 2 \
+                    and self.polls > 2:
                 self.returncode = 0
             return self.returncode
-
-        def terminate(self):
-            self.returncode = -15 if self.returncode is None else self.returncode
-
-        def wait(self, timeout=None):
-            return self.returncode
-
-        def kill(self):
-            self.terminate()
 
     class FakeWatchdog:
         looks = 0
@@ -264,7 +268,7 @@ def test_the_supervisor_kills_and_restarts_a_hung_scheduler(tmp_path, monkeypatc
 
     def fake_kill_tree(pid):
         killed.append(pid)
-        next(p for p in procs if p.pid == pid).returncode = -9
+        next(p for p in FakeProcess.started if p.pid == pid).returncode = -9
 
     clock = iter(range(0, 10_000, 20))
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
@@ -275,9 +279,9 @@ def test_the_supervisor_kills_and_restarts_a_hung_scheduler(tmp_path, monkeypatc
     monkeypatch.setattr(local_airflow.time, "sleep", lambda s: None)
     monkeypatch.setattr(local_airflow.signal, "signal", lambda *a: None)
     assert local_airflow.supervise() == 1  # ended by the second scheduler's clean exit
-    first_scheduler = next(p for p in procs if p.name == "scheduler")
+    first_scheduler = next(p for p in FakeProcess.started if p.name == "scheduler")
     assert killed == [first_scheduler.pid]
-    assert started.count("scheduler") == 2
+    assert _names(FakeProcess.started).count("scheduler") == 2
     out = capsys.readouterr().out
     assert f"scheduler (pid {first_scheduler.pid}) is hung: no scheduler heartbeat for 600 s (> 120 s); killing it" in out
     assert "scheduler exited with -9; restarting it (1 of 3)" in out
