@@ -37,3 +37,17 @@ def test_every_readme_query_runs_on_a_loaded_graph(neo4j_driver):
     assert answered["// Most mentioned entities, with their type and how many posts mention them"] > 0
     assert answered["// Relation triples with the most evidence"] > 0
     assert answered["// Provenance: what a given run wrote, and with which model and label set"] > 0
+
+
+def _query_text(query: str) -> str:
+    """A query without its ``//`` comments, whitespace collapsed."""
+    return " ".join(" ".join(line.split("//", 1)[0] for line in query.splitlines()).split())
+
+
+def test_the_demo_prints_queries_the_readme_shows():
+    """``mmkg demo`` prints ``kg_loader.queries.EXAMPLE_QUERIES``; each is one of the README's, word for word."""
+    from kg_loader.queries import EXAMPLE_QUERIES
+
+    readme = {_query_text(q) for q in readme_queries()}
+    for title, query in EXAMPLE_QUERIES.items():
+        assert _query_text(query) in readme, title
