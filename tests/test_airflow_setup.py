@@ -159,6 +159,15 @@ def _names(procs) -> list[str]:
     return [p.name for p in procs]
 
 
+class _QuietWatchdog:
+    """A watchdog that finds every scheduler healthy. The supervise tests use it (or their own) rather than the
+    real one: that would import Airflow's configuration in this process while AIRFLOW_HOME is the test's, and the
+    session's later Airflow tests would then read a database with no tables."""
+
+    def why_hung(self, since):
+        return None
+
+
 def test_the_supervisor_restarts_a_failed_component_then_gives_up(tmp_path, monkeypatch, capsys):
     """A component that fails (the scheduler dies on a transient SQLite race) is restarted up to
     MAX_RESTARTS times; failing once more stops the whole session."""
@@ -174,6 +183,7 @@ def test_the_supervisor_restarts_a_failed_component_then_gives_up(tmp_path, monk
             return self.returncode
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setattr(local_airflow.SchedulerWatchdog, "configured", classmethod(lambda cls: _QuietWatchdog()))
     monkeypatch.setattr(local_airflow.subprocess, "Popen", FakeProcess)
     monkeypatch.setattr(local_airflow.time, "sleep", lambda s: None)
     monkeypatch.setattr(local_airflow.signal, "signal", lambda *a: None)
