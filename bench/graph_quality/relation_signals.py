@@ -54,24 +54,13 @@ SIGNALS = ("raw", "argument prior", "description prior", "learned term", "post o
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """P(a positive scores above a negative), ties counting half (the Mann-Whitney U over n_pos * n_neg); None
-    without both classes."""
-    pos = sum(1 for y in labels if y)
-    neg = len(labels) - pos
-    if not pos or not neg:
+    """P(a positive scores above a negative), ties counting half (scikit-learn's ``roc_auc_score``); None without
+    both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(labels)) < 2:
         return None
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # average rank of a tie group, 1-based
-        i = j + 1
-    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+    return float(roc_auc_score(labels, scores))
 
 
 def filled_description(description: str, head: str, tail: str) -> str:
