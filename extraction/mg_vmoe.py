@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from extraction.zero_shot import agree_on_types, best_reading_per_pair, decided_type, relation_candidates
-from mmkg.identity import entity_name
+from mmkg.identity import entity_name, typing_keys
 from mmkg.images import load_image_rgb
 from mmkg.ontology import Ontology
 from mmkg.records import Mention, Post, RelationMention, TypedMention
@@ -343,8 +343,10 @@ class MGVMoEExtractor:
         scores = self.type_scores(posts, mentions, ontology)
         if not mentions:
             return [], scores
-        # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart).
-        keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        # One type per surface form across the shard's posts, from all its mentions' scores (homonyms apart); a
+        # handle spelling a name of its post is decided with that name (``identity.typing_keys``).
+        names = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        keys = typing_keys([m.post_id for m in mentions], names)
         agreed = agree_on_types(keys, scores, self.min_type_score, parents=ontology.parent_indices(),
                                 min_gap=self.type_min_gap)
         return self.typed_from_scores(mentions, scores, agreed, ontology), scores

@@ -27,6 +27,7 @@ from pathlib import Path
 from extraction import staging
 from extraction.zero_shot import agree_on_types, decided_type
 from mmkg.files import atomic_write_text
+from mmkg.identity import typing_keys
 from mmkg.ontology import load_ontology
 from mmkg.records import OTHER_TYPE, Mention, QuarantinedRecord, RelationMention, TypedMention
 from mmkg.settings import PipelineSettings
@@ -277,7 +278,8 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
     Reads every shard's ``type_scores`` (written by ``type_shard``) and decides again over all of the
     run's mentions at once with the same rule the typer applies per shard (``zero_shot.agree_on_types``:
     the best mean raw score over all mentions of the form, a second type only for a homonym with strong
-    evidence, then narrowed to a fitting subtype). Where the run's decision differs from a shard's, that
+    evidence, then narrowed to a fitting subtype; a handle that spells a name of its post is decided with that
+    name's mentions, ``mmkg.identity.typing_keys``). Where the run's decision differs from a shard's, that
     shard's ``typed_mentions`` get the run's type (score: its softmax probability) and the relations of
     the posts holding a retyped mention are extracted again (their candidates depend on the types); the
     other posts' relations stay as they are. So the entity id, which hashes the type, is the same in every
@@ -322,7 +324,9 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
                                    f"{first.min_gap}); re-run the interval")
         keys = [k for _, ts in evidence for k in ts.keys]
         raw = torch.tensor([r for _, ts in evidence for r in ts.scores], dtype=torch.float32).reshape(len(keys), len(names))
-        decided = agree_on_types(keys, raw, first.min_score, parents=ontology.parent_indices(), min_gap=first.min_gap)
+        post_ids = [p for _, ts in evidence for p in ts.post_ids]
+        decided = agree_on_types(typing_keys(post_ids, keys), raw, first.min_score, parents=ontology.parent_indices(),
+                                 min_gap=first.min_gap)
         for j, key in enumerate(keys):  # a person's word beats the scores
             if key in plan.type_decisions:
                 decided[j] = names.index(plan.type_decisions[key])

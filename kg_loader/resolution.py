@@ -45,7 +45,7 @@ from itertools import combinations
 from typing import Any
 
 from kg_loader import cypher
-from mmkg.identity import entity_id, normalize_name
+from mmkg.identity import compact, entity_id, name_tokens, normalize_name, spells
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ DEFAULT_MIN_SCORE = 0.5
 #: A blocking key shared by more entities than this is skipped (a very common token says nothing).
 DEFAULT_MAX_BLOCK = 200
 _ENTITY_ID = re.compile(r"^[0-9a-f]{8,32}$")
-_TOKEN = re.compile(r"[^\W\d_]+|\d+")
 
 #: Name signals and what each is worth (the pair's ``name_similarity`` is the best one that fired).
 #: Below STRONG_NAME a pair also needs context: a post that mentions both, or a shared neighbour.
@@ -108,16 +107,6 @@ class EntityInfo:
         object.__setattr__(self, "compacts", frozenset(c for c in (compact(f) for f in forms) if c))
 
 
-def name_tokens(name: str) -> tuple[str, ...]:
-    """Words of a normalised name: letters and digit runs (``kofi_runs`` -> ``kofi``, ``runs``)."""
-    return tuple(_TOKEN.findall(name.casefold()))
-
-
-def compact(name: str) -> str:
-    """The name without spaces or punctuation: ``aurora fest`` and ``aurorafest`` -> ``aurorafest``."""
-    return "".join(name_tokens(name))
-
-
 def _aligned(short: Sequence[str], long: Sequence[str]) -> tuple[bool, bool]:
     """Do all words of ``short`` match words of ``long`` in order (equal, or one a 3+ letter prefix of
     the other)? And did any match by prefix only?"""
@@ -163,8 +152,7 @@ def name_evidence(a: EntityInfo, b: EntityInfo) -> tuple[float, dict[str, float]
         if " " not in other.name:
             continue
         tag_c, words = compact(tag.name), other.tokens
-        other_c = compact(other.name)
-        if len(other_c) >= 6 and other_c in tag_c and other_c != tag_c:
+        if spells(tag.name, other.name):  # equal compacted names returned ``same_name`` above
             signals["tag_contains_name"] = NAME_SIGNALS["tag_contains_name"]
         letters = [w for w in words if not w.isdigit()]
         if len(letters) >= 2 and tag_c in (letters[0][0] + letters[-1], letters[0] + letters[-1][0]):

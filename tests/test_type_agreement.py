@@ -14,7 +14,7 @@ import torch
 
 from extraction import pipeline, staging
 from extraction.zero_shot import agree_on_types, relation_candidates
-from mmkg.identity import entity_id, entity_name
+from mmkg.identity import entity_id, entity_name, typing_keys
 from mmkg.ontology import load_ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 
@@ -40,7 +40,8 @@ class FakeTyper:
 
     def type_mentions_scored(self, posts, mentions, ontology):
         raw = torch.tensor([self.table[(m.post_id, m.text)] for m in mentions]).reshape(len(mentions), len(TYPES))
-        keys = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        names = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
+        keys = typing_keys([m.post_id for m in mentions], names)  # as MGVMoEExtractor.type_mentions_scored
         agreed = agree_on_types(keys, raw, self.min_type_score, parents=ontology.parent_indices())
         names = [e.name for e in ontology.entity_types]
         typed = [TypedMention(m, OTHER_TYPE if k is None else names[k], float(r.softmax(-1)[k or 0]),
@@ -209,3 +210,44 @@ def test_a_type_a_person_set_beats_the_scores_and_its_relations_are_read_again(r
     assert typer.relation_calls[-1] == ["b1", "b2", "b3"]
     summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
     assert summary["names_typed_by_a_person"] == ["porto", "seoul tigers"]
+
+
+def test_a_handle_spelling_a_name_of_its_post_is_typed_with_that_name_in_every_post():
+    posts = ["p1", "p1", "p1", "p2", "p3", "p3", "p4", "p4", "p4", "p5", "p5", "p5"]
+    names = ["marta silva", "martasilva9", "lisbon falcons",  # the handle spells her name
+             "martasilva9",  # the same handle alone in another post: still hers
+             "kofi mensah", "kofi_runs",  # a word of the name is not the name (resolution proposes it, typing does not)
+             "ladygaga", "lady gaga", "porto",  # equal once compacted
+             "anasilvano1", "ana silva", "ana silvano"]  # spells two names of its post: neither
+    assert typing_keys(posts, names) == [
+        "marta silva", "marta silva", "lisbon falcons", "marta silva", "kofi mensah", "kofi_runs",
+        "lady gaga", "lady gaga", "porto", "anasilvano1", "ana silva", "ana silvano"]
+
+
+def test_run_types_a_handle_as_the_name_it_spells_so_it_is_not_split_from_her(tmp_path, monkeypatch, staging_dir):
+    """Its letters alone read as a club; beside "Marta Silva" it is typed as she is, in its own shard and, by the
+    run's agreement, in a shard where she is not named (its two mentions prefer the club by less than
+    ``HOMONYM_MARGIN`` on average, so they are not a homonym of her name)."""
+    posts = [[Post("a1", "Marta Silva signs for Lisbon Falcons @martasilva9", "2026-11-01T00:00:00+00:00")],
+             [Post("b1", "Training done @martasilva9", "2026-11-01T00:00:00+00:00")]]
+    table = {("a1", "Marta Silva"): scores(Person=3.0), ("a1", "Lisbon Falcons"): scores(Organization=3.0),
+             ("a1", "martasilva9"): scores(Person=1.0, Organization=2.0),
+             ("b1", "martasilva9"): scores(Person=1.5, Organization=2.0)}
+    plan = pipeline.IntervalPlan("2026-11-01", ("2026-11-01",), "run-1", str(ONTOLOGY),
+                                 load_ontology(ONTOLOGY).label_set_id, str(staging_dir))
+    monkeypatch.setattr(pipeline, "extractor_for", lambda *a, **k: FakeTyper(table))
+    shards = []
+    for number, chunk in enumerate(posts):
+        shard = {"staging_dir": str(staging_dir), "interval_key": plan.interval_key, "run_dir": str(plan.run_dir),
+                 "shard": number, "posts": len(chunk), "partition": "2026-11-01"}
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        staging.write_posts(staging.shard_file(shard, "posts"), chunk)
+        mentions = [_mention(p, s) for p in chunk for s in ("Marta Silva", "Lisbon Falcons", "martasilva9") if s in p.text]
+        staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
+        shards.append(pipeline.type_shard({**shard, "mentions": len(mentions)}, plan))
+
+    assert _types(shards) == {("a1", 0, 11): "Person", ("a1", 22, 36): "Organization", ("a1", 38, 49): "Person",
+                              ("b1", 15, 26): "Organization"}  # shard 1 alone: the handle's own scores
+    agreed = pipeline.agree_run_types(plan, shards)
+    assert _types(agreed)[("b1", 15, 26)] == "Person"
+    assert _entities(agreed)["martasilva9"] == {entity_id("martasilva9", "Person")}  # one entity, typed as she is
