@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import permutations
 from typing import Protocol, runtime_checkable
 
+from mmkg.identity import entity_name, spells
 from mmkg.ontology import Ontology, RelationType
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
 
@@ -39,7 +40,10 @@ def relation_candidates(
 ) -> list[tuple[TypedMention, TypedMention, tuple[RelationType, ...]]]:
     """Ordered mention pairs of one post whose (head type, tail type) some relation allows.
 
-    Mentions typed OTHER_TYPE and pairs over the same span are never candidates; nor is the account a retweet
+    Mentions typed OTHER_TYPE and pairs over the same span are never candidates, nor two mentions of one name:
+    equal once normalised (``#LisbonFalcons`` and "Lisbon Falcons"), or a handle that spells the other
+    (``@martasilva9`` and "Marta Silva", ``mmkg.identity.spells``: typing reads it as her name, so a relation
+    between the two would be one from her to herself). Nor is the account a retweet
     quotes (``RT @CNN: ...``, ``Post.retweet_source``): it says who posted the words, not what they are about.
     Chosen on the development protocol (``bench.graph_quality.audit --mnre-part dev``: 51 of the 138 triples the
     graph wrote there had the retweeted account as an end, and their post stated 6 of them, against 36 of the
@@ -52,11 +56,14 @@ def relation_candidates(
         if tm.entity_type != OTHER_TYPE and not posts[m.post_id].is_retweet_source(m.start, m.end):
             by_post.setdefault(m.post_id, []).append(tm)
     out = []
-    for mentions in by_post.values():
+    for post_id, mentions in by_post.items():
+        texts = {post_id: posts[post_id].text}
+        names = {id(tm): entity_name(tm.mention, texts) for tm in mentions}
         for head, tail in permutations(mentions, 2):
             if (head.mention.start, head.mention.end) == (tail.mention.start, tail.mention.end):
                 continue
-            if head.mention.text.casefold() == tail.mention.text.casefold():
+            h, t = names[id(head)], names[id(tail)]
+            if head.mention.text.casefold() == tail.mention.text.casefold() or h == t or spells(h, t) or spells(t, h):
                 continue
             allowed = ontology.relations_for(head.entity_type, tail.entity_type)
             if allowed:

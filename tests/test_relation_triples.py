@@ -57,6 +57,28 @@ def test_the_account_a_retweet_quotes_is_no_relation_argument():
     assert len(relation_candidates({"p2": plain}, [jon, tigers], onto)) == 2
 
 
+def test_two_mentions_of_one_name_pair_no_relation():
+    """A hashtag of the name and a handle spelling it read as the name itself (typing decides them with it), so
+    no relation joins them to it; a handle holding only a word of the name still pairs."""
+    from extraction.zero_shot import relation_candidates
+    from mmkg.ontology import Ontology
+    from mmkg.records import Post
+
+    onto = Ontology.from_dict({"version": 1, "entity_types": [{"name": "Person", "description": "a person"}],
+                               "relation_types": [{"name": "peer", "description": "peers", "symmetric": True,
+                                                   "allowed": [["Person", "Person"]]}]})
+    text = "Marta Silva and Ana Costa again #MartaSilva @martasilva9 @ana_runs"
+    post = Post("p1", text, "2026-11-01T00:00:00+00:00")
+    marta, ana, tag, handle, runs = (_tm("p1", text.index(s), s, "Person")
+                                     for s in ("Marta Silva", "Ana Costa", "MartaSilva", "martasilva9", "ana_runs"))
+    pairs = {frozenset((h.mention.text, t.mention.text))
+             for h, t, _ in relation_candidates({"p1": post}, [marta, ana, tag, handle, runs], onto)}
+    assert pairs == {frozenset(p) for p in [("Marta Silva", "Ana Costa"), ("Marta Silva", "ana_runs"),
+                                            ("Ana Costa", "MartaSilva"), ("Ana Costa", "martasilva9"),
+                                            ("Ana Costa", "ana_runs"), ("MartaSilva", "ana_runs"),
+                                            ("martasilva9", "ana_runs")]}
+
+
 def test_self_loops_are_dropped_and_counted():
     texts = {"p1": "Monsoon Letters #MonsoonLetters"}
     name, tag = _tm("p1", 0, "Monsoon Letters", "Product"), _tm("p1", 17, "MonsoonLetters", "Product")
