@@ -168,6 +168,14 @@ class SchedulerWatchdog:
             row = conn.execute(query).first()
         return None if row is None else (row.state, row.latest_heartbeat)
 
+    def silent_for(self, heartbeat: datetime | None, now: datetime | None = None) -> float | None:
+        """Seconds since ``heartbeat`` when that is more than the watchdog allows, else None (also for a job
+        that has not heartbeat yet)."""
+        if heartbeat is None:
+            return None
+        age = ((now or datetime.now(timezone.utc)) - heartbeat).total_seconds()
+        return age if age > self.threshold_s else None
+
     def why_hung(self, started: datetime, now: datetime | None = None) -> str | None:
         """Why the scheduler process started at ``started`` is hung, or None while it is healthy (or its
         job has not been written yet)."""
@@ -178,8 +186,9 @@ class SchedulerWatchdog:
         now = now or datetime.now(timezone.utc)
         if state != "running":
             return f"its scheduler job is {state} but the process is still up"
-        if heartbeat is not None and (now - heartbeat).total_seconds() > self.threshold_s:
-            return f"no scheduler heartbeat for {(now - heartbeat).total_seconds():.0f} s (> {self.threshold_s:.0f} s)"
+        silent = self.silent_for(heartbeat, now)
+        if silent is not None:
+            return f"no scheduler heartbeat for {silent:.0f} s (> {self.threshold_s:.0f} s)"
         return None
 
 
@@ -517,8 +526,10 @@ def scheduler_health(watchdog: SchedulerWatchdog, now: datetime | None = None) -
     if job is None:
         return "scheduler: no job written yet (starting)"
     state, heartbeat = job
-    age = ((now or datetime.now(timezone.utc)) - heartbeat).total_seconds() if heartbeat else float("inf")
-    if state == "running" and age <= watchdog.threshold_s:
+    if heartbeat is None:
+        return f"scheduler: {state}, no heartbeat yet"
+    age = ((now or datetime.now(timezone.utc)) - heartbeat).total_seconds()
+    if state == "running" and watchdog.silent_for(heartbeat, now) is None:
         return f"scheduler: running, last heartbeat {age:.0f} s ago"
     return (f"scheduler: {state}, last heartbeat {age:.0f} s ago (the supervisor restarts a scheduler silent for "
             f"{watchdog.threshold_s:.0f} s)")

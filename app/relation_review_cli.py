@@ -49,10 +49,9 @@ def add_relations_parser(sub) -> None:
 
 def _label_set() -> tuple[list[str], list[str]]:
     """The label set's relation names and its symmetric ones."""
-    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
 
-    ontology = load_ontology(PipelineSettings.from_env().ontology_path)
+    ontology = PipelineSettings.from_env().label_set()
     return [r.name for r in ontology.relation_types], [r.name for r in ontology.relation_types if r.symmetric]
 
 

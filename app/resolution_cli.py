@@ -89,10 +89,9 @@ def graph():
 
 
 def _symmetric() -> frozenset[str]:
-    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
 
-    ontology = load_ontology(PipelineSettings.from_env().ontology_path)
+    ontology = PipelineSettings.from_env().label_set()
     return frozenset(r.name for r in ontology.relation_types if r.symmetric)
 
 
@@ -209,10 +208,9 @@ def _label_set(driver, db) -> dict:
     """What type agreement needs of the label set (broader types' labels, symmetric relations, allowed types),
     from the writer a load would use; its schema (the name locks' and decisions' constraints) ensured."""
     from kg_loader.load import writer_for
-    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
 
-    writer = writer_for(driver, load_ontology(PipelineSettings.from_env().ontology_path), db)
+    writer = writer_for(driver, PipelineSettings.from_env().label_set(), db)
     writer.ensure_schema()
     return {"broader": writer.broader_types, "symmetric": writer.symmetric_relations,
             "allowed_types": writer.allowed_entity_types}  # fmt: skip

@@ -249,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
 
     from kg_loader.writer import connect
-    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         triples = driver.execute_query(SAMPLE_TRIPLES, post_ids=list(gold["posts"]), result_transformer_=lambda r: r.data())
     if not rows:
         raise SystemExit("no sample post in the graph: run bin/demo first (README: the demo)")
-    symmetric = frozenset(r.name for r in load_ontology(PipelineSettings.from_env().ontology_path).relation_types
+    symmetric = frozenset(r.name for r in PipelineSettings.from_env().label_set().relation_types
                           if r.symmetric)
     result = {**score(gold, rows), "relations": score_relations(gold, triples, symmetric)}
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()

@@ -71,11 +71,10 @@ def child(n: int, shard_size: int, threads: int, entity_checkpoint: str = "", re
     torch.set_num_threads(threads)
     from extraction.mg_vmoe import MGVMoEExtractor, window
     from extraction.zero_shot import relation_candidates
-    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
     from models.modeling import marked_text
 
-    ontology = load_ontology(PipelineSettings.from_env().ontology_path)
+    ontology = PipelineSettings.from_env().label_set()
     ex = MGVMoEExtractor(**({"entity_checkpoint": entity_checkpoint} if entity_checkpoint else {}),
                          **({"relation_checkpoint": relation_checkpoint} if relation_checkpoint else {}))
     tmp = Path(tempfile.mkdtemp(prefix="mmkg-bench-extract-"))

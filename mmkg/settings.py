@@ -118,6 +118,12 @@ class PipelineSettings:
             mention_checkpoint=_env("MMKG_MENTION_CHECKPOINT", ""),
         )
 
+    def label_set(self):
+        """The label set at ``ontology_path``, read and validated (``mmkg.ontology.load_ontology``: an
+        ``OntologyError`` says what is wrong)."""
+        from mmkg.ontology import load_ontology
+
+        return load_ontology(self.ontology_path)
 
 
 # --- image fetching and image limits (extraction.images, extraction.posts, mmkg.images) ---------

@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from extraction.pipeline import extractor_for
-    from mmkg.ontology import load_ontology
     from mmkg.settings import PipelineSettings
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_rules", description=__doc__.split("\n")[0])
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    ontology = load_ontology(PipelineSettings.from_env().ontology_path)
+    ontology = PipelineSettings.from_env().label_set()
     names = [e.name for e in ontology.entity_types]
     extractor = extractor_for("mg-vmoe")
     min_score = extractor.min_type_score
