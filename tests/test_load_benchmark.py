@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,22 @@ def _busy(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_relationship_floor_writes_the_same_relationships_every_way():
+    """bench.relationship_floor: each variant, mmkg's MERGE and the CREATE floors with 1 and 2 writers, writes every
+    triple once, from an emptied relationship set each repeat."""
+    from app.local_airflow import free_port
+    from bench import relationship_floor as rf
+    from mmkg.settings import Neo4jSettings
+
+    bolt, http = free_port(), free_port()
+    home = Path(tempfile.mkdtemp(prefix="mmkg-test-floor-"))
+    settings = Neo4jSettings(f"bolt://127.0.0.1:{bolt}", "neo4j", "mmkg-bench", "neo4j", bolt, http, home)
+    _, _, triples = lb.synthetic(60, 80, 20)
+    distinct = len({(t.head_id, t.relation, t.tail_id) for t in triples})
+    results = rf.measure(settings, 60, 80, 20, repeats=2)
+    assert set(results) == set(rf.VARIANTS)
+    assert [r["relationships"] for r in results["mmkg"]] == [distinct, distinct]
+    for name in rf.VARIANTS[1:]:
+        assert [r["relationships"] for r in results[name]] == [80, 80], name
