@@ -83,6 +83,16 @@ def run(tmp_path, monkeypatch, staging_dir):
         ("b2", "Jon Park"): scores(Person=3.0), ("b2", "Seoul Tigers"): scores(Location=1.9, Organization=2.5),
         ("b3", "Porto"): scores(Location=1.0, Organization=4.0),
     }
+    def second_porto(p: Post) -> list[Mention]:  # "Porto ... Porto": the second mention of the post too
+        end = p.text.rindex("Porto") + 5
+        return [Mention(p.id, end - 5, end, "Porto", "test")] if p.text.count("Porto") == 2 else []
+
+    return _typed_run(staging_dir, monkeypatch, posts, table, ("Jon Park", "Seoul Tigers", "Porto"), second_porto)
+
+
+def _typed_run(staging_dir, monkeypatch, posts, table, surfaces, more=lambda post: []):
+    """A run of one shard per chunk of ``posts``, staged by hand and typed by a ``FakeTyper`` over ``table``: each
+    post's mentions are the ``surfaces`` it holds (their first occurrence) and ``more(post)``."""
     plan = pipeline.IntervalPlan("2026-11-01", ("2026-11-01",), "run-1", str(ONTOLOGY),
                                  load_ontology(ONTOLOGY).label_set_id, str(staging_dir))
     typer = FakeTyper(table)
@@ -93,10 +103,7 @@ def run(tmp_path, monkeypatch, staging_dir):
                  "shard": number, "posts": len(chunk), "partition": "2026-11-01"}
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         staging.write_posts(staging.shard_file(shard, "posts"), chunk)
-        mentions = [_mention(p, s) for p in chunk for s in ("Jon Park", "Seoul Tigers", "Porto") if s in p.text]
-        # "Porto ... Porto": the second mention of the post too
-        mentions += [Mention(p.id, p.text.rindex("Porto"), p.text.rindex("Porto") + 5, "Porto", "test")
-                     for p in chunk if p.text.count("Porto") == 2]
+        mentions = [_mention(p, s) for p in chunk for s in surfaces if s in p.text] + [m for p in chunk for m in more(p)]
         staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
         shards.append(pipeline.type_shard({**shard, "mentions": len(mentions)}, plan))
     return plan, shards, typer
@@ -233,18 +240,7 @@ def test_run_types_a_handle_as_the_name_it_spells_so_it_is_not_split_from_her(tm
     table = {("a1", "Marta Silva"): scores(Person=3.0), ("a1", "Lisbon Falcons"): scores(Organization=3.0),
              ("a1", "martasilva9"): scores(Person=1.0, Organization=2.0),
              ("b1", "martasilva9"): scores(Person=1.5, Organization=2.0)}
-    plan = pipeline.IntervalPlan("2026-11-01", ("2026-11-01",), "run-1", str(ONTOLOGY),
-                                 load_ontology(ONTOLOGY).label_set_id, str(staging_dir))
-    monkeypatch.setattr(pipeline, "extractor_for", lambda *a, **k: FakeTyper(table))
-    shards = []
-    for number, chunk in enumerate(posts):
-        shard = {"staging_dir": str(staging_dir), "interval_key": plan.interval_key, "run_dir": str(plan.run_dir),
-                 "shard": number, "posts": len(chunk), "partition": "2026-11-01"}
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        staging.write_posts(staging.shard_file(shard, "posts"), chunk)
-        mentions = [_mention(p, s) for p in chunk for s in ("Marta Silva", "Lisbon Falcons", "martasilva9") if s in p.text]
-        staging.write_records(staging.shard_file(shard, "mentions"), mentions, Mention)
-        shards.append(pipeline.type_shard({**shard, "mentions": len(mentions)}, plan))
+    plan, shards, _ = _typed_run(staging_dir, monkeypatch, posts, table, ("Marta Silva", "Lisbon Falcons", "martasilva9"))
 
     assert _types(shards) == {("a1", 0, 11): "Person", ("a1", 22, 36): "Organization", ("a1", 38, 49): "Person",
                               ("b1", 15, 26): "Organization"}  # shard 1 alone: the handle's own scores
