@@ -84,8 +84,10 @@ def run(tmp_path, monkeypatch, staging_dir):
         ("b3", "Porto"): scores(Location=1.0, Organization=4.0),
     }
     def second_porto(p: Post) -> list[Mention]:  # "Porto ... Porto": the second mention of the post too
-        end = p.text.rindex("Porto") + 5
-        return [Mention(p.id, end - 5, end, "Porto", "test")] if p.text.count("Porto") == 2 else []
+        if p.text.count("Porto") != 2:
+            return []
+        start = p.text.rindex("Porto")
+        return [Mention(p.id, start, start + 5, "Porto", "test")]
 
     return _typed_run(staging_dir, monkeypatch, posts, table, ("Jon Park", "Seoul Tigers", "Porto"), second_porto)
 
