@@ -57,12 +57,11 @@ def relation_candidates(
             by_post.setdefault(m.post_id, []).append(tm)
     out = []
     for post_id, mentions in by_post.items():
-        texts = {post_id: posts[post_id].text}
-        names = {id(tm): entity_name(tm.mention, texts) for tm in mentions}
-        for head, tail in permutations(mentions, 2):
+        names = [entity_name(tm.mention, {post_id: posts[post_id].text}) for tm in mentions]
+        for (i, head), (j, tail) in permutations(enumerate(mentions), 2):
             if (head.mention.start, head.mention.end) == (tail.mention.start, tail.mention.end):
                 continue
-            h, t = names[id(head)], names[id(tail)]
+            h, t = names[i], names[j]
             if head.mention.text.casefold() == tail.mention.text.casefold() or h == t or spells(h, t) or spells(t, h):
                 continue
             allowed = ontology.relations_for(head.entity_type, tail.entity_type)

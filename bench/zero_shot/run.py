@@ -80,11 +80,6 @@ TUNED_TWIN = "text-only twin, top encoder layer fine-tuned alike"
 #: ``bench.zero_shot.relations`` does, and choose nothing more: their heads stay at the priors (``lr=0``), so the
 #: preset's lr candidates would only undo that.
 TUNED_CHANGES = {"met": dict(SHIPPED_CHANGES["met"]), "mre": SHIPPED_CHANGES["mre"] | dict(calibrate_on="pooled")}
-#: The shipped checkpoints are trained with their preset as it is (``python -m models.train --preset shipped``, no
-#: ``--select``), so the system that stands for them chooses no setting either: only early stopping and the
-#: threshold, on validation classes. (Until 2026-12-07 the types chose among ``PIPELINE_CANDIDATES["met"]`` here,
-#: which the shipped typer never did: a fold's validation classes then picked the whole-post prior for one fold.)
-TUNED_GRID = {"met": ({},), "mre": ({},)}
 #: The text-only twin of a system: the same, minus image and VMoE.
 TWIN_CHANGES = dict(use_image=False, use_vmoe=False)
 #: The parts an ablation removes, one at a time, from a system's chosen candidate of the same instance and seed.
@@ -112,8 +107,12 @@ SYSTEMS: tuple[System, ...] = (
     # The frozen preset trained as it is, with no candidates to choose among: the typer's recipe before the tuned layer,
     # trained the way a shipped checkpoint is, beside the tuned system below.
     System(FROZEN_AS_IS, "mg-vmoe", pipeline=True),
-    System(TUNED, "mg-vmoe", pipeline=True, per_task=TUNED_CHANGES, grid=TUNED_GRID),
-    System(TUNED_TWIN, "baseline", TWIN_CHANGES, pipeline=True, per_task=TUNED_CHANGES, grid=TUNED_GRID),
+    # Trained with their preset as it is, as the shipped checkpoints are (``models.train --preset shipped``, no
+    # ``--select``): no candidates, only early stopping and the threshold, on validation classes. (Until 2026-12-07 the
+    # types chose among ``PIPELINE_CANDIDATES["met"]`` here, which the shipped typer never did: a fold's validation
+    # classes then picked the whole-post prior for one fold.)
+    System(TUNED, "mg-vmoe", pipeline=True, per_task=TUNED_CHANGES),
+    System(TUNED_TWIN, "baseline", TWIN_CHANGES, pipeline=True, per_task=TUNED_CHANGES),
     *(System(f"tuned - {part}", "ablation", changes, pipeline=True, per_task=TUNED_CHANGES, ablation_of=TUNED)
       for part, changes in ABLATED),
     # The trained baselines with the same encoder training (their own heads, their own label-text choice).
