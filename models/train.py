@@ -345,6 +345,12 @@ def evaluate_checkpoint(checkpoint, data: PreparedSplit, part: str, samples: lis
     return metrics
 
 
+def mixed_weights(initial: dict, trained: dict, weight: float) -> dict:
+    """``initial + weight * (trained - initial)`` for every floating-point tensor of two state dicts of one model,
+    the trained ones for the rest (``MGVMoEConfig.weight_mix``: WiSE-FT's weight-space ensemble)."""
+    return {k: initial[k] + weight * (v - initial[k]) if v.is_floating_point() else v for k, v in trained.items()}
+
+
 def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_run: bool = False) -> TrainResult:
     split, store = data.split, data.features_of(config)
     if config.task != split.task:
@@ -385,8 +391,9 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
             model.fit_offset.fill_(val["pair_threshold"])
     history.append({"epoch": 0, "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"],
                     "val_selection": val["selection"], "seconds": 0.0})
+    initial = copy.deepcopy(model.state_dict())  # the untrained model: what ``weight_mix`` mixes back in
     if config.similarity_prior > 0:  # random heads are never a candidate, the label-similarity start is
-        best_f1, best_state = val["selection"], copy.deepcopy(model.state_dict())
+        best_f1, best_state = val["selection"], initial
     for epoch in range(1, config.epochs + 1):
         batches = grouped_batches(split, steps, config.batch_size, rng)
         sums: dict[str, float] = {}
@@ -416,7 +423,7 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
                 break
         if dry_run:
             break
-    model.load_state_dict(best_state)
+    model.load_state_dict(mixed_weights(initial, best_state, config.weight_mix) if config.weight_mix < 1 else best_state)
     model.eval()
     if model.tuned is not None:  # scored and calibrated as the checkpoint will store it
         model.tuned.round_to_storage()
@@ -487,6 +494,7 @@ def config_from_args(args: argparse.Namespace, task: str, preset: str = "referen
         "fit_weight": args.fit_weight, "negatives_per_batch": args.negatives_per_batch,
         "reversed_per_batch": args.reversed_per_batch, "tuned_layers": args.tuned_layers, "tuned_lr": args.tuned_lr,
         "steps_per_epoch": args.steps_per_epoch, "kl_free_bits": args.kl_free_bits, "vat_weight": args.vat_weight,
+        "weight_mix": args.weight_mix,
     }.items() if v is not None}
     for flag in ("vmoe", "vat", "infonce", "image"):
         if getattr(args, f"no_{flag}"):
@@ -517,6 +525,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, help="batches per epoch (0: one pass over the training samples)")
     parser.add_argument("--kl-free-bits", type=float, help="VMoE KL free bits, nats per token (0: none, the reference)")
     parser.add_argument("--vat-weight", type=float, help="weight of L_VAT inside beta's bracket (1: the reference)")
+    parser.add_argument("--weight-mix", type=float,
+                        help="keep init + W * (trained - init), WiSE-FT (1: the trained weights; needs the similarity prior)")
     for flag in ("vmoe", "vat", "infonce", "image"):
         parser.add_argument(f"--no-{flag}", action="store_true", help=f"ablation: use_{flag}=False")
 

@@ -77,7 +77,8 @@ def choose_gap(rows: dict[str, list[dict]]) -> dict:
 def render(result: dict) -> str:
     lines = ["# The typer's ambiguity gap, chosen on development sets", "",
              f"`python -m bench.graph_quality.type_rules` — {result['when']}, commit `{result['commit']}`, wall "
-             f"{result['wall_s']} s. Definitions and the choice rule: `bench/graph_quality/type_rules.py`. Calibrated "
+             f"{result['wall_s']} s, entity checkpoint: {result.get('entity_checkpoint', 'shipped')}. Definitions and the "
+             "choice rule: `bench/graph_quality/type_rules.py`. Calibrated "
              f"`min_score` {result['min_score']:.3f}.", "",
              f"**Chosen: min_gap {result['chosen']['min_gap']}** (mean typed F0.5 {result['chosen']['mean_typed_f0_5']}).",
              "", "| dev set | min_gap | written | abstained | typed P / R / F1 | typed F0.5 | span F1 |",
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_rules", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--entity-checkpoint", default="", metavar="PATH",
+                        help="MG-VMoE entity checkpoint whose gap to choose (default the shipped one)")
     args = parser.parse_args(argv)
     data = research_data(*(ENTITY_SETS[s] for s in DEV_SETS))
     if data is None:
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ontology = PipelineSettings.from_env().label_set()
     names = [e.name for e in ontology.entity_types]
-    extractor = extractor_for("mg-vmoe")
+    extractor = extractor_for("mg-vmoe", entity_checkpoint=args.entity_checkpoint)
     min_score = extractor.min_type_score
     rows = {}
     for entity_set in DEV_SETS:
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
               "wall_s": round(time.perf_counter() - t0, 1), "min_score": min_score,
+              "entity_checkpoint": args.entity_checkpoint or "shipped",
               "checkpoint_gap_when_measured": extractor.type_min_gap, "rows": rows, "chosen": choose_gap(rows)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "type_decision_rules.json").write_text(json.dumps(result, indent=1) + "\n")
