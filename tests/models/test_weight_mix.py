@@ -68,3 +68,16 @@ def test_a_weight_mix_needs_the_similarity_prior_and_a_share_between_0_and_1():
         MGVMoEConfig.tiny("met", weight_mix=0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         _config(weight_mix=1.5)
+
+
+@pytest.mark.parametrize("task, name", [("met", "met-tweets"), ("mre", "mre-mnre")])
+def test_the_committed_checkpoints_were_trained_with_the_shipping_preset(task, name):
+    """The card's config is ``MGVMoEConfig.for_shipping`` (fields newer than the card at their defaults), so a change
+    to the preset, such as the typer's weight mix, cannot land without the checkpoint it describes."""
+    import json
+    from pathlib import Path
+
+    card = json.loads((Path(__file__).resolve().parents[2] / "models/checkpoints" / name / "checkpoint.json").read_text())
+    config = MGVMoEConfig.from_dict(card["config"] | {"extra": {}})
+    assert config == MGVMoEConfig.for_shipping(task)
+    assert config.weight_mix == (0.5 if task == "met" else 1.0)
