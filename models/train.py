@@ -347,7 +347,10 @@ def evaluate_checkpoint(checkpoint, data: PreparedSplit, part: str, samples: lis
 
 def mixed_weights(initial: dict, trained: dict, weight: float) -> dict:
     """``initial + weight * (trained - initial)`` for every floating-point tensor of two state dicts of one model,
-    the trained ones for the rest (``MGVMoEConfig.weight_mix``: WiSE-FT's weight-space ensemble)."""
+    the trained ones for the rest (``MGVMoEConfig.weight_mix``: WiSE-FT's weight-space ensemble); weight 1 returns
+    ``trained`` itself, not a rounded copy."""
+    if weight == 1:
+        return trained
     return {k: initial[k] + weight * (v - initial[k]) if v.is_floating_point() else v for k, v in trained.items()}
 
 
@@ -423,7 +426,7 @@ def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_
                 break
         if dry_run:
             break
-    model.load_state_dict(mixed_weights(initial, best_state, config.weight_mix) if config.weight_mix < 1 else best_state)
+    model.load_state_dict(mixed_weights(initial, best_state, config.weight_mix))
     model.eval()
     if model.tuned is not None:  # scored and calibrated as the checkpoint will store it
         model.tuned.round_to_storage()
