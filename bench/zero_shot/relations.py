@@ -69,6 +69,10 @@ TUNED_TWIN_NAME = "text-only twin, top encoder layer fine-tuned alike (- image, 
 #: model as ``TUNED_NAME`` (not trained again).
 TUNED_GAP_NAME = "MG-VMoE, top encoder layer fine-tuned, + ambiguity gap (gap and threshold chosen on validation)"
 GAPS = (None, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: The tuned system with its kept weights mixed halfway back to their untrained start (``MGVMoEConfig.weight_mix``,
+#: WiSE-FT, as the typer ships since c0d207d): the heads stay at the priors, so the mix halves what the top layer and
+#: the role embeddings learned. Its transfer beside ``TUNED_NAME`` decides whether the relation checkpoint ships it.
+TUNED_MIXED_NAME = "MG-VMoE, top encoder layer fine-tuned, weights mixed halfway back (weight_mix 0.5)"
 #: What nested selection chooses among, per split seed, on its validation relations: the argument prior's weight
 #: (10 = the description prior's, 20 = the shipped 2x, 40) and what it reads of each entity.
 ARGUMENT_GRID = ({"argument_prior": 20.0, "argument_input": "both"}, {"argument_prior": 10.0, "argument_input": "both"},
@@ -81,6 +85,7 @@ SYSTEMS: dict[str, tuple[dict, tuple[dict, ...]]] = {
     TWIN: (TWIN_CHANGES, ARGUMENT_GRID),
     TUNED_NAME: (TUNED, ({},)),
     TUNED_TWIN_NAME: (TUNED | TWIN_CHANGES, ({},)),
+    TUNED_MIXED_NAME: (TUNED | dict(weight_mix=0.5), ({},)),
 }
 #: Label similarity + argument prior: the prior's weight relative to the description prior, chosen on validation.
 SIMILARITY_ARGUMENT_WEIGHTS = (2.0, 1.0, 4.0)
