@@ -104,6 +104,8 @@ def task_progress(out, prefix: str = ""):
 
 #: Merge candidates the demo lists (the best first); ``mmkg entities candidates`` lists them all.
 DEMO_CANDIDATES = 5
+#: Abstained names the demo prints per day (the run report lists ``pipeline.ABSTAINED_REPORTED``).
+DEMO_ABSTAINED = 3
 
 
 def report_line(day: str, report: dict) -> str:
@@ -168,6 +170,10 @@ def run(days: list[str] | None = None) -> int:
         print(report_line(day, report))
         if report["quarantine"]:
             print(f"    quarantine reasons: {report['quarantine']}")
+        if report.get("names_abstained_most_mentioned"):
+            print(f"    names abstained, not in the graph ({report['names_abstained']}; the most mentioned): "
+                  + "; ".join(report["names_abstained_most_mentioned"][:DEMO_ABSTAINED]))
+    print("    (a name you know the type of: `mmkg entities set-type NAME TYPE`, then run its day again)")
     print(f"    (quarantine files: {settings.staging_dir}/<day>/quarantine.parquet; full logs: {path})")
     if len(reports) != len(days):
         failed = sorted(set(days) - {d for d, _ in reports})

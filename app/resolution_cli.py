@@ -8,6 +8,7 @@
     mmkg entities decisions [--json]                                     what was decided, by whom, when
     mmkg entities agree-types                                            one type per name across runs, whole graph
     mmkg entities set-type A TYPE [--note ...]                           every entity of A's name is a TYPE, for good
+                                                                         (a name the runs abstained on: from its next run)
     mmkg entities clear-type A                                           let the evidence decide A's type again
     mmkg entities keep-apart A [--note ...]                              A's name is a homonym: split, never fold
 
@@ -60,7 +61,8 @@ def add_entities_parser(sub) -> None:
 
     st = es.add_parser("set-type", help="a person's word on a name's type: its entities become one of TYPE now, "
                                          "and every later load keeps it so")
-    st.add_argument("a", help="entity id / id prefix / name / Type:name (the decision is on its name)")
+    st.add_argument("a", help="entity id / id prefix / name / Type:name (the decision is on its name); a name no "
+                              "entity holds yet, such as one the runs abstained on, is taken as it is")
     st.add_argument("type", help="an entity type of the label set")
     st.add_argument("--note", default=None, help="why (stored with the decision)")
     st.set_defaults(func=_set_type)
@@ -241,14 +243,25 @@ def _agree_types(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_name(ref: str, act) -> int:
+def _on_name(ref: str, act, new_names: bool = False) -> int:
     """``act(driver, database, name, label_set)`` on the name ``ref`` stands for; print what it returns. A
-    refused decision prints its reason and exits 2."""
+    refused decision prints its reason and exits 2. With ``new_names``, a plain name no entity holds yet (one the
+    runs abstained on: the run report's ``names_abstained_most_mentioned``) is taken as it is."""
+    from kg_loader.resolution import ResolutionError
+    from mmkg.identity import normalize_name
 
     def run() -> int:
         driver, db = graph()
         with driver:
-            message = act(driver, db, _name_of(driver, ref, db), _label_set(driver, db))
+            try:
+                name = _name_of(driver, ref, db)
+            except ResolutionError:
+                if not new_names or ":" in ref:
+                    raise
+                name = normalize_name(ref)
+                print(f"no entity is named {name!r} yet: the decision types its mentions from the next run of an "
+                      "interval that mentions it")
+            message = act(driver, db, name, _label_set(driver, db))
         print(message)
         return 0
 
@@ -263,7 +276,7 @@ def _set_type(args: argparse.Namespace) -> int:
         return (f"set: every entity named {d.name!r} is a {d.type} (decided {d.decided_at}); "
                 f"{json.dumps(report.as_dict())}")  # fmt: skip
 
-    return _on_name(args.a, act)
+    return _on_name(args.a, act, new_names=True)
 
 
 def _keep_apart(args: argparse.Namespace) -> int:

@@ -110,7 +110,8 @@ def summary_line(report: dict, partitions_missing: int = 0) -> str:
     return (
         f"run report {report['interval']} ({where}): {report['posts_read']} posts read, {report['posts_valid']} valid, "
         f"{report['posts_quarantined']} quarantined, {report['images_bad']} bad images; {report['mentions']} mentions, "
-        f"{report['entities_typed']} typed, {report['relations']} relations; graph +{g.get('nodes_created', 0)} nodes, "
+        f"{report['entities_typed']} typed ({report.get('names_abstained', 0)} names abstained: the report's "
+        f"names_abstained_most_mentioned), {report['relations']} relations; graph +{g.get('nodes_created', 0)} nodes, "
         f"+{g.get('relationships_created', 0)} relationships"
     )
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from extraction import staging
-from extraction.zero_shot import agree_on_types, decided_type
+from extraction.zero_shot import abstained_names, agree_on_types, decided_type
 from mmkg.files import atomic_write_text
 from mmkg.identity import typing_keys
 from mmkg.ontology import load_ontology
@@ -295,7 +295,9 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
     (``kg_loader.type_agreement``) instead.
 
     Returns the shard dicts with the counts updated and ``mentions_retyped_in_run`` added; writes
-    ``type_agreement.json`` (what changed) into the run's folder.
+    ``type_agreement.json`` into the run's folder: what changed, and the names the run abstained on (not written
+    to the graph; ``zero_shot.abstained_names``: the most mentioned, their two best types and why), which the run
+    report lists for a person to type (``mmkg entities set-type``, then re-run the interval).
     """
     import torch
 
@@ -312,7 +314,7 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
             evidence.append((i, staging.read_type_scores(path)))
     out = [{**shard, "mentions_retyped_in_run": 0} for shard in shards]
     summary = {"shards_with_scores": len(evidence), "surface_forms": 0, "mentions_retyped": 0,
-               "posts_relations_redone": 0, "retyped": []}
+               "posts_relations_redone": 0, "retyped": [], "names_abstained": 0, "abstained": []}
     if evidence:
         names = [e.name for e in ontology.entity_types]
         first = evidence[0][1]
@@ -325,13 +327,15 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
         keys = [k for _, ts in evidence for k in ts.keys]
         raw = torch.tensor([r for _, ts in evidence for r in ts.scores], dtype=torch.float32).reshape(len(keys), len(names))
         post_ids = [p for _, ts in evidence for p in ts.post_ids]
-        decided = agree_on_types(typing_keys(post_ids, keys), raw, first.min_score, parents=ontology.parent_indices(),
-                                 min_gap=first.min_gap)
+        typing = typing_keys(post_ids, keys)
+        decided = agree_on_types(typing, raw, first.min_score, parents=ontology.parent_indices(), min_gap=first.min_gap)
         for j, key in enumerate(keys):  # a person's word beats the scores
             if key in plan.type_decisions:
                 decided[j] = names.index(plan.type_decisions[key])
         summary["surface_forms"] = len(set(keys))
         summary["names_typed_by_a_person"] = sorted(set(keys) & set(plan.type_decisions))
+        summary["names_abstained"], summary["abstained"] = abstained_names(
+            typing, raw, decided, names, first.min_score, first.min_gap, ontology.parent_indices())
         retyped: dict[tuple[str, str, str], int] = Counter()
         row = 0
         extractor = None
@@ -408,6 +412,21 @@ _GRAPH_COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "r
                    "posts_retracted", "entities_type_agreed", "triples_rejected")
 
 
+#: How many abstained names the run report lists (``type_agreement.json`` holds more).
+ABSTAINED_REPORTED = 10
+
+
+def _abstained_for_report(plan: IntervalPlan) -> dict:
+    """The run's abstained names for its report, from ``type_agreement.json`` (none where the typer stages no
+    scores): their count and the most mentioned, each as one line a person reads."""
+    path = plan.run_dir / "type_agreement.json"
+    agreement = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    listed = [f"{a['name']} ({a['mentions']}): " + " / ".join(f"{t} {v}" for t, v in a["types"])
+              + (f", gap {a['gap']}" if "gap" in a else "") + f" - {a['reason']}"
+              for a in agreement.get("abstained", [])[:ABSTAINED_REPORTED]]
+    return {"names_abstained": agreement.get("names_abstained", 0), "names_abstained_most_mentioned": listed}
+
+
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
     """The run's summary, written to the run's folder and published beside it, and returned.
 
@@ -450,6 +469,7 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "images_changed_since_staging": sum(load.get("images_changed_since_staging", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),
         "mentions_retyped_in_run": sum(load.get("mentions_retyped_in_run", 0) for load in loads),
+        **_abstained_for_report(plan),
         "graph": dict(sorted(total.items())),
         "rejected_by_loader": rejected,
         "costs": {

@@ -176,3 +176,38 @@ def agree_on_types(keys: Sequence[str], raw, min_score: float, margin: float = H
                 for j in members:
                     out[idx[j]] = final
     return out
+
+
+#: How many of a run's abstained names ``abstained_names`` lists (the most mentioned first); the count covers all.
+ABSTAINED_LISTED = 50
+
+
+def abstained_names(keys: Sequence[str], raw, decided: Sequence[int | None], names: Sequence[str], min_score: float,
+                    min_gap: float | None = None, parents: Sequence[int | None] | None = None,
+                    listed: int = ABSTAINED_LISTED) -> tuple[int, list[dict]]:
+    """The names the typer left out of the graph: each key with a mention ``decided`` None (``keys`` and ``decided``
+    as ``agree_on_types`` took and gave them: a handle spelling a name of its post is counted with that name), the
+    most mentioned first (then by name), at most ``listed`` of them, with the count of all.
+
+    Each entry says how many of its mentions abstained, its two best types by mean raw score over them (``types``:
+    ``[name, score]`` pairs, the best first), and why:
+    ``below_min_score`` (no type scores ``min_score``: the label set may lack its type) or ``ambiguous`` (the best
+    type beats another by less than ``min_gap``). A person who knows the type says so (``mmkg entities set-type
+    NAME TYPE``) and re-runs the interval: the run then types the name so (``IntervalPlan.type_decisions``)."""
+    groups: dict[str, list[int]] = {}
+    for i, (key, kind) in enumerate(zip(keys, decided)):
+        if kind is None:
+            groups.setdefault(key, []).append(i)
+    out = []
+    for key, idx in groups.items():
+        means = raw[idx].mean(0)
+        order = means.argsort(descending=True).tolist()
+        best = order[0]
+        reason = "below_min_score" if float(means[best]) < min_score else "ambiguous"
+        entry = {"name": key, "mentions": len(idx), "reason": reason,
+                 "types": [[names[k], round(float(means[k]), 2)] for k in order[:2]]}
+        if reason == "ambiguous" and min_gap is not None:
+            entry["gap"] = round(type_gap(means, best, parents), 2)
+        out.append(entry)
+    out.sort(key=lambda e: (-e["mentions"], e["name"]))
+    return len(out), out[:listed]

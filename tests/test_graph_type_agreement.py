@@ -287,6 +287,12 @@ def test_a_type_a_person_sets_holds_through_reloads_until_cleared(neo4j_driver, 
     assert "not an entity type of the label set" in capsys.readouterr().err
     assert main(["entities", "clear-type", "Location:seoul tigers"]) == 0
     assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
+    # a name no entity holds (the runs abstained on it): its decision waits for the next run; a Type:name does not
+    assert main(["entities", "set-type", "Corvid Labs", "Organization"]) == 0
+    assert "no entity is named 'corvid labs' yet" in capsys.readouterr().out
+    assert ta.read_type_decisions(neo4j_driver)[-1].type == "Organization"
+    assert main(["entities", "set-type", "Organization:corvid labs", "Organization"]) == 2
+    assert main(["entities", "keep-apart", "corvid labs"]) == 2  # only a type can be set on a name not in the graph
 
 
 @pytest.mark.neo4j

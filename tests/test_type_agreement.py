@@ -32,6 +32,7 @@ class FakeTyper:
 
     model_version = "fake/typer@1"
     min_type_score = 0.5
+    type_min_gap = None
 
     def __init__(self, table: dict[tuple[str, str], list[float]]):
         self.table = table
@@ -42,7 +43,8 @@ class FakeTyper:
         raw = torch.tensor([self.table[(m.post_id, m.text)] for m in mentions]).reshape(len(mentions), len(TYPES))
         names = [entity_name(m, {m.post_id: posts[m.post_id].text}) for m in mentions]
         keys = typing_keys([m.post_id for m in mentions], names)  # as MGVMoEExtractor.type_mentions_scored
-        agreed = agree_on_types(keys, raw, self.min_type_score, parents=ontology.parent_indices())
+        agreed = agree_on_types(keys, raw, self.min_type_score, parents=ontology.parent_indices(),
+                                min_gap=self.type_min_gap)
         names = [e.name for e in ontology.entity_types]
         typed = [TypedMention(m, OTHER_TYPE if k is None else names[k], float(r.softmax(-1)[k or 0]),
                               self.model_version, ontology.label_set_id) for m, r, k in zip(mentions, raw, agreed)]
@@ -249,3 +251,37 @@ def test_run_types_a_handle_as_the_name_it_spells_so_it_is_not_split_from_her(tm
     agreed = pipeline.agree_run_types(plan, shards)
     assert _types(agreed)[("b1", 15, 26)] == "Person"
     assert _entities(agreed)["martasilva9"] == {entity_id("martasilva9", "Person")}  # one entity, typed as she is
+
+
+def test_the_run_lists_the_names_it_abstained_on_and_a_person_can_type_them(tmp_path, monkeypatch, staging_dir):
+    """A name the typer abstains on is not in the graph; the run says which, the most mentioned first, with its two
+    best types and why (``type_agreement.json``, the run report), and a type a person then sets brings it in."""
+    monkeypatch.setattr(FakeTyper, "type_min_gap", 1.0)
+    posts = [[Post("c1", "Corvid Labs unveils the Nimbus X2", "2026-11-02T00:00:00+00:00"),
+              Post("k1", "Sofia's guide to the Kansai rail pass", "2026-11-02T00:00:00+00:00")],
+             [Post("c2", "Corvid Labs stock up 4%, says Jon Park", "2026-11-02T00:00:00+00:00")]]
+    table = {("c1", "Corvid Labs"): scores(Organization=0.9, Product=0.8),  # two readings, 0.3 apart on the mean
+             ("c2", "Corvid Labs"): scores(Organization=1.2, Product=0.7),
+             ("k1", "Kansai"): scores(Product=0.25, Location=0.2),  # nothing scores min_type_score
+             ("c2", "Jon Park"): scores(Person=3.0)}
+    plan, shards, _ = _typed_run(staging_dir, monkeypatch, posts, table, ("Corvid Labs", "Kansai", "Jon Park"))
+
+    agreed = pipeline.agree_run_types(plan, shards)
+    assert sorted(_types(agreed).values()) == [OTHER_TYPE, OTHER_TYPE, OTHER_TYPE, "Person"]  # only Jon Park is written
+    summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
+    assert summary["names_abstained"] == 2
+    assert summary["abstained"] == [
+        {"name": "corvid labs", "mentions": 2, "reason": "ambiguous", "types": [["Organization", 1.05], ["Product", 0.75]],
+         "gap": 0.3},
+        {"name": "kansai", "mentions": 1, "reason": "below_min_score", "types": [["Product", 0.25], ["Location", 0.2]]}]
+    report = pipeline.run_report(plan, {"records": 3, "posts": 3}, agreed)
+    assert report["names_abstained"] == 2
+    assert report["names_abstained_most_mentioned"] == [
+        "corvid labs (2): Organization 1.05 / Product 0.75, gap 0.3 - ambiguous",
+        "kansai (1): Product 0.25 / Location 0.2 - below_min_score"]
+
+    decided = plan.with_type_decisions({"corvid labs": "Organization"})  # `mmkg entities set-type`, then a re-run
+    after = _entities(pipeline.agree_run_types(decided, shards))
+    assert after["corvid labs"] == {entity_id("corvid labs", "Organization")}
+    summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
+    assert [a["name"] for a in summary["abstained"]] == ["kansai"] and summary["names_abstained"] == 1
