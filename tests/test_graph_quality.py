@@ -591,6 +591,28 @@ def test_roc_auc_counts_ties_as_half_and_needs_both_classes():
     assert roc_auc([0.1, 0.2], [True, True]) is None
 
 
+def test_the_pooling_probe_at_mean_pooling_decides_as_the_typer_does():
+    """``type_pooling``'s own gap test, at ``mean`` pooling, is the shipped rule (``agree_on_types`` with
+    ``min_gap``); pooled over n mentions it keeps more of a repeated name, never less."""
+    import torch
+
+    from bench.graph_quality.type_pooling import pooled_decisions
+    from extraction.zero_shot import agree_on_types
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randn(60, 5, generator=gen) * 1.5
+    keys = [f"name{int(k)}" for k in torch.randint(0, 15, (60,), generator=gen)]
+    scored = {"raw": raw, "keys": keys}
+    for gap in (0.25, 0.5, 1.0):
+        shipped = agree_on_types(keys, raw, 0.2, min_gap=gap)
+        assert pooled_decisions(scored, 0.2, gap, "mean", None) == shipped
+        pooled = pooled_decisions(scored, 0.2, gap, "n", None)
+        assert all(p == s for p, s in zip(pooled, shipped) if s is not None)
+        assert sum(p is not None for p in pooled) >= sum(s is not None for s in shipped)
+    assert sum(p is not None for p in pooled_decisions(scored, 0.2, 1.0, "n", None)) > sum(
+        s is not None for s in agree_on_types(keys, raw, 0.2, min_gap=1.0))
+
+
 def test_a_relation_description_filled_in_with_the_pair():
     from bench.graph_quality.relation_signals import filled_description
 
@@ -600,7 +622,7 @@ def test_a_relation_description_filled_in_with_the_pair():
 
 
 @pytest.mark.parametrize("module", ["run", "audit", "daily_runs", "decision_rules", "ontology_relations",
-                                    "relation_signals", "type_rules"])
+                                    "relation_signals", "type_rules", "type_pooling"])
 def test_every_entry_point_skips_without_the_research_data(module, tmp_path, monkeypatch, capsys):
     """The research data is not shipped: each entry point says what is missing and exits 0, writing nothing."""
     import importlib

@@ -52,6 +52,12 @@ def apply_gap(scored: dict, names: list[str], min_score: float, min_gap: float |
     from extraction.zero_shot import agree_on_types
 
     decided = agree_on_types(scored["keys"], scored["raw"], min_score, parents=parents, min_gap=min_gap)
+    return {"min_gap": min_gap, **score_decisions(scored, decided, names)}
+
+
+def score_decisions(scored: dict, decided: list, names: list[str]) -> dict:
+    """Typed and untyped scores of the mentions written under typing decisions ``decided`` (a type index per
+    mention of ``scored``, None where it abstains)."""
     regions: dict = {}
     for pid, a, b in scored["ignore"]:
         regions.setdefault(pid, []).append((a, b))
@@ -59,7 +65,7 @@ def apply_gap(scored: dict, names: list[str], min_score: float, min_gap: float |
             if k is not None and not any(a < e and s < b for a, b in regions.get(pid, ()))}
     result = score_entities(pred, scored["gold"])
     t = result["typed"]
-    return {"min_gap": min_gap, "written": len(pred), "abstained": sum(k is None for k in decided),
+    return {"written": len(pred), "abstained": sum(k is None for k in decided),
             "typed_precision": t["precision"], "typed_recall": t["recall"], "typed_f1": t["f1"],
             "typed_f0_5": t["f0_5"], "span_f1": result["untyped"]["f1"]}
 
