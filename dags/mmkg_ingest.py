@@ -124,6 +124,7 @@ def asset_extra(report: dict) -> dict:
         "partitions": report["partitions"],
         "empty": not report["posts_read"],
         **{k: report[k] for k in ("posts_read", "posts_valid", "posts_quarantined", "images_bad", "mentions", "entities_typed", "relations")},
+        "names_abstained": report.get("names_abstained", 0),
         "nodes_created": g.get("nodes_created", 0),
         "relationships_created": g.get("relationships_created", 0),
     }

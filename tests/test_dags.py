@@ -145,7 +145,7 @@ def test_report_summary_and_asset_counts_say_when_an_interval_is_empty():
     assert extra["empty"] is True and extra["posts_read"] == 0 and extra["partitions"] == ["2026-12-01"]
     full = {**empty, "posts_read": 3, "posts_valid": 2, "graph": {"nodes_created": 5}, "names_abstained": 4}
     assert "3 posts read, 2 valid" in module.summary_line(full) and module.asset_extra(full)["empty"] is False
-    assert "(4 names abstained" in module.summary_line(full)
+    assert "(4 names abstained" in module.summary_line(full) and module.asset_extra(full)["names_abstained"] == 4
 
 
 def _settings(tmp_path, ontology: Path | None = None) -> PipelineSettings:
