@@ -243,10 +243,10 @@ def _agree_types(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_name(ref: str, act, new_names: bool = False) -> int:
+def _on_name(ref: str, act, new_names: str = "") -> int:
     """``act(driver, database, name, label_set)`` on the name ``ref`` stands for; print what it returns. A
-    refused decision prints its reason and exits 2. With ``new_names``, a plain name no entity holds yet (one the
-    runs abstained on: the run report's ``names_abstained_most_mentioned``) is taken as it is."""
+    refused decision prints its reason and exits 2. With ``new_names`` (what to say then), a plain name no entity
+    holds (one the runs abstained on: the run report's ``names_abstained_most_mentioned``) is taken as it is."""
     from kg_loader.resolution import ResolutionError
     from mmkg.identity import normalize_name
 
@@ -259,8 +259,7 @@ def _on_name(ref: str, act, new_names: bool = False) -> int:
                 if not new_names or ":" in ref:
                     raise
                 name = normalize_name(ref)
-                print(f"no entity is named {name!r} yet: the decision types its mentions from the next run of an "
-                      "interval that mentions it")
+                print(f"no entity is named {name!r}: {new_names}")
             message = act(driver, db, name, _label_set(driver, db))
         print(message)
         return 0
@@ -276,7 +275,8 @@ def _set_type(args: argparse.Namespace) -> int:
         return (f"set: every entity named {d.name!r} is a {d.type} (decided {d.decided_at}); "
                 f"{json.dumps(report.as_dict())}")  # fmt: skip
 
-    return _on_name(args.a, act, new_names=True)
+    return _on_name(args.a, act, new_names="the decision types its mentions from the next run of an interval that "
+                                           "mentions it")
 
 
 def _keep_apart(args: argparse.Namespace) -> int:
@@ -297,7 +297,7 @@ def _clear_type(args: argparse.Namespace) -> int:
         report = type_agreement.clear_type(driver, name, db, **label_set)
         return f"cleared the type decision on {name!r}; its mentions decide again: {json.dumps(report.as_dict())}"
 
-    return _on_name(args.a, act)
+    return _on_name(args.a, act, new_names="its decision, if any, is cleared all the same")
 
 
 def _decisions(args: argparse.Namespace) -> int:

@@ -289,10 +289,13 @@ def test_a_type_a_person_sets_holds_through_reloads_until_cleared(neo4j_driver, 
     assert [e["type"] for e in _entities(neo4j_driver)] == ["Organization"]
     # a name no entity holds (the runs abstained on it): its decision waits for the next run; a Type:name does not
     assert main(["entities", "set-type", "Corvid Labs", "Organization"]) == 0
-    assert "no entity is named 'corvid labs' yet" in capsys.readouterr().out
+    assert "no entity is named 'corvid labs': the decision types its mentions from the next run" in capsys.readouterr().out
     assert ta.read_type_decisions(neo4j_driver)[-1].type == "Organization"
     assert main(["entities", "set-type", "Organization:corvid labs", "Organization"]) == 2
     assert main(["entities", "keep-apart", "corvid labs"]) == 2  # only a type can be set on a name not in the graph
+    assert main(["entities", "clear-type", "corvid labs"]) == 0  # and cleared again (a typo stays undoable)
+    assert [d.name for d in ta.read_type_decisions(neo4j_driver)] == []
+    assert main(["entities", "clear-type", "corvid labs"]) == 2 and "no type decision" in capsys.readouterr().err
 
 
 @pytest.mark.neo4j
