@@ -23,7 +23,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, research_data
+from bench.graph_quality.run import RESULTS_DIR
 from bench.graph_quality.type_rules import DEV_SETS, score_decisions
 
 POOLING = ("mean", "sqrt(n)", "n")
@@ -60,25 +60,18 @@ def choose(rows: dict[str, dict[str, dict]], baseline: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     import subprocess
 
-    import torch
-
-    from bench.graph_quality.type_rules import scored_mentions
-    from extraction.pipeline import extractor_for
-    from mmkg.settings import PipelineSettings
+    from bench.graph_quality.type_rules import dev_typer, scored_mentions
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_pooling", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    data = research_data(*(ENTITY_SETS[s] for s in DEV_SETS))
-    if data is None:
-        return 0
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    ontology = PipelineSettings.from_env().label_set()
-    names = [e.name for e in ontology.entity_types]
+    setup = dev_typer(args.threads)
+    if setup is None:
+        return 0
+    data, ontology, names, extractor = setup
     parents = ontology.parent_indices()
-    extractor = extractor_for("mg-vmoe")
     min_score, shipped_gap = extractor.min_type_score, extractor.type_min_gap
     pooling: dict[str, dict] = {}
     for entity_set in DEV_SETS:

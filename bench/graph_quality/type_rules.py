@@ -96,13 +96,26 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import subprocess
-
+def dev_typer(threads: int, entity_checkpoint: str = ""):
+    """What a dev-set typing probe needs: the research data folder, the label set, its type names and the MG-VMoE
+    typer (``entity_checkpoint``, default the shipped one), with torch on ``threads``; None without the data (the
+    entry point then exits 0, having said what is missing)."""
     import torch
 
     from extraction.pipeline import extractor_for
     from mmkg.settings import PipelineSettings
+
+    data = research_data(*(ENTITY_SETS[s] for s in DEV_SETS))
+    if data is None:
+        return None
+    torch.set_num_threads(threads)
+    ontology = PipelineSettings.from_env().label_set()
+    extractor = extractor_for("mg-vmoe", entity_checkpoint=entity_checkpoint)
+    return data, ontology, [e.name for e in ontology.entity_types], extractor
+
+
+def main(argv: list[str] | None = None) -> int:
+    import subprocess
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_rules", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
@@ -110,14 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entity-checkpoint", default="", metavar="PATH",
                         help="MG-VMoE entity checkpoint whose gap to choose (default the shipped one)")
     args = parser.parse_args(argv)
-    data = research_data(*(ENTITY_SETS[s] for s in DEV_SETS))
-    if data is None:
-        return 0
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    ontology = PipelineSettings.from_env().label_set()
-    names = [e.name for e in ontology.entity_types]
-    extractor = extractor_for("mg-vmoe", entity_checkpoint=args.entity_checkpoint)
+    setup = dev_typer(args.threads, args.entity_checkpoint)
+    if setup is None:
+        return 0
+    data, ontology, names, extractor = setup
     min_score = extractor.min_type_score
     rows = {}
     for entity_set in DEV_SETS:
