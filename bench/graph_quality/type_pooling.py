@@ -6,7 +6,8 @@ The same protocol as ``bench.graph_quality.type_rules``: Twitter-2017 ``valid.tx
 real ``EntityDetector`` and the shipped typer's raw scores once, each variant applied to those scores, the written
 mentions scored as ``bench.graph_quality`` scores the graph (exact span + coarse type). The choice rule is
 ``type_rules.choose_gap``'s: the best mean typed F0.5 over the two dev sets among the settings whose typed F1 on each
-dev set is at least the calibrated threshold alone's; ties go to the shipped setting.
+dev set is at least the calibrated threshold alone's (``type_rules.best_fair_setting``); ties go to the shipped
+setting.
 
 **Evidence pooled over a name's mentions.** The typer keeps a name's agreed type when it beats every other type by
 ``min_gap`` on the *mean* of its mentions' raw scores, so a name seen in 7 posts is held to the same gap as one seen
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.graph_quality.run import RESULTS_DIR
-from bench.graph_quality.type_rules import DEV_SETS, score_decisions
+from bench.graph_quality.type_rules import DEV_SETS, best_fair_setting, score_decisions
 
 POOLING = ("mean", "sqrt(n)", "n")
 POOLED_GAPS = (None, 0.25, 0.5, 0.75)
@@ -48,13 +49,6 @@ def pooled_decisions(scored: dict, min_score: float, min_gap: float | None, pool
             for i in idx:
                 decided[i] = None
     return decided
-
-
-def choose(rows: dict[str, dict[str, dict]], baseline: str) -> str:
-    """``type_rules.choose_gap``'s rule over named settings: ``rows`` dev set -> setting -> scores."""
-    settings = list(next(iter(rows.values())))
-    fair = [s for s in settings if all(r[s]["typed_f1"] >= r[baseline]["typed_f1"] for r in rows.values())]
-    return max(fair, key=lambda s: (sum(r[s]["typed_f0_5"] for r in rows.values()), s == "shipped"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
               "wall_s": round(time.perf_counter() - t0, 1), "min_score": min_score, "shipped_gap": shipped_gap,
-              "pooling": pooling, "chosen": choose(pooling, "no gap")}
+              "pooling": pooling, "chosen": best_fair_setting(pooling, "no gap", prefer=lambda setting: setting == "shipped")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "type_pooling.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "type_pooling.md").write_text(render(result))
