@@ -530,11 +530,12 @@ def _prf_counts(tp: int, fp: int, fn: int) -> dict:
     return {**prf(tp, tp + fp, tp, tp + fn), "tp": tp, "fp": fp, "fn": fn}
 
 
-def score_entities(predicted: Iterable[tuple[str, int, int, str]], gold: Iterable[tuple[str, int, int, str]]) -> dict:
+def score_entities(predicted: Iterable[tuple[str, int, int, str]], gold: Iterable[tuple[str, int, int, str]],
+                   types: Sequence[str] = COARSE_TYPES) -> dict:
     """Typed (exact span + type) and untyped (exact span) P/R/F1, and F1 per gold type.
 
-    Items are ``(post_id, start, end, TYPE)`` with TYPE one of ``COARSE_TYPES``; a gold TYPE may name two
-    that are both right (``PER|ORG``): either is a hit, and a miss counts against both types' F1."""
+    Items are ``(post_id, start, end, TYPE)`` with TYPE one of ``types`` (default ``COARSE_TYPES``); a gold TYPE
+    may name two that are both right (``PER|ORG``): either is a hit, and a miss counts against both types' F1."""
     pred, gold = set(predicted), set(gold)
     pred_spans = {x[:3] for x in pred}
     gold_spans = {x[:3] for x in gold}
@@ -542,7 +543,7 @@ def score_entities(predicted: Iterable[tuple[str, int, int, str]], gold: Iterabl
     hits = {x for x in pred if x[3] in right_types.get(x[:3], ())}
     found = {x for x in gold if any((*x[:3], t) in hits for t in x[3].split("|"))}
     per_type = {}
-    for t in COARSE_TYPES:
+    for t in types:
         p_t = {x for x in pred if x[3] == t}
         g_t = {x for x in gold if t in x[3].split("|")}
         tp = len(p_t & hits)
