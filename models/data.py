@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,17 @@ _NONE_PART = {"mnre_train.txt": "train_negatives", "mnre_val.txt": "negatives", 
 WNUT_FILES = ("train", "dev", "test")
 #: Twitter-2017 (CoNLL-style PER/LOC/ORG/MISC over tweets): train, validation and test files.
 TWITTER2017_FILES = ("train.txt", "valid.txt", "test.txt")
+
+#: Two readers' Event / Product / Other labels of the MISC mentions of Twitter-2017 (MISC) and WNUT-16 (``other``;
+#: on dev also product, movie, tvshow), each reader alone, from the post alone: ``misc-types-{part}.json`` and
+#: ``misc-types-{part}.reader2.json``, guideline ``misc-types-guideline.md``. Part ``train`` (Twitter-2017 train,
+#: WNUT-16 train) trains the typer (``tweets-all-types+events``); part ``dev`` (Twitter-2017 valid, WNUT-16 dev)
+#: validates it and scores Event / Product in ``bench.graph_quality.event_product``.
+MISC_TYPE_LABELS = Path(__file__).resolve().parent / "annotations"
+#: A reader's label -> the training class, per label set of ``tweets-all-types+events``; a missing label
+#: (WNUT-16 ``Other``) keeps the mention an abstention negative.
+MISC_TYPE_CLASSES = {"twitter2017": {"Event": "EVENT", "Product": "PRODUCT", "Other": "MISC-OTHER"},
+                     "wnut16": {"Event": "event", "Product": "product"}}
 TWITTER2017_TYPES = ("PER", "LOC", "ORG", "MISC")
 WNUT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("geo-loc", "musicartist", "movie"),
@@ -264,7 +276,45 @@ def detector_false_positives(sentences: list[tuple[list[str], list[str]]], tagge
     return out
 
 
-def load_all_types(data_dir: Path | None = None, tagger=None) -> ClassSplit:
+def misc_type_labels(part: str) -> dict[object, tuple[str, ...]]:
+    """The readers' labels of ``part`` (``train`` or ``dev``), in reader order, by mention: the training
+    ``Sample.uid`` (train), or (post_id, start, end) of the dev sets' posts as written (dev)."""
+    out: dict = {}
+    for path in (MISC_TYPE_LABELS / f"misc-types-{part}.json", MISC_TYPE_LABELS / f"misc-types-{part}.reader2.json"):
+        for x in json.loads(path.read_text())["labels"]:
+            key = x["sample"] if "sample" in x else (x["post_id"], x["start"], x["end"])
+            out.setdefault(key, []).append(x["label"])
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def agreed_label(said: tuple[str, ...] | None) -> str | None:
+    """The readers' label where both gave one and agree, else None."""
+    return said[0] if said and len(said) == 2 and said[0] == said[1] else None
+
+
+def _misc_typed(samples: list[Sample], labels: dict, classes: dict[str, str], key) -> tuple[list[Sample], Counter]:
+    """``samples`` with each MISC-like mention given its agreed reader label's class; a mention without one (no
+    agreement, or a label ``classes`` leaves out) is left out, and counted."""
+    out, counts = [], Counter()
+    for s in samples:
+        kind = classes.get(agreed_label(labels.get(key(s))) or "")
+        counts[kind or "left_out"] += 1
+        if kind:
+            out.append(Sample(s.uid, s.tokens, s.spans, kind, s.image))
+    return out, counts
+
+
+def _dev_key(sample: Sample) -> tuple[str, int, int]:
+    """A Twitter-2017 valid sample -> its key in the dev labels: post id and character span as written."""
+    from models.mention_tagger import written_offsets
+
+    _, offsets = written_offsets(list(sample.tokens))
+    (a, b), = sample.spans
+    s_i = int(sample.uid.split(":")[1])
+    return f"tw17-valid-{s_i:04d}", offsets[a][0], offsets[b - 1][1]
+
+
+def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool = False) -> ClassSplit:
     """The shipped entity typer's split (issue 10): every labelled type there is, since the typer's job in
     production is to transfer to the user's types. Trains on the *train* files only — WNUT-16 train (its 9
     types; ``other`` mentions are abstention negatives) and Twitter-2017 train (PER/LOC/ORG/MISC) — as two
@@ -272,7 +322,12 @@ def load_all_types(data_dir: Path | None = None, tagger=None) -> ClassSplit:
     kind the pipeline types). With a mention ``tagger``, its false positives on each file are no-class samples
     (``detector_false_positives``): train's may teach abstention, valid's calibrate the threshold. (Capitalised
     non-entity spans as negatives were tried and made the threshold far too strict: docs/model.md.) The dev/test files of WNUT-16 and Twitter-2017's test file are never read, so
-    both stay held out for end-to-end tests. Not a zero-shot split: the fold protocol measures transfer."""
+    both stay held out for end-to-end tests. Not a zero-shot split: the fold protocol measures transfer.
+
+    ``misc_types`` (``tweets-all-types+events``): the MISC-like mentions typed by ``MISC_TYPE_LABELS``' readers
+    where they agree. Twitter-2017 MISC becomes EVENT, PRODUCT or MISC-OTHER (train) and EVENT or PRODUCT
+    (valid: its few others and disagreements are left out, so validation scores the two); WNUT-16 train's
+    ``other`` becomes ``event`` or ``product``, the rest stay abstention negatives."""
     data_dir = data_dir or require_data_dir()
     counts: Counter = Counter()
     wnut, negatives = [], []
@@ -289,19 +344,39 @@ def load_all_types(data_dir: Path | None = None, tagger=None) -> ClassSplit:
         fps = detector_false_positives(sentences, tagger) if tagger is not None else [[] for _ in sentences]
         false_positives[name] = [Sample(f"twitter2017/{name}:{s_i}:{a}-{b}:fp", tuple(sentences[s_i][0]), ((a, b),),
                                         "None") for s_i, spans in enumerate(fps) for a, b in spans]
+    if misc_types:
+        train_labels, dev_labels = misc_type_labels("train"), misc_type_labels("dev")
+        wnut_classes = MISC_TYPE_CLASSES["wnut16"]
+        typed = [Sample(s.uid, s.tokens, s.spans, wnut_classes[a], s.image) for s in negatives
+                 if (a := agreed_label(train_labels.get(s.uid))) in wnut_classes]
+        negatives = [s for s in negatives if agreed_label(train_labels.get(s.uid)) not in wnut_classes]
+        wnut += typed
+        counts["wnut16_train_other_typed_by_readers"] = len(typed)
+        for name, labels, classes, key in (
+                ("train.txt", train_labels, MISC_TYPE_CLASSES["twitter2017"], lambda s: s.uid),
+                ("valid.txt", dev_labels, {k: v for k, v in MISC_TYPE_CLASSES["twitter2017"].items() if k != "Other"},
+                 _dev_key)):
+            misc, kept = _misc_typed([s for s in parts[name] if s.label == "MISC"], labels, classes, key)
+            parts[name] = [s for s in parts[name] if s.label != "MISC"] + misc
+            counts.update({f"twitter2017_{name.split('.')[0]}_misc_{k}": n for k, n in kept.items()})
     wnut_types = sorted({s.label for s in wnut})
-    twitter_types = [t for t in TWITTER2017_TYPES if any(s.label == t for s in parts["train.txt"])]
+    twitter_order = TWITTER2017_TYPES + tuple(MISC_TYPE_CLASSES["twitter2017"].values())
+    twitter_types = [t for t in twitter_order if any(s.label == t for s in parts["train.txt"])]
+    val_types = [t for t in twitter_order if any(s.label == t for s in parts["valid.txt"])]
     counts.update({"wnut16_train_mentions": len(wnut), "wnut16_train_other": len(negatives),
                    "twitter2017_train_mentions": len(parts["train.txt"]),
                    "twitter2017_valid_mentions": len(parts["valid.txt"]),
                    "twitter2017_train_detector_false_positives": len(false_positives["train.txt"]),
                    "twitter2017_valid_detector_false_positives": len(false_positives["valid.txt"])})
     return ClassSplit(
-        name="tweets-all-types", task="met", train_classes=wnut_types + twitter_types, val_classes=twitter_types,
+        name="tweets-all-types", task="met", train_classes=wnut_types + twitter_types, val_classes=val_types,
         test_classes=[], train=wnut + parts["train.txt"], val=parts["valid.txt"], test=[],
         protocol=("all labelled entity types: WNUT-16 train (9 types; 'other' as abstention negatives) + "
                   "Twitter-2017 train (PER/LOC/ORG/MISC), two label sets; validation Twitter-2017 valid; "
-                  "WNUT-16 dev/test and Twitter-2017 test unread"),
+                  "WNUT-16 dev/test and Twitter-2017 test unread"
+                  + ("; MISC mentions typed by two readers where they agree (models/annotations): Twitter-2017 "
+                     "MISC -> EVENT/PRODUCT/MISC-OTHER (valid: EVENT/PRODUCT), WNUT-16 train other -> event/product"
+                     if misc_types else "")),
         counts=dict(counts), train_negatives=negatives + false_positives["train.txt"],
         negatives=false_positives["valid.txt"], train_groups=[wnut_types, twitter_types],
     )
@@ -320,14 +395,15 @@ def wide_relation_split(train_classes: list[str], val_classes: list[str]) -> tup
 def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     """``mnre`` / ``mnre-seedN`` / ``mnre-pipeline[-wide]`` / ``mnre-all-relations`` / ``wnut16-foldK`` /
     ``wnut16-pipeline`` / ``tweets-all-types`` -> ClassSplit."""
-    if name in ("tweets-all-types", "tweets-all-types+fp"):
-        # "+fp": the shipped mention tagger's false positives as no-class samples
+    if name in ("tweets-all-types", "tweets-all-types+fp", "tweets-all-types+events"):
+        # "+fp": the shipped mention tagger's false positives as no-class samples; "+events": the readers'
+        # Event / Product labels of the MISC mentions (``load_all_types(misc_types=True)``)
         tagger = None
         if name.endswith("+fp"):
             from models.mention_tagger import DEFAULT_MENTION_CHECKPOINT, load_tagger
 
             tagger, _ = load_tagger(DEFAULT_MENTION_CHECKPOINT)
-        split = load_all_types(data_dir, tagger)
+        split = load_all_types(data_dir, tagger, misc_types=name.endswith("+events"))
         split.name = name
         return split
     if name == "mnre":

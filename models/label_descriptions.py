@@ -45,6 +45,8 @@ WNUT_DESCRIPTIONS: dict[str, str] = {
     "sportsteam": "a sports team or club",
     "tvshow": "a television show or series",
     "other": "any other named thing",
+    # tweets-all-types+events only: WNUT-16 "other" mentions two readers labelled Event (models/annotations)
+    "event": "an event, a named happening such as a festival, holiday, sports competition, conference or concert",
 }
 
 #: Twitter-2017's four CoNLL-style types (Zhang et al. 2018, following the CoNLL-2003 guidelines), written
@@ -54,6 +56,12 @@ TWITTER2017_DESCRIPTIONS: dict[str, str] = {
     "LOC": "a location such as a city, country, region, landmark or building",
     "ORG": "an organization such as a company, sports team, band, university, party or government body",
     "MISC": "another named thing such as an event, a product, a work of art, an award or a nationality",
+    # tweets-all-types+events only: MISC split by two readers' labels (models/annotations), written from their
+    # guideline before any result
+    "EVENT": "a named event, a happening at a time such as a festival, holiday, sports competition, conference, "
+             "ceremony, concert or election",
+    "PRODUCT": "a named product or creative work such as a device, app, video game, film, TV show, song, album or book",
+    "MISC-OTHER": "another named thing such as a nationality, a group of people, a language, an award or a slogan",
 }
 
 _SHORT = {"per": "person", "org": "organization", "loc": "location", "misc": "miscellaneous"}

@@ -621,8 +621,44 @@ def test_a_relation_description_filled_in_with_the_pair():
     assert filled_description("no roles named", "A", "B") == "no roles named"
 
 
+def test_the_readers_labels_retype_misc_gold_and_leave_out_what_they_disagree_on():
+    """Agreed Event / Product -> EVENT / PRODUCT gold; agreed Other leaves the gold (a typed mention there is a
+    false positive); a disagreement becomes an ignored region; a MISC mention nobody labelled is refused."""
+    from bench.graph_quality.event_product import fine_gold, fine_scores
+
+    gold = {("p", 0, 5, "MISC"), ("p", 6, 9, "MISC"), ("p", 10, 14, "MISC"), ("p", 15, 20, "PER"),
+            ("q", 0, 4, "PER|ORG")}
+    labels = {("p", 0, 5): ("Event", "Event"), ("p", 6, 9): ("Other", "Other"), ("p", 10, 14): ("Event", "Product")}
+    fine, ignore, counts = fine_gold(gold, {("q", 5, 9)}, labels)
+    assert fine == {("p", 0, 5, "EVENT"), ("p", 15, 20, "PER"), ("q", 0, 4, "PER|ORG")}
+    assert ignore == {("q", 5, 9), ("p", 10, 14)}
+    assert counts == {"Event": 1, "Other (out of the gold)": 1, "readers disagree (not scored)": 1}
+    with pytest.raises(KeyError, match="no reader's label"):
+        fine_gold({("r", 0, 3, "MISC")}, set(), labels)
+
+    names = ["Person", "Location", "Organization", "Event", "Product"]
+    scored = {"spans": [("p", 0, 5), ("p", 6, 9), ("p", 10, 14), ("p", 15, 20)]}
+    result = fine_scores(scored, [4, 3, 3, 0], names, fine, ignore)  # Event as Product, Other as Event
+    assert (result["typed_precision"], result["typed_recall"]) == (33.3, 33.3)  # 1 of 3 written (one ignored)
+    assert result["typed_as"] == {"EVENT": {"PRODUCT": 1}, "PRODUCT": {}}
+    assert result["per_type"]["EVENT"]["fp"] == 1 and result["per_type"]["EVENT"]["fn"] == 1
+
+
+def test_the_description_probe_keeps_the_shipped_descriptions_unless_a_variant_is_fair_and_better():
+    from bench.graph_quality.event_product import choose
+
+    def row(coarse, fine, f05):
+        return {"coarse": {"typed_f1": coarse}, "fine": {"typed_f1": fine, "typed_f0_5": f05}}
+
+    rows = {"a": {"shipped": row(70, 60, 50), "x": row(70, 61, 52), "y": row(69.9, 65, 60)},
+            "b": {"shipped": row(40, 30, 20), "x": row(40, 30, 20), "y": row(41, 35, 30)}}
+    assert choose(rows) == "x"  # y lowers coarse typed F1 on a
+    rows["a"]["x"] = row(70, 60, 50)
+    assert choose(rows) == "shipped"  # a tie goes to the shipped descriptions
+
+
 @pytest.mark.parametrize("module", ["run", "audit", "daily_runs", "decision_rules", "ontology_relations",
-                                    "relation_signals", "type_rules", "type_pooling"])
+                                    "relation_signals", "type_rules", "type_pooling", "event_product"])
 def test_every_entry_point_skips_without_the_research_data(module, tmp_path, monkeypatch, capsys):
     """The research data is not shipped: each entry point says what is missing and exits 0, writing nothing."""
     import importlib

@@ -153,6 +153,31 @@ def test_the_all_types_split_reads_train_files_only_and_keeps_test_unread():
     assert split.train_negatives and all(s.label in NO_CLASS for s in split.train_negatives)
 
 
+@needs_data
+def test_the_events_split_types_misc_mentions_by_the_readers_agreed_labels_only():
+    """``tweets-all-types+events``: Twitter-2017 MISC and WNUT-16 train ``other`` mentions take the class of the two
+    readers' agreed label (models/annotations); nothing else moves, no test file is read, no MISC is left."""
+    from models.data import MISC_TYPE_CLASSES, agreed_label, misc_type_labels
+
+    plain, events = load_split("tweets-all-types"), load_split("tweets-all-types+events")
+    assert events.val_classes == ["PER", "LOC", "ORG", "EVENT", "PRODUCT"]
+    assert events.train_groups[1] == ["PER", "LOC", "ORG", "EVENT", "PRODUCT", "MISC-OTHER"]
+    assert "event" in events.train_groups[0] and "MISC" not in events.train_classes
+    labels = misc_type_labels("train")
+    before = {s.uid: s.label for s in plain.train + plain.train_negatives}
+    for s in events.train:
+        if before[s.uid] in ("MISC", "other"):
+            corpus = "twitter2017" if s.uid.startswith("twitter2017") else "wnut16"
+            assert MISC_TYPE_CLASSES[corpus][agreed_label(labels[s.uid])] == s.label
+        else:
+            assert before[s.uid] == s.label
+    moved = [u for u, label in before.items() if label == "MISC" and u not in {s.uid for s in events.train}]
+    assert len(moved) == events.counts["twitter2017_train_misc_left_out"] == 6  # the readers disagree on these
+    files = {s.uid.split(":")[0] for s in events.train + events.train_negatives}
+    assert files == {"wnut16/train", "twitter2017/train.txt"} and not events.test
+    assert {s.label for s in events.val} == set(events.val_classes)
+
+
 class _FixedTagger:
     """Stands in for the mention tagger: proposes the given character spans for every text."""
 
