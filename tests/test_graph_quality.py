@@ -657,6 +657,16 @@ def test_the_description_probe_keeps_the_shipped_descriptions_unless_a_variant_i
     assert choose(rows) == "shipped"  # a tie goes to the shipped descriptions
 
 
+def test_a_typers_operating_point_is_its_best_summed_coarse_f1_ties_to_the_higher_threshold():
+    from bench.graph_quality.event_product import operating_point
+
+    def at(*f1):
+        return {s: {"coarse": {"typed_f1": f}} for s, f in zip(("a", "b"), f1)}
+
+    assert operating_point({0.0: at(70, 40), 0.5: at(71, 40), 1.0: at(69, 41)}) == 0.5
+    assert operating_point({0.0: at(70, 40), 0.5: at(69, 41)}) == 0.5
+
+
 @pytest.mark.parametrize("module", ["run", "audit", "daily_runs", "decision_rules", "ontology_relations",
                                     "relation_signals", "type_rules", "type_pooling", "event_product"])
 def test_every_entry_point_skips_without_the_research_data(module, tmp_path, monkeypatch, capsys):

@@ -25,9 +25,18 @@ description, so this is what a user of the label set can change). Rule, fixed be
 whose typed F1 on each dev set, coarse and fine, is at least the shipped descriptions', the best summed fine typed
 F0.5; ties go to the shipped descriptions.
 
-**Comparing typers** (``--entity-checkpoint PATH --variants shipped``): the same scores for another entity checkpoint
+**Another typer** (``--entity-checkpoint PATH --variants shipped``): the same scores for another entity checkpoint
 under the shipped label set, e.g. one trained on ``tweets-all-types+events`` (the readers' labels of the *train*
-files' MISC mentions, ``models.data.load_all_types``).
+files' MISC mentions, ``models.data.load_all_types``), at its own calibrated ``min_score``.
+
+**Typers compared at their own operating points** (``--compare PATH``, writes ``event_product_typers.{json,md}``).
+A typer's calibrated ``min_score`` depends on its validation classes (0.196 for ``met-tweets``, validated on
+PER/LOC/ORG/MISC; 1.128 for the ``+events`` typer, validated on PER/LOC/ORG/EVENT/PRODUCT), so a comparison at the
+calibrated thresholds compares thresholds as much as typers. Rule, fixed before this comparison ran (after the
+first, at calibrated thresholds, kept ``met-tweets``): each typer's ``min_score`` is the value of
+``MIN_SCORE_GRID`` or its calibrated one with the best summed coarse typed F1 over the two dev sets (ties: the
+higher), gap 0.25 for both; the challenger replaces the shipped typer if at those points its coarse and fine
+typed F1 on each dev set are at least the shipped typer's.
 """
 
 from __future__ import annotations
@@ -166,6 +175,75 @@ def choose(rows: dict[str, dict[str, dict]]) -> str:
     return max(fair, key=lambda v: (round(sum(r[v]["fine"]["typed_f0_5"] for r in rows.values()), 2), v == "shipped"))
 
 
+MIN_SCORE_GRID = (-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+
+
+def operating_point(by_score: dict[float, dict[str, dict]]) -> float:
+    """``by_score``: min_score -> dev set -> {"coarse": ...}; the min_score of the best summed coarse typed F1
+    (ties: the higher min_score)."""
+    return max(by_score, key=lambda m: (round(sum(r["coarse"]["typed_f1"] for r in by_score[m].values()), 2), m))
+
+
+def compare_typers(data: Path, ontology, names: list[str], checkpoints: dict[str, str], labels: dict,
+                   min_gap: float = 0.25) -> dict:
+    """Each typer of ``checkpoints`` (label -> path, "" the shipped one) over ``MIN_SCORE_GRID`` and its calibrated
+    ``min_score`` on both dev sets; its operating point; the verdict of the module docstring's rule for the second
+    typer against the first."""
+    from bench.graph_quality.run import prepare_twitter
+    from bench.graph_quality.type_rules import scored_mentions
+    from extraction.pipeline import extractor_for
+    from extraction.zero_shot import agree_on_types
+
+    golds = {}
+    for entity_set in DEV_SETS:
+        tw = prepare_twitter(data, None, entity_set)
+        golds[entity_set] = fine_gold(tw["gold"], tw["ignore"], labels)[:2]
+    typers = {}
+    for label, path in checkpoints.items():
+        extractor = extractor_for("mg-vmoe", entity_checkpoint=path)
+        calibrated = extractor.min_type_score
+        scored = {s: scored_mentions(data, s, extractor, ontology) for s in DEV_SETS}
+        by_score: dict[float, dict] = {}
+        for m in sorted({*MIN_SCORE_GRID, round(calibrated, 3)}):
+            by_score[m] = {}
+            for s in DEV_SETS:
+                decided = agree_on_types(scored[s]["keys"], scored[s]["raw"], m, parents=ontology.parent_indices(),
+                                         min_gap=min_gap)
+                by_score[m][s] = {"coarse": score_decisions(scored[s], decided, names),
+                                  "fine": fine_scores(scored[s], decided, names, *golds[s])}
+        typers[label] = {"checkpoint": path or "shipped", "calibrated_min_score": round(calibrated, 3),
+                         "by_min_score": by_score, "operating_point": operating_point(by_score)}
+    at = {k: t["by_min_score"][t["operating_point"]] for k, t in typers.items()}
+    a, b = at.values()
+    replaces = all(b[s][k]["typed_f1"] >= a[s][k]["typed_f1"] for s in DEV_SETS for k in ("coarse", "fine"))
+    return {"min_gap": min_gap, "typers": typers, "at_operating_points": at,
+            "challenger_replaces_shipped": replaces}
+
+
+def render_comparison(result: dict) -> str:
+    labels = list(result["typers"])
+    lines = ["# Two typers on the development sets, each at its own operating point", "",
+             f"`{result['command']}` — {result['when']}, commit `{result['commit']}`, wall {result['wall_s']} s. "
+             "Protocol and the rule: `bench/graph_quality/event_product.py` (*Typers compared at their own "
+             f"operating points*); gap {result['min_gap']} for both.", "",
+             f"**Verdict: {labels[1]} {'replaces' if result['challenger_replaces_shipped'] else 'does not replace'} "
+             f"{labels[0]}.**", "",
+             "| typer | min_score | dev set | coarse typed P / R / F1 | fine typed P / R / F1 | Event P / R / F1 | "
+             "Product P / R / F1 |", "|---|---|---|---|---|---|---|"]
+    for label, t in result["typers"].items():
+        for m, rows in t["by_min_score"].items():
+            mark = (" **(operating point)**" if float(m) == t["operating_point"] else "") + (
+                " (calibrated)" if float(m) == t["calibrated_min_score"] else "")
+            for s, r in rows.items():
+                c, f = r["coarse"], r["fine"]
+                ev, pr = f["per_type"]["EVENT"], f["per_type"]["PRODUCT"]
+                lines.append(f"| {label} | {m}{mark} | {s} | {c['typed_precision']} / {c['typed_recall']} / "
+                             f"{c['typed_f1']} | {f['typed_precision']} / {f['typed_recall']} / {f['typed_f1']} | "
+                             f"{ev['precision']} / {ev['recall']} / {ev['f1']} | {pr['precision']} / {pr['recall']} / "
+                             f"{pr['f1']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     import subprocess
 
@@ -181,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="MG-VMoE entity checkpoint to measure (default the shipped one)")
     parser.add_argument("--variants", nargs="+", choices=list(DESCRIPTIONS), default=list(DESCRIPTIONS),
                         help="description variants to run (default all)")
+    parser.add_argument("--compare", metavar="PATH", default="",
+                        help="compare this entity checkpoint with the shipped one, each at its own operating point")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     if args.listing:
@@ -193,6 +273,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data, ontology, names, extractor = setup
     labels = read_labels()
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if args.compare:
+        result = compare_typers(data, ontology, names, {"met-tweets (shipped)": "", args.compare: args.compare}, labels)
+        result.update({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
+                       "wall_s": round(time.perf_counter() - t0, 1),
+                       "command": f"python -m bench.graph_quality.event_product --compare {args.compare}"})
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "event_product_typers.json").write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / "event_product_typers.md").write_text(render_comparison(result))
+        print(render_comparison(result))
+        return 0
     parents = ontology.parent_indices()
     rows: dict[str, dict] = {}
     gold_counts = {}
@@ -207,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
                                      min_gap=extractor.type_min_gap)
             rows[entity_set][variant] = {"coarse": score_decisions(scored, decided, names),
                                          "fine": fine_scores(scored, decided, names, gold, ignore)}
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
               "wall_s": round(time.perf_counter() - t0, 1), "readers": agreement(labels),
               "entity_checkpoint": args.entity_checkpoint or "shipped", "min_score": extractor.min_type_score,
