@@ -291,9 +291,11 @@ class MGVMoEExtractor:
     # ----------------------------------------------------------------------------------- interface
     @property
     def min_type_score(self) -> float:
-        """The entity checkpoint's calibrated raw-score threshold: a mention (or a surface form's agreed
-        mean) under it abstains."""
-        return float(self.met.thresholds.get("min_score", float("-inf")))
+        """The entity checkpoint's raw-score threshold: a mention (or a surface form's agreed mean) under it
+        abstains. Its calibrated ``min_score`` moved by ``thresholds.decision.margin`` where the card has one
+        (chosen end to end on development sets, as the relation checkpoint's)."""
+        decision = self.met.thresholds.get("decision") or {}
+        return float(self.met.thresholds.get("min_score", float("-inf"))) + float(decision.get("margin", 0.0))
 
     @property
     def type_min_gap(self) -> float | None:
