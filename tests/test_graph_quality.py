@@ -642,6 +642,11 @@ def test_the_readers_labels_retype_misc_gold_and_leave_out_what_they_disagree_on
     assert (result["typed_precision"], result["typed_recall"]) == (33.3, 33.3)  # 1 of 3 written (one ignored)
     assert result["typed_as"] == {"EVENT": {"PRODUCT": 1}, "PRODUCT": {}}
     assert result["per_type"]["EVENT"]["fp"] == 1 and result["per_type"]["EVENT"]["fn"] == 1
+    fine.add(("q", 10, 15, "PRODUCT"))
+    fine.add(("q", 20, 25, "EVENT"))
+    scored["spans"].append(("q", 10, 15))  # detected, abstained; q 20-25 never detected
+    result = fine_scores(scored, [4, 3, 3, 0, None], names, fine, ignore)
+    assert result["typed_as"] == {"EVENT": {"PRODUCT": 1, "not detected": 1}, "PRODUCT": {"abstained": 1}}
 
 
 def test_the_description_probe_keeps_the_shipped_descriptions_unless_a_variant_is_fair_and_better():

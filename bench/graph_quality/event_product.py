@@ -131,7 +131,7 @@ def fine_gold(gold: set, ignore: set, labels: dict) -> tuple[set, set, Counter]:
 
 def fine_scores(scored: dict, decided: list, names: list[str], gold: set, ignore: set) -> dict:
     """Fine typed scores of the mentions written under ``decided`` against ``fine_gold``'s gold, with how the
-    readers' Event and Product mentions were typed."""
+    readers' Event and Product mentions were typed (or not: abstained, or their exact span never detected)."""
     from bench.graph_quality.scoring import score_entities
 
     regions: dict = {}
@@ -141,8 +141,9 @@ def fine_scores(scored: dict, decided: list, names: list[str], gold: set, ignore
             if k is not None and not any(a < e and s < b for a, b in regions.get(pid, ()))}
     result = score_entities(pred, gold, FINE_TYPES)
     typed_as = {(pid, s, e): t for pid, s, e, t in pred}
-    confusion = {g: Counter(typed_as.get((pid, s, e), "not written") for pid, s, e, t in gold if t == g)
-                 for g in ("EVENT", "PRODUCT")}
+    detected = set(scored["spans"])
+    confusion = {g: Counter(typed_as.get((pid, s, e), "abstained" if (pid, s, e) in detected else "not detected")
+                            for pid, s, e, t in gold if t == g) for g in ("EVENT", "PRODUCT")}
     t = result["typed"]
     return {"typed_precision": t["precision"], "typed_recall": t["recall"], "typed_f1": t["f1"],
             "typed_f0_5": t["f0_5"],
