@@ -636,7 +636,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-case", action="store_true", help="no case embedding")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--name", default="mention-tagger")
+    parser.add_argument("--repeat", nargs="+", default=[], metavar="CORPUS=N",
+                        help="show a training corpus N times per epoch, e.g. wnut16=2 (default: each once)")
     args = parser.parse_args(argv)
+    repeats = {c: 1 for c in TRAIN_CORPORA}
+    for item in args.repeat:
+        corpus, _, times = item.partition("=")
+        if corpus not in repeats or not times.isdigit() or int(times) < 1:
+            parser.error(f"--repeat takes CORPUS=N with CORPUS one of {sorted(repeats)} and N >= 1, got {item!r}")
+        repeats[corpus] = int(times)
     torch.set_num_threads(args.threads)
 
     data = research_data_dir()
@@ -648,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                           case_features=not args.no_case, seed=args.seed)
     train_parts = {c: load_corpus(data, c, "train") for c in TRAIN_CORPORA}
     dev_sets = {c: load_corpus(data, c, "dev") for c in TRAIN_CORPORA}
-    train_set = [e for part in train_parts.values() for e in part]
+    train_set = [e for c, part in train_parts.items() for _ in range(repeats[c]) for e in part]
     tagger = MentionTagger.from_encoder_path(config, args.encoder)
     trainable = sum(p.numel() for p in tagger.parameters() if p.requires_grad)
     print(f"train: {', '.join(f'{c} {len(v)}' for c, v in train_parts.items())} posts; "
@@ -664,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "data": {
             "train": {c: {"file": f"{c}/{CORPORA[c]['train']}", "posts": len(v),
-                          "spans": sum(len(e.spans) for e in v)} for c, v in train_parts.items()},
+                          "spans": sum(len(e.spans) for e in v), "times_per_epoch": repeats[c]}
+                      for c, v in train_parts.items()},
             "dev": {c: {"file": f"{c}/{CORPORA[c]['dev']}", "posts": len(v),
                         "spans": sum(len(e.spans) for e in v)} for c, v in dev_sets.items()},
             "protocol": ("posts as written (tokens joined by spaces, lone @/# glued to the next token); "
