@@ -48,7 +48,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, research_data
+from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, research_data, write_result
 from bench.graph_quality.type_rules import DEV_SETS, score_decisions
 
 LABELS = ("Event", "Product", "Other")
@@ -280,10 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
                        "wall_s": round(time.perf_counter() - t0, 1),
                        "command": f"python -m bench.graph_quality.event_product --compare {args.compare}"})
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "event_product_typers.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / "event_product_typers.md").write_text(render_comparison(result))
-        print(render_comparison(result))
+        write_result(args.out, "event_product_typers", result, render_comparison(result))
         return 0
     parents = ontology.parent_indices()
     rows: dict[str, dict] = {}
@@ -305,10 +302,7 @@ def main(argv: list[str] | None = None) -> int:
               "min_gap": extractor.type_min_gap,
               "gold_misc": {s: dict(c) for s, c in gold_counts.items()},
               "descriptions": DESCRIPTIONS, "rows": rows, "chosen": choose(rows)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "event_product.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "event_product.md").write_text(render(result))
-    print(render(result))
+    write_result(args.out, "event_product", result, render(result))
     return 0
 
 

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.graph_quality.audit import AUDITS, agreement, by_instance, key as audit_key
-from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, research_data
+from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, research_data, write_result
 
 #: The two readers' verdict files on the instances this writes (``--list``), first reader first.
 READERS = ("ontology-dev.json", "ontology-dev.reader2.json")
@@ -149,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['relation (head, tail)']} | {r['written']} | {r['on_annotated_pairs']} | {r['right']} | "
               f"{r['precision']} | {r.get('stated_reader1', '–')} | {r.get('stated_reader2', '–')} |" for r in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "ontology_relations"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, "ontology_relations", result, "\n".join(lines))
     return 0
 
 

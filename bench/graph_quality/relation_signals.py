@@ -40,14 +40,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, HEADLINE_ONTOLOGY, prepare_mnre
+from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, HEADLINE_ONTOLOGY, prepare_mnre, write_result
 
 SIGNALS = ("raw", "argument prior", "description prior", "learned term", "post over names alone",
            "description filled in", "typing confidence", "nearness", "dependency path", "same sentence", "names unlike")
@@ -274,11 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     result |= {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
                "wall_s": round(time.perf_counter() - t0, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "relation_signals" if args.mnre_part == "dev" else f"relation_signals_{args.mnre_part}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(render(result))
-    print(render(result))
+    write_result(args.out, stem, result, render(result))
     return 0
 
 

@@ -432,6 +432,14 @@ def _load_summary(load_report: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- main
+def write_result(out: Path, stem: str, result: dict, text: str) -> None:
+    """A probe's result: ``<stem>.json`` and ``<stem>.md`` (``text``) under ``out``, and ``text`` on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(text if text.endswith("\n") else text + "\n")
+    print(text)
+
+
 def git_info() -> dict:
     def run(*args: str) -> str:
         try:

@@ -19,12 +19,11 @@ gap of the mean times sqrt(n) (a standard-error test) or times n (independent ev
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import RESULTS_DIR
+from bench.graph_quality.run import RESULTS_DIR, write_result
 from bench.graph_quality.type_rules import DEV_SETS, best_fair_setting, score_decisions
 
 POOLING = ("mean", "sqrt(n)", "n")
@@ -81,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
               "wall_s": round(time.perf_counter() - t0, 1), "min_score": min_score, "shipped_gap": shipped_gap,
               "pooling": pooling, "chosen": best_fair_setting(pooling, "no gap", prefer=lambda setting: setting == "shipped")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "type_pooling.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "type_pooling.md").write_text(render(result))
-    print(render(result))
+    write_result(args.out, "type_pooling", result, render(result))
     return 0
 
 

@@ -21,11 +21,10 @@ does not fall. Writes ``type_decision_rules.{json,md}``; the choice goes into th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, prepare_twitter, research_data
+from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, prepare_twitter, research_data, write_result
 from bench.graph_quality.scoring import coarse_type, score_entities
 
 DEV_SETS = ("twitter2017-valid", "wnut16-dev")
@@ -145,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
               "wall_s": round(time.perf_counter() - t0, 1), "min_score": min_score,
               "entity_checkpoint": args.entity_checkpoint or "shipped",
               "checkpoint_gap_when_measured": extractor.type_min_gap, "rows": rows, "chosen": choose_gap(rows)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "type_decision_rules.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "type_decision_rules.md").write_text(render(result))
-    print(render(result))
+    write_result(args.out, "type_decision_rules", result, render(result))
     return 0
 
 
