@@ -79,13 +79,19 @@ class RelationRule:
     min_gap: float = float("-inf")
 
 
+def decision_min_score(ckpt: Checkpoint) -> float:
+    """A checkpoint's raw-score threshold: its calibrated ``min_score`` moved by ``thresholds.decision.margin``
+    where the card has one (chosen end to end on development data); -inf without a threshold."""
+    decision = ckpt.thresholds.get("decision") or {}
+    return float(ckpt.thresholds.get("min_score", float("-inf"))) + float(decision.get("margin", 0.0))
+
+
 def relation_rule(ckpt: Checkpoint) -> RelationRule:
     """The relation checkpoint's decision rule: its card's calibrated ``min_score`` (chosen on validation pairs with
     gold spans), moved by ``thresholds.decision.margin`` and with ``thresholds.decision.min_gap`` when the card has
     them (chosen end to end on the development protocol, ``bench.graph_quality.decision_rules``)."""
-    decision = ckpt.thresholds.get("decision") or {}
-    return RelationRule(float(ckpt.thresholds.get("min_score", float("-inf"))) + float(decision.get("margin", 0.0)),
-                        float(decision.get("min_gap", float("-inf"))))
+    return RelationRule(decision_min_score(ckpt),
+                        float((ckpt.thresholds.get("decision") or {}).get("min_gap", float("-inf"))))
 
 
 class MGVMoEExtractor:
@@ -293,9 +299,8 @@ class MGVMoEExtractor:
     def min_type_score(self) -> float:
         """The entity checkpoint's raw-score threshold: a mention (or a surface form's agreed mean) under it
         abstains. Its calibrated ``min_score`` moved by ``thresholds.decision.margin`` where the card has one
-        (chosen end to end on development sets, as the relation checkpoint's)."""
-        decision = self.met.thresholds.get("decision") or {}
-        return float(self.met.thresholds.get("min_score", float("-inf"))) + float(decision.get("margin", 0.0))
+        (chosen end to end on development sets, as the relation checkpoint's: ``decision_min_score``)."""
+        return decision_min_score(self.met)
 
     @property
     def type_min_gap(self) -> float | None:

@@ -304,14 +304,19 @@ def _misc_typed(samples: list[Sample], labels: dict, classes: dict[str, str], ke
     return out, counts
 
 
+def tweet_post_id(corpus: str, part: str, index: int) -> str:
+    """The post id the benchmarks give tweet ``index`` of a NER file (``twitter2017``/``wnut16``, ``valid``...):
+    ``tw17-valid-0042``; the dev labels' key."""
+    return f"{'tw17' if corpus == 'twitter2017' else corpus}-{part}-{index:04d}"
+
+
 def _dev_key(sample: Sample) -> tuple[str, int, int]:
     """A Twitter-2017 valid sample -> its key in the dev labels: post id and character span as written."""
     from models.mention_tagger import written_offsets
 
     _, offsets = written_offsets(list(sample.tokens))
     (a, b), = sample.spans
-    s_i = int(sample.uid.split(":")[1])
-    return f"tw17-valid-{s_i:04d}", offsets[a][0], offsets[b - 1][1]
+    return tweet_post_id("twitter2017", "valid", int(sample.uid.split(":")[1])), offsets[a][0], offsets[b - 1][1]
 
 
 def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool = False) -> ClassSplit:

@@ -49,13 +49,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, research_data, write_result
-from bench.graph_quality.type_rules import DEV_SETS, score_decisions
+from bench.graph_quality.type_rules import DEV_SETS, score_decisions, written
 
 LABELS = ("Event", "Product", "Other")
 FINE_TYPES = ("PER", "LOC", "ORG", "EVENT", "PRODUCT")
 _TO_FINE = {"Person": "PER", "Location": "LOC", "Organization": "ORG", "Event": "EVENT", "Product": "PRODUCT"}
-#: WNUT-16 types the coarse mapping calls MISC (``scoring.WNUT_TO_COARSE``).
-_WNUT_MISC = ("other", "product", "movie", "tvshow")
 
 #: Description variants probed: type name -> the description that replaces the shipped one.
 DESCRIPTIONS = {
@@ -73,24 +71,18 @@ DESCRIPTIONS["both named more widely"] = {**DESCRIPTIONS["Event named more widel
 
 
 def misc_items(data: Path) -> list[dict]:
-    """The MISC gold mentions of the two dev sets in a fixed order, with their post's text and the corpus's own
-    label; spans as ``run.prepare_twitter`` builds its gold (WNUT-16 spans moved past a leading #/@)."""
-    from bench.entity_detection import read_conll
-    from bench.graph_quality.scoring import typed_gold_spans, written_offsets
-    from models.mention_tagger import past_sigil
+    """The MISC gold mentions of the two dev sets (``run.prepare_twitter``'s gold, WNUT-16's product, movie, tvshow
+    and other mapped to MISC) in a fixed order, with their post's text."""
+    from bench.graph_quality.run import prepare_twitter
 
     items = []
     for entity_set in DEV_SETS:
-        corpus, part = entity_set.split("-")
-        for i, tweet in enumerate(read_conll(data / ENTITY_SETS[entity_set])):
-            text, offsets = written_offsets(tweet)
-            pid = f"{'tw17' if corpus == 'twitter2017' else corpus}-{part}-{i:04d}"
-            for a, b, t in sorted(typed_gold_spans(tweet, offsets)):
-                if corpus == "wnut16":
-                    a, b = past_sigil(text, a, b)
-                if t == "MISC" or t in _WNUT_MISC:
-                    items.append({"item": len(items) + 1, "post_id": pid, "start": a, "end": b, "span": text[a:b],
-                                  "text": text, "corpus_label": t})
+        tw = prepare_twitter(data, None, entity_set)
+        texts = {p.id: p.text for p in tw["posts"]}
+        for pid, a, b, t in sorted(tw["gold"]):
+            if "MISC" in t.split("|"):
+                items.append({"item": len(items) + 1, "post_id": pid, "start": a, "end": b, "span": texts[pid][a:b],
+                              "text": texts[pid]})
     return items
 
 
@@ -111,7 +103,7 @@ def fine_gold(gold: set, ignore: set, labels: dict) -> tuple[set, set, Counter]:
     both Product -> EVENT / PRODUCT; both Other -> out of the gold; they disagree -> an ignored region. Refuses
     a MISC mention no reader labelled."""
     fine, ignored, counts = set(), set(ignore), Counter()
-    for pid, s, e, t in gold:
+    for pid, s, e, t in sorted(gold):  # sorted: the counts print in one order every run
         if "MISC" not in t.split("|"):
             fine.add((pid, s, e, t))
             continue
@@ -134,16 +126,12 @@ def fine_scores(scored: dict, decided: list, names: list[str], gold: set, ignore
     readers' Event and Product mentions were typed (or not: abstained, or their exact span never detected)."""
     from bench.graph_quality.scoring import score_entities
 
-    regions: dict = {}
-    for pid, a, b in ignore:
-        regions.setdefault(pid, []).append((a, b))
-    pred = {(pid, s, e, _TO_FINE.get(names[k], names[k])) for (pid, s, e), k in zip(scored["spans"], decided)
-            if k is not None and not any(a < e and s < b for a, b in regions.get(pid, ()))}
+    pred = written(scored, decided, names, lambda name: _TO_FINE.get(name, name), ignore)
     result = score_entities(pred, gold, FINE_TYPES)
     typed_as = {(pid, s, e): t for pid, s, e, t in pred}
     detected = set(scored["spans"])
     confusion = {g: Counter(typed_as.get((pid, s, e), "abstained" if (pid, s, e) in detected else "not detected")
-                            for pid, s, e, t in gold if t == g) for g in ("EVENT", "PRODUCT")}
+                            for pid, s, e, t in sorted(gold) if t == g) for g in ("EVENT", "PRODUCT")}
     t = result["typed"]
     return {"typed_precision": t["precision"], "typed_recall": t["recall"], "typed_f1": t["f1"],
             "typed_f0_5": t["f0_5"],

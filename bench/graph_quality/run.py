@@ -266,6 +266,7 @@ def prepare_twitter(data: Path, limit: int | None, entity_set: str = "twitter201
     """Posts and typed gold of one of ``ENTITY_SETS`` (default Twitter-2017 test)."""
     from bench.entity_detection import build_example, read_conll
     from mmkg.records import Post
+    from models.data import tweet_post_id
 
     corpus, part = entity_set.split("-")
     to_coarse = (lambda t: t) if corpus == "twitter2017" else (lambda t: WNUT_TO_COARSE[t])  # noqa: E731
@@ -279,7 +280,7 @@ def prepare_twitter(data: Path, limit: int | None, entity_set: str = "twitter201
         typed = {(a, b, to_coarse(t)) for a, b, t in typed_gold_spans(tweet, offsets)}
         if text != example.text or {(s, e) for s, e, _ in typed} != example_spans(example):
             raise AssertionError(f"tweet {i}: typed gold does not agree with bench.entity_detection.build_example")
-        pid = f"{'tw17' if corpus == 'twitter2017' else corpus}-{part}-{i:04d}"
+        pid = tweet_post_id(corpus, part, i)
         if corpus == "wnut16":
             # WNUT-16 to the pipeline's convention, as the detector's benchmark reads it: a span starts past a
             # leading #/@, and @handles (never annotated in WNUT-16) are ignored regions, not false positives.

@@ -54,14 +54,21 @@ def apply_gap(scored: dict, names: list[str], min_score: float, min_gap: float |
     return {"min_gap": min_gap, **score_decisions(scored, decided, names)}
 
 
+def written(scored: dict, decided: list, names: list[str], to_type, ignore) -> set:
+    """The mentions of ``scored`` written under typing decisions ``decided`` (a type index per mention, None where
+    it abstains) as ``(post_id, start, end, to_type(type name))``, leaving out those overlapping an ``ignore``
+    region ``(post_id, start, end)``."""
+    regions: dict = {}
+    for pid, a, b in ignore:
+        regions.setdefault(pid, []).append((a, b))
+    return {(pid, s, e, to_type(names[k])) for (pid, s, e), k in zip(scored["spans"], decided)
+            if k is not None and not any(a < e and s < b for a, b in regions.get(pid, ()))}
+
+
 def score_decisions(scored: dict, decided: list, names: list[str]) -> dict:
     """Typed and untyped scores of the mentions written under typing decisions ``decided`` (a type index per
     mention of ``scored``, None where it abstains)."""
-    regions: dict = {}
-    for pid, a, b in scored["ignore"]:
-        regions.setdefault(pid, []).append((a, b))
-    pred = {(pid, s, e, coarse_type(names[k])) for (pid, s, e), k in zip(scored["spans"], decided)
-            if k is not None and not any(a < e and s < b for a, b in regions.get(pid, ()))}
+    pred = written(scored, decided, names, coarse_type, scored["ignore"])
     result = score_entities(pred, scored["gold"])
     t = result["typed"]
     return {"written": len(pred), "abstained": sum(k is None for k in decided),
