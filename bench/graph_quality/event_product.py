@@ -50,6 +50,7 @@ from pathlib import Path
 
 from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, research_data, write_result
 from bench.graph_quality.type_rules import DEV_SETS, score_decisions, written
+from models.data import misc_type_labels
 
 LABELS = ("Event", "Product", "Other")
 FINE_TYPES = ("PER", "LOC", "ORG", "EVENT", "PRODUCT")
@@ -93,8 +94,6 @@ def listing(items: list[dict]) -> str:
 
 def read_labels() -> dict[tuple[str, int, int], tuple[str, ...]]:
     """(post_id, start, end) -> the readers' labels of the dev sets' MISC mentions, in reader order."""
-    from models.data import misc_type_labels
-
     return misc_type_labels("dev")
 
 
@@ -286,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "fine": fine_scores(scored, decided, names, gold, ignore)}
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
               "wall_s": round(time.perf_counter() - t0, 1), "readers": agreement(labels),
+              "readers_train_labels": agreement(misc_type_labels("train")),
               "entity_checkpoint": args.entity_checkpoint or "shipped", "min_score": extractor.min_type_score,
               "min_gap": extractor.type_min_gap,
               "gold_misc": {s: dict(c) for s, c in gold_counts.items()},
@@ -303,7 +303,10 @@ def render(result: dict) -> str:
              "`bench/graph_quality/event_product.py`.", "",
              f"**Readers**: {r['agreed']} of {r['items']} MISC mentions labelled alike, Cohen's kappa {r['kappa']}; "
              f"agreed: {r['agreed_by_label']}. Per dev set: "
-             + "; ".join(f"{s} {c}" for s, c in result["gold_misc"].items()) + ".", "",
+             + "; ".join(f"{s} {c}" for s, c in result["gold_misc"].items()) + "."
+             + (f" The train files' labels (`models/annotations/misc-types-train*.json`, what the typer trains on): "
+                f"{t['agreed']} of {t['items']} alike, kappa {t['kappa']}; agreed: {t['agreed_by_label']}."
+                if (t := result.get("readers_train_labels")) else ""), "",
              f"**Chosen by the rule: {result['chosen']}**", "",
              "| dev set | descriptions | coarse typed F1 | fine typed P / R / F1 | fine F0.5 | Event P / R / F1 | "
              "Product P / R / F1 | gold Event typed as | gold Product typed as |", "|---|---|---|---|---|---|---|---|---|"]
