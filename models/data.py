@@ -351,10 +351,9 @@ def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool =
                                         "None") for s_i, spans in enumerate(fps) for a, b in spans]
     if misc_types:
         train_labels, dev_labels = misc_type_labels("train"), misc_type_labels("dev")
-        wnut_classes = MISC_TYPE_CLASSES["wnut16"]
-        typed = [Sample(s.uid, s.tokens, s.spans, wnut_classes[a], s.image) for s in negatives
-                 if (a := agreed_label(train_labels.get(s.uid))) in wnut_classes]
-        negatives = [s for s in negatives if agreed_label(train_labels.get(s.uid)) not in wnut_classes]
+        typed, _ = _misc_typed(negatives, train_labels, MISC_TYPE_CLASSES["wnut16"], lambda s: s.uid)
+        typed_ids = {t.uid for t in typed}
+        negatives = [s for s in negatives if s.uid not in typed_ids]  # the rest stay abstention negatives
         wnut += typed
         counts["wnut16_train_other_typed_by_readers"] = len(typed)
         for name, labels, classes, key in (
