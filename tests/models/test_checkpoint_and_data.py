@@ -178,6 +178,43 @@ def test_the_events_split_types_misc_mentions_by_the_readers_agreed_labels_only(
     assert {s.label for s in events.val} == set(events.val_classes)
 
 
+def test_mnre_relation_arguments_are_typed_by_their_signature_once_per_span(tmp_path):
+    """``mnre_typed_mentions``: a pair's head and tail take the per / org / loc types its relation names; ``None``
+    pairs and ``misc`` arguments type nothing; a span met in several pairs is one sample; a span two signatures
+    type differently is left out and counted; only the train file is read."""
+    from models.data import mnre_typed_mentions
+
+    post = ["Ana", "Costa", "joins", "Falcons", "in", "Lisbon", "for", "the", "Cup"]
+    other = ["Porto", "hosts", "Porto"]
+    rows = [
+        {"token": post, "h": {"pos": [0, 2]}, "t": {"pos": [3, 4]}, "relation": "/per/org/member_of"},
+        {"token": post, "h": {"pos": [3, 4]}, "t": {"pos": [5, 6]}, "relation": "/org/loc/locate_at"},
+        {"token": post, "h": {"pos": [0, 2]}, "t": {"pos": [7, 9]}, "relation": "/per/misc/present_in"},
+        {"token": post, "h": {"pos": [0, 2]}, "t": {"pos": [5, 6]}, "relation": "None"},
+        {"token": other, "h": {"pos": [0, 1]}, "t": {"pos": [2, 3]}, "relation": "/org/loc/locate_at"},
+        {"token": other, "h": {"pos": [0, 1]}, "t": {"pos": [2, 3]}, "relation": "/loc/loc/contain"},
+    ]
+    (tmp_path / "mnre").mkdir()
+    (tmp_path / "mnre" / "mnre_train.txt").write_text("\n".join(repr({**r, "img_id": "x.jpg"}) for r in rows) + "\n")
+    samples, counts = mnre_typed_mentions(tmp_path)
+    typed = {(" ".join(s.tokens[s.spans[0][0]:s.spans[0][1]]), s.spans[0]): s.label for s in samples}
+    assert typed == {("Ana Costa", (0, 2)): "PER", ("Falcons", (3, 4)): "ORG", ("Lisbon", (5, 6)): "LOC",
+                     ("Porto", (2, 3)): "LOC"}
+    assert counts["mnre_train_mentions_typed_two_ways"] == 1  # "Porto" at 0: an org, then a loc
+    assert all(s.uid.startswith("mnre/mnre_train.txt:") and s.image is None for s in samples)
+
+
+@needs_data
+def test_the_mnre_split_adds_mnre_train_mentions_to_the_twitter_label_set_and_nothing_else():
+    events, mnre = load_split("tweets-all-types+events"), load_split("tweets-all-types+events+mnre")
+    added = [s for s in mnre.train if s.uid.startswith("mnre/")]
+    assert [s for s in mnre.train if not s.uid.startswith("mnre/")] == events.train
+    assert mnre.val == events.val and mnre.train_negatives == events.train_negatives
+    assert {s.label for s in added} == {"PER", "ORG", "LOC"} and mnre.train_groups == events.train_groups
+    assert {s.uid.split(":")[0] for s in added} == {"mnre/mnre_train.txt"}
+    assert len(added) == sum(mnre.counts[f"mnre_train_{k}"] for k in ("PER", "ORG", "LOC"))
+
+
 class _FixedTagger:
     """Stands in for the mention tagger: proposes the given character spans for every text."""
 
