@@ -324,12 +324,14 @@ def _dev_key(sample: Sample) -> tuple[str, int, int]:
 MNRE_ARGUMENT_TYPES = {"per": "PER", "org": "ORG", "loc": "LOC"}
 
 
-def mnre_typed_mentions(data_dir: Path | None = None) -> tuple[list[Sample], Counter]:
+def mnre_typed_mentions(data_dir: Path | None = None,
+                        kinds: tuple[str, ...] = tuple(MNRE_ARGUMENT_TYPES)) -> tuple[list[Sample], Counter]:
     """Typed mentions read off MNRE *train*'s relation pairs (distant supervision, ``tweets-all-types+events+mnre``):
     the head and tail of every pair with a relation take the types its signature names (``MNRE_ARGUMENT_TYPES``),
     one sample per distinct (post, span); a span two signatures type differently is left out. ``None`` pairs say
     nothing of their arguments' types and are not read, nor are MNRE's validation and test files (the relation
-    benchmarks' and the graph-quality headline's)."""
+    benchmarks' and the graph-quality headline's). ``kinds``: the signature types kept (``("per", "loc")``: people
+    and places only, ``+mnre-per-loc``); a span typed two ways is left out whichever of them are kept."""
     data_dir = data_dir or require_data_dir()
     rows = [ast.literal_eval(line) for line in (data_dir / "mnre" / MNRE_FILES[0]).read_text(encoding="utf-8").splitlines()
             if line.strip()]
@@ -344,19 +346,21 @@ def mnre_typed_mentions(data_dir: Path | None = None) -> tuple[list[Sample], Cou
                 key = (tuple(r["token"]), tuple(r[side]["pos"]))
                 seen.setdefault(key, (i, set()))[1].add(MNRE_ARGUMENT_TYPES[kind])
     samples, counts = [], Counter()
-    for (tokens, span), (i, kinds) in seen.items():
-        if len(kinds) > 1:
+    for (tokens, span), (i, typed) in seen.items():
+        if len(typed) > 1:
             counts["mnre_train_mentions_typed_two_ways"] += 1
             continue
+        if not typed <= {MNRE_ARGUMENT_TYPES[k] for k in kinds}:
+            continue
         img = image_dir / rows[i]["img_id"]
-        samples.append(Sample(f"mnre/{MNRE_FILES[0]}:{i}:{span[0]}-{span[1]}", tokens, (span,), next(iter(kinds)),
+        samples.append(Sample(f"mnre/{MNRE_FILES[0]}:{i}:{span[0]}-{span[1]}", tokens, (span,), next(iter(typed)),
                               image=str(img) if img.is_file() else None))
     counts.update(f"mnre_train_{s.label}" for s in samples)
     return samples, counts
 
 
 def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool = False,
-                   mnre_types: bool = False) -> ClassSplit:
+                   mnre_types: tuple[str, ...] = ()) -> ClassSplit:
     """The shipped entity typer's split (issue 10): every labelled type there is, since the typer's job in
     production is to transfer to the user's types. Trains on the *train* files only — WNUT-16 train (its 9
     types; ``other`` mentions are abstention negatives) and Twitter-2017 train (PER/LOC/ORG/MISC) — as two
@@ -371,8 +375,9 @@ def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool =
     (valid: its few others and disagreements are left out, so validation scores the two); WNUT-16 train's
     ``other`` becomes ``event`` or ``product``, the rest stay abstention negatives.
 
-    ``mnre_types`` (``+mnre``): MNRE train's relation arguments as PER / ORG / LOC mentions too
-    (``mnre_typed_mentions``), trained with Twitter-2017's label set."""
+    ``mnre_types`` (``+mnre``: per, org, loc; ``+mnre-per-loc``: per, loc): MNRE train's relation arguments of
+    those signature types as PER / ORG / LOC mentions too (``mnre_typed_mentions``), trained with Twitter-2017's
+    label set."""
     data_dir = data_dir or require_data_dir()
     counts: Counter = Counter()
     wnut, negatives = [], []
@@ -404,7 +409,7 @@ def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool =
             parts[name] = [s for s in parts[name] if s.label != "MISC"] + misc
             counts.update({f"twitter2017_{name.split('.')[0]}_misc_{k}": n for k, n in kept.items()})
     if mnre_types:
-        mnre, mnre_counts = mnre_typed_mentions(data_dir)
+        mnre, mnre_counts = mnre_typed_mentions(data_dir, mnre_types)
         parts["train.txt"] = parts["train.txt"] + mnre
         counts.update(mnre_counts)
     wnut_types = sorted({s.label for s in wnut})
@@ -425,8 +430,8 @@ def load_all_types(data_dir: Path | None = None, tagger=None, misc_types: bool =
                   + ("; MISC mentions typed by two readers where they agree (models/annotations): Twitter-2017 "
                      "MISC -> EVENT/PRODUCT/MISC-OTHER (valid: EVENT/PRODUCT), WNUT-16 train other -> event/product"
                      if misc_types else "")
-                  + ("; MNRE train's relation arguments typed by their signature (per/org/loc) with Twitter-2017's "
-                     "label set" if mnre_types else "")),
+                  + (f"; MNRE train's relation arguments typed by their signature ({'/'.join(mnre_types)}) with "
+                     "Twitter-2017's label set" if mnre_types else "")),
         counts=dict(counts), train_negatives=negatives + false_positives["train.txt"],
         negatives=false_positives["valid.txt"], train_groups=[wnut_types, twitter_types],
     )
@@ -445,16 +450,19 @@ def wide_relation_split(train_classes: list[str], val_classes: list[str]) -> tup
 def load_split(name: str, data_dir: Path | None = None) -> ClassSplit:
     """``mnre`` / ``mnre-seedN`` / ``mnre-pipeline[-wide]`` / ``mnre-all-relations`` / ``wnut16-foldK`` /
     ``wnut16-pipeline`` / ``tweets-all-types`` -> ClassSplit."""
-    if name in ("tweets-all-types", "tweets-all-types+fp", "tweets-all-types+events", "tweets-all-types+events+mnre"):
+    if name in ("tweets-all-types", "tweets-all-types+fp", "tweets-all-types+events", "tweets-all-types+events+mnre",
+                "tweets-all-types+events+mnre-per-loc"):
         # "+fp": the shipped mention tagger's false positives as no-class samples; "+events": the readers'
         # Event / Product labels of the MISC mentions (``load_all_types(misc_types=True)``); "+mnre": MNRE
-        # train's relation arguments typed by their signature (``mnre_typed_mentions``)
+        # train's relation arguments typed by their signature (``mnre_typed_mentions``; "-per-loc": people and places)
         tagger = None
         if name.endswith("+fp"):
             from models.mention_tagger import DEFAULT_MENTION_CHECKPOINT, load_tagger
 
             tagger, _ = load_tagger(DEFAULT_MENTION_CHECKPOINT)
-        split = load_all_types(data_dir, tagger, misc_types="+events" in name, mnre_types=name.endswith("+mnre"))
+        mnre = {"+mnre": ("per", "org", "loc"), "+mnre-per-loc": ("per", "loc")}
+        split = load_all_types(data_dir, tagger, misc_types="+events" in name,
+                               mnre_types=next((v for k, v in mnre.items() if name.endswith(k)), ()))
         split.name = name
         return split
     if name == "mnre":
