@@ -12,7 +12,7 @@ not run against this Airflow: without the `gpu` pool the training task would wai
 Timeouts: training 12 h, evaluation 2 h per attempt.
 
 Params: `split` (`mnre`, `mnre-seedN`, `mnre-pipeline`, `mnre-all-relations` (the shipped relation checkpoint's),
-`wnut16-foldK`, `wnut16-pipeline`, `tweets-all-types[+fp|+events]` (`+events`: the shipped entity typer's): the formats of the benchmark data), `data_dir` (folder with
+`wnut16-foldK`, `wnut16-pipeline`, `tweets-all-types[+fp|+events|+events+mnre|+events+mnre-per-loc]` (`+events`: the shipped entity typer's; `+mnre`: with MNRE train's relation arguments, measured and not shipped): the formats of the benchmark data), `data_dir` (folder with
 `mnre/`, `wnut16/` and `twitter2017/`; default `MMKG_DATA`),
 `name` (published name), `epochs`, `seed`.
 """

@@ -202,6 +202,8 @@ def test_mnre_relation_arguments_are_typed_by_their_signature_once_per_span(tmp_
                      ("Porto", (2, 3)): "LOC"}
     assert counts["mnre_train_mentions_typed_two_ways"] == 1  # "Porto" at 0: an org, then a loc
     assert all(s.uid.startswith("mnre/mnre_train.txt:") and s.image is None for s in samples)
+    people_and_places, _ = mnre_typed_mentions(tmp_path, ("per", "loc"))
+    assert {s.label for s in people_and_places} == {"PER", "LOC"} and len(people_and_places) == 3
 
 
 @needs_data
