@@ -354,7 +354,21 @@ def mixed_weights(initial: dict, trained: dict, weight: float) -> dict:
     return {k: initial[k] + weight * (v - initial[k]) if v.is_floating_point() else v for k, v in trained.items()}
 
 
+def text_only_unless_images(config: MGVMoEConfig, split: ClassSplit) -> MGVMoEConfig:
+    """``config`` with ``use_image`` off when no training sample has an image: the image path (``image_in``, the
+    image side of the experts) then never gets a gradient and stays at its random initialisation, so a model that
+    read images at inference would add that noise to every post with an image. Training is the same computation
+    either way (an image-less batch takes the no-image token), so only the saved config changes: the checkpoint
+    says it is text-only, and the pipeline does not read images for it (Twitter-2017 and WNUT-16, the typer's
+    training sets, have none)."""
+    if config.use_image and not any(s.image for s in split.train + split.train_negatives):
+        log.info("no training sample has an image: training and saving the model text-only (use_image=False)")
+        return dataclasses.replace(config, use_image=False)
+    return config
+
+
 def train(config: MGVMoEConfig, data: PreparedSplit, progress: bool = True, dry_run: bool = False) -> TrainResult:
+    config = text_only_unless_images(config, data.split)
     split, store = data.split, data.features_of(config)
     if config.task != split.task:
         raise ValueError(f"config task {config.task} != split task {split.task}")

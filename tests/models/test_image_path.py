@@ -47,6 +47,7 @@ def test_class_only_in_the_image_is_learned_and_lost_without_it(tmp_path, tiny_t
     config = MGVMoEConfig.tiny("met", epochs=12, patience=12, lr=1e-2, batch_size=8, steps_per_epoch=6)
     result = train(config, data, progress=False)
     assert result.test["accuracy"] >= 90.0, result.history
+    assert result.config.use_image and result.model.config.use_image
 
     masked = dataclasses.replace(store, image_index=torch.full_like(store.image_index, -1))
     blind, _ = evaluate(result.model, masked, test_s, classes, emb)
@@ -91,3 +92,29 @@ def test_images_carry_classes_never_seen_in_training(tmp_path, tiny_text_encoder
     chance = 100 / 3
     assert np.mean(accuracy["mg-vmoe"]) >= chance + 20, accuracy  # measured: 66.7 / 100 / 60 (mean 75.6)
     assert all(abs(a - chance) < 1e-6 for a in accuracy["twin"]), accuracy  # no image: one constant guess
+
+
+def test_a_model_trained_without_any_image_is_saved_text_only(tmp_path, tiny_text_encoder, tiny_image_encoder):
+    """No training sample has an image (Twitter-2017 and WNUT-16, the typer's sets): the image path gets no gradient
+    and stays at its random initialisation, so the model is trained and saved with ``use_image`` off, and the
+    pipeline does not feed it the images of the posts it types. Validation samples with images change nothing."""
+    from models.modeling import MGVMoE, seed_everything
+    from models.train import text_only_unless_images
+
+    classes = list(COLOURS)
+    train_s = [dataclasses.replace(s, image=None) for s in _samples(tmp_path, 8, "train")]
+    val_s = _samples(tmp_path, 3, "val")
+    store = encode_samples(train_s + val_s, "met", "markers", tiny_text_encoder, tiny_image_encoder, progress=False)
+    split = ClassSplit("no-images", "met", classes, classes, [], train_s, val_s, [], "synthetic")
+    emb = torch.randn(len(classes), 32, generator=torch.Generator().manual_seed(0))
+    data = PreparedSplit(split, {(m, p): emb for m in ("name", "description") for p in ("train", "val", "test")},
+                         tiny_text_encoder.marker_embeddings(), cache=None, stores={"markers": store})
+    config = MGVMoEConfig.tiny("met", epochs=2, patience=2, lr=1e-2, batch_size=8, steps_per_epoch=3)
+    assert config.use_image
+    result = train(config, data, progress=False)
+    assert not result.config.use_image and not result.model.config.use_image
+    seed_everything(config.seed)
+    initialised = MGVMoE(config).image_in  # as train() initialises it
+    assert torch.equal(result.model.image_in.weight, initialised.weight)  # never trained
+    with_one = dataclasses.replace(split, train=train_s[:-1] + [_samples(tmp_path, 1, "img")[0]])
+    assert text_only_unless_images(config, with_one).use_image
