@@ -137,9 +137,18 @@ class MGVMoEExtractor:
         self._texts: dict[str, tuple[dict[int, torch.Tensor], torch.Tensor]] = {}
         self._depths = tuple(sorted({0, self.met.config.tuned_layers, self.mre.config.tuned_layers}))
         self._surfaces: dict[str, torch.Tensor] = {}  # entity surface -> its words encoded alone
+        # A checkpoint whose scores an image cannot change (``MGVMoE.reads_images``) is given none: its images are
+        # not encoded, and when neither checkpoint reads them the image encoder is never loaded.
+        self._reads_images = {ckpt.config.task: ckpt.model.reads_images for ckpt in (self.met, self.mre)}
         self.stats: Counter = Counter()
 
     # ------------------------------------------------------------------------------------ encoders
+    @property
+    def reads_images(self) -> bool:
+        """Whether either checkpoint's scores can depend on a post's image (``MGVMoE.reads_images``); when neither
+        can, no image is encoded and the image encoder is never loaded."""
+        return any(self._reads_images.values())
+
     @property
     def image_encoder(self) -> ImageRegionEncoder:
         if self._image_encoder is None:
@@ -232,7 +241,7 @@ class MGVMoEExtractor:
         mask = torch.zeros(len(states), length, dtype=torch.bool, device=self.device)
         for j, t in enumerate(states):
             tokens[j, : len(t)], mask[j, : len(t)] = t, True
-        imgs = [self._image_tokens(p) if ckpt.config.use_image else None for p in posts]
+        imgs = [self._image_tokens(p) if self._reads_images[ckpt.config.task] else None for p in posts]
         has = torch.tensor([im is not None for im in imgs], device=self.device)
         if has.any():
             ref = next(im for im in imgs if im is not None)

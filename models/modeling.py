@@ -505,6 +505,14 @@ class MGVMoE(nn.Module):
         """Everything but the perturbation r, which has its own maximisation step."""
         return [p for n, p in self.named_parameters() if not n.startswith("vat.")]
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether a post's image can change this model's scores: ``use_image`` on, and the learned scorer's input
+        projection ``proj_x`` not all zero. The image reaches a score only through ``proj_x``: a model with the
+        similarity prior starts it at zero, and where it stays there (heads trained at lr 0, as the shipped relation
+        checkpoint's) the scores are the priors, read from the text alone, whatever the image."""
+        return self.config.use_image and bool(self.proj_x.weight.any() or self.proj_x.bias.any())
+
     def parameter_groups(self) -> list[dict]:
         """``head_parameters`` for the optimiser: the tuned encoder layers (if any) at ``config.tuned_lr``."""
         tuned = {id(p) for p in self.tuned.parameters()} if self.tuned is not None else set()

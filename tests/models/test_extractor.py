@@ -238,3 +238,32 @@ def test_one_surface_form_gets_one_type_across_the_shard(tiny_text_encoder, tiny
     typed = ex.type_mentions(posts, mentions, ONTOLOGY)
     assert [tm.entity_type for tm in typed] == ["Location", "Location", "Location", "Organization"]
     assert ex.stats["types_changed_to_agree"] == 1
+
+
+def test_a_checkpoint_no_image_can_change_is_given_no_image(posts, tiny_text_encoder):
+    """``MGVMoE.reads_images``: an image reaches a score only through ``proj_x``, so a model whose ``proj_x`` is all
+    zero (the similarity prior's start, kept by heads trained at lr 0: the shipped relation checkpoint) or whose
+    ``use_image`` is off (the typer, trained on no image) reads none. Its posts' images are then not encoded, the
+    image encoder is never loaded, and every score is what it was with the images."""
+    import dataclasses
+
+    met, mre = _checkpoint("met", -float("inf"), "met-tiny"), _checkpoint("mre", -float("inf"), "mre-tiny")
+    assert met.model.reads_images and mre.model.reads_images
+    with_images = MGVMoEExtractor(met, mre, text_encoder=tiny_text_encoder, image_encoder=None, batch_size=2)
+    met.config = dataclasses.replace(met.config, use_image=False)
+    met.model.config = met.config
+    with torch.no_grad():
+        mre.model.proj_x.weight.zero_()
+        mre.model.proj_x.bias.zero_()
+    assert not met.model.reads_images and not mre.model.reads_images
+    ex = MGVMoEExtractor(met, mre, text_encoder=tiny_text_encoder, image_encoder=None, batch_size=2)
+    typed = ex.type_mentions(posts, _mentions(), ONTOLOGY)
+    relations = ex.extract_relations(posts, typed, ONTOLOGY)
+    assert ex.stats["images_encoded"] == 0 and ex.stats["images_failed"] == 0 and ex._image_encoder is None
+    text_only = {k: dataclasses.replace(p, images=()) for k, p in posts.items()}
+    blind = MGVMoEExtractor(met, mre, text_encoder=tiny_text_encoder, image_encoder=None, batch_size=2)
+    assert torch.equal(ex.type_scores(posts, _mentions(), ONTOLOGY), blind.type_scores(text_only, _mentions(), ONTOLOGY))
+    assert [(r.head.mention, r.tail.mention, r.relation, r.score) for r in relations] == [
+        (r.head.mention, r.tail.mention, r.relation, r.score)
+        for r in blind.extract_relations(text_only, blind.type_mentions(text_only, _mentions(), ONTOLOGY), ONTOLOGY)]
+    assert with_images._reads_images == {"met": True, "mre": True}  # decided per checkpoint when the extractor is built
