@@ -113,7 +113,8 @@ def report_line(day: str, report: dict) -> str:
         return f"dt={day}: no posts (empty or missing partition)"
     return (
         f"dt={day}: posts read {report['posts_read']}, valid {report['posts_valid']}, "
-        f"quarantined {report['posts_quarantined']}, bad images {report['images_bad']}, "
+        f"quarantined {report['posts_quarantined']}, bad images {report['images_bad']} (images the models read "
+        f"{report.get('images_read_by_the_model', 0)}), "
         f"mentions {report['mentions']} (posts in a language not read {report.get('posts_other_language', 0)}, "
         f"spans cut to capitalised words {report.get('spans_cut_to_capitals', 0)}), entities typed {report['entities_typed']} (abstained "
         f"{report['mentions_abstained']}, unreadable script {report['mentions_unreadable_script']}), "

@@ -223,7 +223,8 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
         staging.write_records(staging.shard_file(shard, "typed_mentions"), [], TypedMention)
         staging.write_records(staging.shard_file(shard, "relations"), [], RelationMention)
         return {**shard, "typed_mentions": 0, "mentions_abstained": 0, "mentions_unreadable_script": 0,
-                "images_unusable": 0, "images_changed_since_staging": 0, "relations": 0, "model_version": None}
+                "images_read": 0, "images_unusable": 0, "images_changed_since_staging": 0, "relations": 0,
+                "model_version": None}
     settings = PipelineSettings.from_env()
     extractor = extractor_for(settings.extractor, settings.entity_checkpoint, settings.relation_checkpoint)
     readable = [m for m in mentions if readable_script(m.text)]
@@ -235,8 +236,8 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
     else:
         typed = extractor.type_mentions(posts, readable, ontology)
     relations = extractor.extract_relations(posts, typed, ontology)
-    # Images the model could not read (undecodable, or swapped on disk since staging): those posts were scored
-    # on their text alone.
+    # Images the models read (none with checkpoints no image can change: MGVMoEExtractor.reads_images), and those
+    # they could not (undecodable, or swapped on disk since staging): those posts were scored on their text alone.
     image_stats = Counter(getattr(extractor, "stats", {}))
     image_stats.subtract(stats_before)
     # Mentions in a script the encoders were not trained on are not guessed at: they abstain, counted.
@@ -249,6 +250,7 @@ def type_shard(shard: dict, plan: IntervalPlan) -> dict:
         "typed_mentions": sum(t.entity_type != OTHER_TYPE for t in typed),
         "mentions_abstained": sum(t.entity_type == OTHER_TYPE for t in typed),
         "mentions_unreadable_script": len(unreadable),
+        "images_read": image_stats["images_encoded"],
         "images_unusable": image_stats["images_failed"],
         "images_changed_since_staging": image_stats["images_changed_since_staging"],
         "relations": len(relations),
@@ -465,6 +467,7 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "mentions_unreadable_script": sum(load.get("mentions_unreadable_script", 0) for load in loads),
         "posts_other_language": sum(load.get("posts_other_language", 0) for load in loads),
         "spans_cut_to_capitals": sum(load.get("spans_cut_to_capitals", 0) for load in loads),
+        "images_read_by_the_model": sum(load.get("images_read", 0) for load in loads),
         "images_unusable_by_the_model": sum(load.get("images_unusable", 0) for load in loads),
         "images_changed_since_staging": sum(load.get("images_changed_since_staging", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),

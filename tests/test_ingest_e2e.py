@@ -125,6 +125,10 @@ def test_dag_run_over_a_sample_day_builds_the_graph(neo4j_driver, neo4j_conn, ai
     langs = json.loads((ROOT / "sample_data" / "gold_entities.json").read_text())["posts"]
     assert report["posts_other_language"] == sum(p["lang"] != "en" for pid, p in langs.items() if pid.startswith("1101-")) == 3
     assert isinstance(report["spans_cut_to_capitals"], int)
+    # The day's valid images are staged and linked in the graph, but no shipped checkpoint can read one
+    # (MGVMoE.reads_images): none is encoded, so none is unusable either.
+    assert expected["images"]["ok"] > 0
+    assert report["images_read_by_the_model"] == 0 == report["images_unusable_by_the_model"]
     # One XCom per task (a `-> dict` task used to store a row per key), the counts on the asset event.
     rows, extra = _run_outputs(dag_run.run_id)
     assert rows == {"plan": 1, "stage_posts": 1, "detect_mentions": 1, "type_and_relate": 1, "agree_types": 1,
