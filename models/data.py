@@ -119,19 +119,17 @@ def require_data_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- MNRE
+def read_mnre_file(data_dir: Path, name: str) -> list[dict]:
+    """One MNRE file (``MNRE_FILES``) as dict records, one per non-blank line (``None`` relations kept)."""
+    return [ast.literal_eval(line) for line in (data_dir / "mnre" / name).read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
 def read_mnre(data_dir: Path | None = None) -> tuple[list[list[dict]], Counter]:
     """The three MNRE files as lists of dict records (``None`` relations kept; callers drop them)."""
     data_dir = data_dir or require_data_dir()
-    files, counts = [], Counter()
-    for name in MNRE_FILES:
-        rows = []
-        for line in (data_dir / "mnre" / name).read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            rows.append(ast.literal_eval(line))
-            counts["lines"] += 1
-        files.append(rows)
-    return files, counts
+    files = [read_mnre_file(data_dir, name) for name in MNRE_FILES]
+    return files, Counter(lines=sum(len(rows) for rows in files))
 
 
 def mnre_relation_split(files: list[list[dict]], seed: int = 0) -> tuple[list[str], list[str], list[str]]:
@@ -333,8 +331,7 @@ def mnre_typed_mentions(data_dir: Path | None = None,
     benchmarks' and the graph-quality headline's). ``kinds``: the signature types kept (``("per", "loc")``: people
     and places only, ``+mnre-per-loc``); a span typed two ways is left out whichever of them are kept."""
     data_dir = data_dir or require_data_dir()
-    rows = [ast.literal_eval(line) for line in (data_dir / "mnre" / MNRE_FILES[0]).read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = read_mnre_file(data_dir, MNRE_FILES[0])
     image_dir = data_dir / "mnre_images"
     seen: dict[tuple, tuple[int, set[str]]] = {}
     for i, r in enumerate(rows):
