@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from mmkg.images import load_image_rgb
-from models.data import NO_CLASS, Sample, samples_fingerprint
+from models.data import MASK_WORD, NO_CLASS, Sample, samples_fingerprint
 from models.label_descriptions import argument_texts, label_text
 from models.modeling import (
     ImageRegionEncoder,
@@ -104,7 +104,8 @@ def encode_samples(
     input of the encoder's top ``depth`` layers, which a checkpoint with ``tuned_layers`` runs itself."""
     if depth and text_input != "spans":
         raise ValueError("features below the top layers are read from plain text: depth needs text_input='spans'")
-    plain = [words_to_text(s.tokens, s.spans) for s in samples]
+    mask = getattr(text_encoder.tokenizer, "mask_token", None) or MASK_WORD  # another encoder's own mask token
+    plain = [words_to_text(tuple(mask if w == MASK_WORD else w for w in s.tokens), s.spans) for s in samples]
     texts = [marked_text(t, spans, task) for t, spans in plain] if text_input == "markers" else [t for t, _ in plain]
     order = sorted(range(len(samples)), key=lambda i: len(texts[i]))  # length-sorted: little padding
     text: list[torch.Tensor | None] = [None] * len(samples)

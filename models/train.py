@@ -564,7 +564,7 @@ def run_summary(split_name: str, result, selection: dict | None = None, report_t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline | mnre-all-relations | tweets-all-types[+fp|+events|+events+mnre|+events+mnre-per-loc]")
+    parser.add_argument("--split", default="mnre", help="mnre | mnre-seedN | wnut16-foldK | wnut16-pipeline | mnre-pipeline | mnre-all-relations | tweets-all-types[+fp|+events|+events+mnre|+events+mnre-per-loc]; an entity split with +masked: a share of its training mentions also with the name hidden")
     parser.add_argument("--out", help="checkpoint directory to write (none: report only)")
     parser.add_argument("--name", help="checkpoint name (default: directory name)")
     parser.add_argument("--dry-run", action="store_true", help="stop after one training batch")

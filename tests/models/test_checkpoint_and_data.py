@@ -12,8 +12,8 @@ import torch
 from mmkg.settings import research_data_dir
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.config import MGVMoEConfig
-from models.data import (NO_CLASS, ClassSplit, Sample, bio_spans, detector_false_positives, load_mnre, load_split,
-                         load_wnut_fold)
+from models.data import (MASK_WORD, NO_CLASS, ClassSplit, Sample, bio_spans, detector_false_positives, load_mnre,
+                         load_split, load_wnut_fold, masked_mentions)
 from models.modeling import MGVMoE
 from models.train import balanced_batches, grouped_batches
 from tests.models.conftest import random_batch
@@ -226,6 +226,32 @@ class _FixedTagger:
     def predict(self, texts):
         self.texts += texts
         return [self.spans for _ in texts]
+
+
+def test_masked_mentions_hide_the_name_only_in_a_fixed_share_of_copies():
+    samples = [Sample(f"t:{i}:1-3", ("at", "Gold", "Coast", "today", str(i)), ((1, 3),), "LOC", "img.jpg" if i % 2 else None)
+               for i in range(2000)]
+    masked = masked_mentions(samples, 0.3)
+    assert masked == masked_mentions(samples, 0.3)  # the same copies on every run
+    assert 0.27 < len(masked) / len(samples) < 0.33
+    by_uid = {s.uid: s for s in samples}
+    for m in masked:
+        original = by_uid[m.uid.removesuffix(":masked")]
+        assert m.tokens == ("at", MASK_WORD, MASK_WORD, "today", original.tokens[4])
+        assert (m.spans, m.label, m.image) == (original.spans, original.label, original.image)
+    assert masked_mentions(samples, 0.0) == []
+
+
+@needs_data
+def test_the_masked_split_adds_masked_copies_to_train_and_leaves_validation_as_it_was():
+    events, masked = load_split("tweets-all-types+events"), load_split("tweets-all-types+events+masked")
+    added = masked.train[len(events.train):]
+    assert masked.train[: len(events.train)] == events.train and added == masked_mentions(events.train)
+    assert masked.val == events.val and masked.negatives == events.negatives
+    assert masked.train_negatives == events.train_negatives and masked.train_groups == events.train_groups
+    assert masked.counts["train_mentions_masked_copies"] == len(added) > 0
+    with pytest.raises(ValueError, match="not an entity typing split"):
+        load_split("mnre-pipeline+masked")
 
 
 def test_detector_false_positives_are_proposed_spans_that_are_no_gold_mention():
