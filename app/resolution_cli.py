@@ -272,7 +272,7 @@ def _set_type(args: argparse.Namespace) -> int:
 
     def act(driver, db, name: str, label_set: dict) -> str:
         d, report = type_agreement.set_type(driver, name, args.type, db, note=args.note, **label_set)
-        return (f"set: every entity named {d.name!r} is a {d.type} (decided {d.decided_at}); "
+        return (f"set: every entity named {d.name!r} is typed {d.type} (decided {d.decided_at}); "
                 f"{json.dumps(report.as_dict())}")  # fmt: skip
 
     return _on_name(args.a, act, new_names="the decision types its mentions from the next run of an interval that "
@@ -315,7 +315,7 @@ def _decisions(args: argparse.Namespace) -> int:
     if not decisions and not types:
         print("no decisions yet")
     for t in types:
-        what = f"{t.name} is a {t.type}" if t.type else f"{t.name} is a homonym: kept apart"
+        what = f"{t.name} is typed {t.type}" if t.type else f"{t.name} is a homonym: kept apart"
         print(f"{t.decided_at}  type      {what}  (by {t.decided_by}{'; ' + t.note if t.note else ''})")
     for d in decisions:
         what = (f"{d.merged_type}:{d.merged_name} -> {d.canonical_type}:{d.canonical_name}" if d.decision == "accepted"

@@ -281,8 +281,8 @@ def test_a_type_a_person_sets_holds_through_reloads_until_cleared(neo4j_driver, 
         ta.clear_type(neo4j_driver, "seoul tigers", **label_set)
     # the same through the command line, by a name several entities could share or by Type:name
     assert main(["entities", "set-type", "Seoul Tigers", "Location", "--note", "the district"]) == 0
-    assert "is a Location" in capsys.readouterr().out
-    assert main(["entities", "decisions"]) == 0 and "seoul tigers is a Location" in capsys.readouterr().out
+    assert "is typed Location" in capsys.readouterr().out
+    assert main(["entities", "decisions"]) == 0 and "seoul tigers is typed Location" in capsys.readouterr().out
     assert main(["entities", "set-type", "Location:seoul tigers", "Nowhere"]) == 2
     assert "not an entity type of the label set" in capsys.readouterr().err
     assert main(["entities", "clear-type", "Location:seoul tigers"]) == 0
