@@ -104,7 +104,8 @@ def task_progress(out, prefix: str = ""):
 
 #: Merge candidates the demo lists (the best first); ``mmkg entities candidates`` lists them all.
 DEMO_CANDIDATES = 5
-#: Abstained names the demo prints per day (the run report lists ``pipeline.ABSTAINED_REPORTED``).
+#: Abstained names, and least sure typed names, the demo prints per day (the run report lists
+#: ``pipeline.ABSTAINED_REPORTED`` of each).
 DEMO_ABSTAINED = 3
 
 
@@ -166,6 +167,8 @@ def run(days: list[str] | None = None) -> int:
     with output_to(path) as out:
         reports = _ingest(days, settings, out)
 
+    from extraction.zero_shot import REVIEW_GAP
+
     print("\n=== Run reports ===")
     for day, report in reports:
         print(report_line(day, report))
@@ -174,7 +177,10 @@ def run(days: list[str] | None = None) -> int:
         if report.get("names_abstained_most_mentioned"):
             print(f"    names abstained, not in the graph ({report['names_abstained']}; the most mentioned): "
                   + "; ".join(report["names_abstained_most_mentioned"][:DEMO_ABSTAINED]))
-    print("    (a name you know the type of: `mmkg entities set-type NAME TYPE`, then run its day again)")
+        if report.get("names_typed_least_sure_listed"):
+            print(f"    names typed by the narrowest margin, to check ({report['names_typed_least_sure']} under "
+                  f"{REVIEW_GAP}; the narrowest): " + "; ".join(report["names_typed_least_sure_listed"][:DEMO_ABSTAINED]))
+    print("    (a name you know the type of, abstained or wrong: `mmkg entities set-type NAME TYPE`, then run its day again)")
     print(f"    (quarantine files: {settings.staging_dir}/<day>/quarantine.parquet; full logs: {path})")
     if len(reports) != len(days):
         failed = sorted(set(days) - {d for d, _ in reports})

@@ -111,7 +111,8 @@ def summary_line(report: dict, partitions_missing: int = 0) -> str:
         f"run report {report['interval']} ({where}): {report['posts_read']} posts read, {report['posts_valid']} valid, "
         f"{report['posts_quarantined']} quarantined, {report['images_bad']} bad images; {report['mentions']} mentions, "
         f"{report['entities_typed']} typed ({report.get('names_abstained', 0)} names abstained: the report's "
-        f"names_abstained_most_mentioned), {report['relations']} relations; graph +{g.get('nodes_created', 0)} nodes, "
+        f"names_abstained_most_mentioned; {report.get('names_typed_least_sure', 0)} typed by a narrow margin: "
+        f"names_typed_least_sure_listed), {report['relations']} relations; graph +{g.get('nodes_created', 0)} nodes, "
         f"+{g.get('relationships_created', 0)} relationships"
     )
 
@@ -125,6 +126,7 @@ def asset_extra(report: dict) -> dict:
         "empty": not report["posts_read"],
         **{k: report[k] for k in ("posts_read", "posts_valid", "posts_quarantined", "images_bad", "mentions", "entities_typed", "relations")},
         "names_abstained": report.get("names_abstained", 0),
+        "names_typed_least_sure": report.get("names_typed_least_sure", 0),
         "nodes_created": g.get("nodes_created", 0),
         "relationships_created": g.get("relationships_created", 0),
     }

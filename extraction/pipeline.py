@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from extraction import staging
-from extraction.zero_shot import abstained_names, agree_on_types, decided_type
+from extraction.zero_shot import abstained_names, agree_on_types, decided_type, least_sure_names
 from mmkg.files import atomic_write_text
 from mmkg.identity import typing_keys
 from mmkg.ontology import load_ontology
@@ -298,8 +298,9 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
 
     Returns the shard dicts with the counts updated and ``mentions_retyped_in_run`` added; writes
     ``type_agreement.json`` into the run's folder: what changed, and the names the run abstained on (not written
-    to the graph; ``zero_shot.abstained_names``: the most mentioned, their two best types and why), which the run
-    report lists for a person to type (``mmkg entities set-type``, then re-run the interval).
+    to the graph; ``zero_shot.abstained_names``: the most mentioned, their two best types and why) and the names it
+    typed by the narrowest margin (``zero_shot.least_sure_names``; a name a person typed is not among them), which the
+    run report lists for a person to type (``mmkg entities set-type``, then re-run the interval).
     """
     import torch
 
@@ -316,7 +317,8 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
             evidence.append((i, staging.read_type_scores(path)))
     out = [{**shard, "mentions_retyped_in_run": 0} for shard in shards]
     summary = {"shards_with_scores": len(evidence), "surface_forms": 0, "mentions_retyped": 0,
-               "posts_relations_redone": 0, "retyped": [], "names_abstained": 0, "abstained": []}
+               "posts_relations_redone": 0, "retyped": [], "names_abstained": 0, "abstained": [],
+               "names_typed_least_sure": 0, "least_sure": []}
     if evidence:
         names = [e.name for e in ontology.entity_types]
         first = evidence[0][1]
@@ -338,6 +340,9 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
         summary["names_typed_by_a_person"] = sorted(set(keys) & set(plan.type_decisions))
         summary["names_abstained"], summary["abstained"] = abstained_names(
             typing, raw, decided, names, first.min_score, first.min_gap, ontology.parent_indices())
+        reviewable = [None if key in plan.type_decisions else d for key, d in zip(keys, decided)]  # not a person's
+        summary["names_typed_least_sure"], summary["least_sure"] = least_sure_names(
+            typing, raw, reviewable, names, ontology.parent_indices())
         retyped: dict[tuple[str, str, str], int] = Counter()
         row = 0
         extractor = None
@@ -414,19 +419,27 @@ _GRAPH_COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "r
                    "posts_retracted", "entities_type_agreed", "triples_rejected")
 
 
-#: How many abstained names the run report lists (``type_agreement.json`` holds more).
+#: How many abstained names, and how many least sure typed names, the run report lists (``type_agreement.json``
+#: holds more).
 ABSTAINED_REPORTED = 10
 
 
-def _abstained_for_report(plan: IntervalPlan) -> dict:
-    """The run's abstained names for its report, from ``type_agreement.json`` (none where the typer stages no
-    scores): their count and the most mentioned, each as one line a person reads."""
+def _name_line(entry: dict) -> str:
+    """One abstained or least sure name of ``type_agreement.json`` as the line a person reads."""
+    return (f"{entry['name']} ({entry['mentions']}): " + " / ".join(f"{t} {v}" for t, v in entry["types"])
+            + (f", gap {entry['gap']}" if "gap" in entry else "") + (f" - {entry['reason']}" if "reason" in entry else ""))
+
+
+def _typing_review_for_report(plan: IntervalPlan) -> dict:
+    """What the run asks a person to look at in its typing, for its report, from ``type_agreement.json`` (none where
+    the typer stages no scores): the names it abstained on (their count and the most mentioned) and the names it
+    typed by the narrowest margin (``zero_shot.least_sure_names``: their count and the narrowest), each as one line."""
     path = plan.run_dir / "type_agreement.json"
     agreement = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    listed = [f"{a['name']} ({a['mentions']}): " + " / ".join(f"{t} {v}" for t, v in a["types"])
-              + (f", gap {a['gap']}" if "gap" in a else "") + f" - {a['reason']}"
-              for a in agreement.get("abstained", [])[:ABSTAINED_REPORTED]]
-    return {"names_abstained": agreement.get("names_abstained", 0), "names_abstained_most_mentioned": listed}
+    return {"names_abstained": agreement.get("names_abstained", 0),
+            "names_abstained_most_mentioned": [_name_line(a) for a in agreement.get("abstained", [])[:ABSTAINED_REPORTED]],
+            "names_typed_least_sure": agreement.get("names_typed_least_sure", 0),
+            "names_typed_least_sure_listed": [_name_line(a) for a in agreement.get("least_sure", [])[:ABSTAINED_REPORTED]]}
 
 
 def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict:
@@ -472,7 +485,7 @@ def run_report(plan: IntervalPlan, read_counts: dict, loads: list[dict]) -> dict
         "images_changed_since_staging": sum(load.get("images_changed_since_staging", 0) for load in loads),
         "relations": sum(load.get("relations", 0) for load in loads),
         "mentions_retyped_in_run": sum(load.get("mentions_retyped_in_run", 0) for load in loads),
-        **_abstained_for_report(plan),
+        **_typing_review_for_report(plan),
         "graph": dict(sorted(total.items())),
         "rejected_by_loader": rejected,
         "costs": {

@@ -143,9 +143,12 @@ def test_report_summary_and_asset_counts_say_when_an_interval_is_empty():
     assert "1 of 1 partition folder(s) missing" in module.summary_line(empty, partitions_missing=1)
     extra = module.asset_extra(empty)
     assert extra["empty"] is True and extra["posts_read"] == 0 and extra["partitions"] == ["2026-12-01"]
-    full = {**empty, "posts_read": 3, "posts_valid": 2, "graph": {"nodes_created": 5}, "names_abstained": 4}
+    full = {**empty, "posts_read": 3, "posts_valid": 2, "graph": {"nodes_created": 5}, "names_abstained": 4,
+            "names_typed_least_sure": 6}
     assert "3 posts read, 2 valid" in module.summary_line(full) and module.asset_extra(full)["empty"] is False
     assert "(4 names abstained" in module.summary_line(full) and module.asset_extra(full)["names_abstained"] == 4
+    assert "6 typed by a narrow margin" in module.summary_line(full)
+    assert module.asset_extra(full)["names_typed_least_sure"] == 6
 
 
 def _settings(tmp_path, ontology: Path | None = None) -> PipelineSettings:

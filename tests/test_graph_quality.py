@@ -613,6 +613,28 @@ def test_the_pooling_probe_at_mean_pooling_decides_as_the_typer_does():
         s is not None for s in agree_on_types(keys, raw, 0.2, min_gap=1.0))
 
 
+def test_the_margin_table_counts_a_name_mistyped_by_most_of_its_gold_spans_in_its_margin_bucket():
+    """Three names: "oslo" a place by 3.0 (right), "owls" an event by 0.3 where gold says ORG on both its spans
+    (mistyped), "x" by 0.6 on a span no gold holds (counted, never as mistyped)."""
+    import torch
+
+    from bench.graph_quality.type_margin import margin_table
+
+    names = ["Person", "Location", "Organization", "Event", "Product"]
+    raw = torch.tensor([[0.0, 3.0, 0.0, 0.0, 0.0],   # oslo
+                        [0.0, 0.0, 1.0, 1.3, 0.0], [0.0, 0.0, 1.0, 1.3, 0.0],   # owls, twice
+                        [0.0, 0.0, 0.0, 0.0, 0.6]])  # x
+    scored = {"raw": raw, "keys": ["oslo", "owls", "owls", "x"],
+              "spans": [("p1", 0, 4), ("p1", 10, 14), ("p2", 0, 4), ("p3", 0, 1)],
+              "gold": {("p1", 0, 4, "LOC"), ("p1", 10, 14, "ORG"), ("p2", 0, 4, "ORG|PER")}}
+    table = margin_table(scored, names, 0.2, 0.25, review_gap=1.0)
+    by_edge = {b["below"]: b for b in table["buckets"]}
+    assert by_edge[0.5] == {"below": 0.5, "names": 1, "with_gold_span": 1, "mistyped": 1, "mistyped_share": 100.0}
+    assert by_edge[0.75] == {"below": 0.75, "names": 1, "with_gold_span": 0, "mistyped": 0, "mistyped_share": None}
+    assert by_edge[float("inf")]["names"] == 1 and by_edge[float("inf")]["mistyped"] == 0
+    assert (table["under"]["names"], table["under"]["mistyped"], table["over"]["names"]) == (2, 1, 1)
+
+
 def test_a_relation_description_filled_in_with_the_pair():
     from bench.graph_quality.relation_signals import filled_description
 
@@ -673,7 +695,7 @@ def test_a_typers_operating_point_is_its_best_summed_coarse_f1_ties_to_the_highe
 
 
 @pytest.mark.parametrize("module", ["run", "audit", "daily_runs", "decision_rules", "ontology_relations",
-                                    "relation_signals", "type_rules", "type_pooling", "event_product"])
+                                    "relation_signals", "type_rules", "type_pooling", "event_product", "type_margin"])
 def test_every_entry_point_skips_without_the_research_data(module, tmp_path, monkeypatch, capsys):
     """The research data is not shipped: each entry point says what is missing and exits 0, writing nothing."""
     import importlib

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from extraction import pipeline, staging
-from extraction.zero_shot import agree_on_types, relation_candidates
+from extraction.zero_shot import agree_on_types, least_sure_names, relation_candidates
 from mmkg.identity import entity_id, entity_name, typing_keys
 from mmkg.ontology import load_ontology
 from mmkg.records import OTHER_TYPE, Mention, Post, RelationMention, TypedMention
@@ -285,3 +285,38 @@ def test_the_run_lists_the_names_it_abstained_on_and_a_person_can_type_them(tmp_
     assert after["corvid labs"] == {entity_id("corvid labs", "Organization")}
     summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
     assert [a["name"] for a in summary["abstained"]] == ["kansai"] and summary["names_abstained"] == 1
+
+
+def test_the_run_lists_the_names_it_typed_by_the_narrowest_margin_and_not_those_a_person_typed(run):
+    """"Seoul Tigers" reads as a team by 0.23 on the mean of its three mentions: written so, and listed for a person
+    to check (``type_agreement.json``, the run report); the homonym "Porto" (each reading by 3) and "Jon Park" are
+    not. Once a person types the name it is no longer listed."""
+    plan, shards, _ = run
+    agreed = pipeline.agree_run_types(plan, shards)
+    assert _entities(agreed)["seoul tigers"] == {entity_id("seoul tigers", "Organization")}
+    summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
+    assert summary["names_typed_least_sure"] == 1
+    assert summary["least_sure"] == [{"name": "seoul tigers", "mentions": 3, "gap": 0.23,
+                                      "types": [["Organization", 2.47], ["Location", 2.23]]}]
+    report = pipeline.run_report(plan, {"records": 5, "posts": 5}, agreed)
+    assert report["names_typed_least_sure"] == 1
+    assert report["names_typed_least_sure_listed"] == ["seoul tigers (3): Organization 2.47 / Location 2.23, gap 0.23"]
+
+    pipeline.agree_run_types(plan.with_type_decisions({"seoul tigers": "Organization"}), shards)
+    summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
+    assert (summary["names_typed_least_sure"], summary["least_sure"]) == (0, [])
+
+
+def test_least_sure_names_read_the_margin_outside_the_types_lineage_narrowest_first():
+    names, parents = ["Organization", "SportsTeam", "Location"], [None, 0, None]
+    raw = torch.tensor([[2.0, 2.9, 2.5],   # a team: its parent Organization is no rival, Location is (by 0.4)
+                        [0.0, 0.0, 1.0],   # a place by 1.0: not under the review gap
+                        [1.0, 0.0, 0.9],   # abstained: never listed
+                        [0.0, 1.8, 1.7], [0.0, 1.9, 1.7]])  # another team, by 0.15 on its two mentions' mean
+    keys, decided = ["tigers", "oslo", "x", "comets", "comets"], [1, 2, None, 1, 1]
+    count, listed = least_sure_names(keys, raw, decided, names, parents)
+    assert count == 2
+    assert listed == [{"name": "comets", "mentions": 2, "gap": 0.15, "types": [["SportsTeam", 1.85], ["Location", 1.7]]},
+                      {"name": "tigers", "mentions": 1, "gap": 0.4, "types": [["SportsTeam", 2.9], ["Location", 2.5]]}]
+    assert least_sure_names(keys, raw, decided, names, parents, below=0.3)[0] == 1
+    assert least_sure_names(keys, raw, decided, names, parents, listed=1)[1] == listed[:1]

@@ -48,7 +48,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, research_data, write_result
+from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, probe_stamp, research_data, write_result
 from bench.graph_quality.type_rules import DEV_SETS, score_decisions, written
 from models.data import misc_type_labels
 
@@ -233,8 +233,6 @@ def render_comparison(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import subprocess
-
     from bench.graph_quality.run import prepare_twitter
     from bench.graph_quality.type_rules import dev_typer, scored_mentions
     from extraction.zero_shot import agree_on_types
@@ -261,11 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data, ontology, names, extractor = setup
     labels = read_labels()
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     if args.compare:
         result = compare_typers(data, ontology, names, {"met-tweets (shipped)": "", args.compare: args.compare}, labels)
-        result.update({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-                       "wall_s": round(time.perf_counter() - t0, 1),
+        result.update({**probe_stamp(t0),
                        "command": f"python -m bench.graph_quality.event_product --compare {args.compare}"})
         write_result(args.out, "event_product_typers", result, render_comparison(result))
         return 0
@@ -283,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                      min_gap=extractor.type_min_gap)
             rows[entity_set][variant] = {"coarse": score_decisions(scored, decided, names),
                                          "fine": fine_scores(scored, decided, names, gold, ignore)}
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-              "wall_s": round(time.perf_counter() - t0, 1), "readers": agreement(labels),
+    result = {**probe_stamp(t0), "readers": agreement(labels),
               "readers_train_labels": agreement(misc_type_labels("train")),
               "entity_checkpoint": args.entity_checkpoint or "shipped", "min_score": extractor.min_type_score,
               "min_gap": extractor.type_min_gap,

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.graph_quality.audit import AUDITS, agreement, by_instance, key as audit_key
-from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, research_data, write_result
+from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, probe_stamp, research_data, write_result
 
 #: The two readers' verdict files on the instances this writes (``--list``), first reader first.
 READERS = ("ontology-dev.json", "ontology-dev.reader2.json")
@@ -61,8 +61,6 @@ def judge(relation: str, head: str, tail: str, annotations) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import subprocess
-
     import torch
 
     from bench.graph_quality.scoring import build_mnre_posts, mnre_text
@@ -134,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                      "on_annotated_pairs": n, "right": right, "precision": round(100 * right / n, 1) if n else None,
                      **{f"stated_reader{i + 1}": _share(counts[(key, f"stated_{i}")], counts[(key, f"read_{i}")])
                         for i in range(len(readers))}})
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit, "ontology": str(ontology_path),
-              "label_set_id": ontology.label_set_id, "posts": len(posts), "wall_s": round(time.perf_counter() - t0, 1),
+    result = {**probe_stamp(t0), "ontology": str(ontology_path),
+              "label_set_id": ontology.label_set_id, "posts": len(posts),
               "rows": rows, "readers": [str(AUDITS / n) for n in READERS if (AUDITS / n).is_file()],
               "agreement": agreement(pairs)}
     lines = ["# The shipped ontology's relations by argument types, on development posts", "",

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.graph_quality.run import CREATED_AT, RESULTS_DIR, HEADLINE_ONTOLOGY, prepare_mnre, write_result
+from bench.graph_quality.run import CREATED_AT, HEADLINE_ONTOLOGY, RESULTS_DIR, prepare_mnre, probe_stamp, write_result
 
 SIGNALS = ("raw", "argument prior", "description prior", "learned term", "post over names alone",
            "description filled in", "typing confidence", "nearness", "dependency path", "same sentence", "names unlike")
@@ -253,8 +253,6 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import subprocess
-
     import torch
 
     from bench.graph_quality.run import MNRE_PARTS, research_data
@@ -270,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     result = measure(args.mnre_part)
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result |= {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    result |= probe_stamp(t0)
     stem = "relation_signals" if args.mnre_part == "dev" else f"relation_signals_{args.mnre_part}"
     write_result(args.out, stem, result, render(result))
     return 0

@@ -441,6 +441,15 @@ def write_result(out: Path, stem: str, result: dict, text: str) -> None:
     print(text)
 
 
+def probe_stamp(started: float) -> dict:
+    """When a dev-set probe finished, at which commit (short), and its wall seconds since ``started``
+    (``time.perf_counter()``): the first fields of every probe's result."""
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
 def git_info() -> dict:
     def run(*args: str) -> str:
         try:

@@ -23,7 +23,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import RESULTS_DIR, write_result
+from bench.graph_quality.run import RESULTS_DIR, probe_stamp, write_result
 from bench.graph_quality.type_rules import DEV_SETS, best_fair_setting, score_decisions
 
 POOLING = ("mean", "sqrt(n)", "n")
@@ -33,17 +33,13 @@ POOLED_GAPS = (None, 0.25, 0.5, 0.75)
 def pooled_decisions(scored: dict, min_score: float, min_gap: float | None, pooling: str, parents) -> list:
     """``agree_on_types`` without a gap, then the gap test on each (name, agreed type) group's mean scores with the
     gap scaled by the group's size as ``pooling`` says (``mean``: the shipped rule)."""
-    from extraction.zero_shot import agree_on_types, type_gap
+    from extraction.zero_shot import agree_on_types, type_gap, written_names
 
     decided = agree_on_types(scored["keys"], scored["raw"], min_score, parents=parents)
     if min_gap is None:
         return decided
-    groups: dict[tuple, list[int]] = {}
-    for i, (key, kind) in enumerate(zip(scored["keys"], decided)):
-        if kind is not None:
-            groups.setdefault((key, kind), []).append(i)
     scale = {"mean": lambda n: 1.0, "sqrt(n)": math.sqrt, "n": float}[pooling]
-    for (_, kind), idx in groups.items():
+    for (_, kind), idx in written_names(scored["keys"], decided).items():
         if type_gap(scored["raw"][idx].mean(0), kind, parents) * scale(len(idx)) < min_gap:
             for i in idx:
                 decided[i] = None
@@ -51,8 +47,6 @@ def pooled_decisions(scored: dict, min_score: float, min_gap: float | None, pool
 
 
 def main(argv: list[str] | None = None) -> int:
-    import subprocess
-
     from bench.graph_quality.type_rules import dev_typer, scored_mentions
 
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_pooling", description=__doc__.split("\n")[0])
@@ -76,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 label = "shipped" if (how, gap) == ("mean", shipped_gap) else f"{how}, gap {gap}"
                 pooling[entity_set][label] = score_decisions(
                     scored, pooled_decisions(scored, min_score, gap, how, parents), names)
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-              "wall_s": round(time.perf_counter() - t0, 1), "min_score": min_score, "shipped_gap": shipped_gap,
+    result = {**probe_stamp(t0), "min_score": min_score, "shipped_gap": shipped_gap,
               "pooling": pooling, "chosen": best_fair_setting(pooling, "no gap", prefer=lambda setting: setting == "shipped")}
     write_result(args.out, "type_pooling", result, render(result))
     return 0

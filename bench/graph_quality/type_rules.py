@@ -24,7 +24,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, prepare_twitter, research_data, write_result
+from bench.graph_quality.run import ENTITY_SETS, RESULTS_DIR, prepare_twitter, probe_stamp, research_data, write_result
 from bench.graph_quality.scoring import coarse_type, score_entities
 
 DEV_SETS = ("twitter2017-valid", "wnut16-dev")
@@ -128,8 +128,6 @@ def dev_typer(threads: int, entity_checkpoint: str = ""):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import subprocess
-
     parser = argparse.ArgumentParser(prog="python -m bench.graph_quality.type_rules", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR")
     parser.add_argument("--threads", type=int, default=1)
@@ -146,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for entity_set in DEV_SETS:
         scored = scored_mentions(data, entity_set, extractor, ontology)
         rows[entity_set] = [apply_gap(scored, names, min_score, g, ontology.parent_indices()) for g in MIN_GAP]
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-              "wall_s": round(time.perf_counter() - t0, 1), "min_score": min_score,
+    result = {**probe_stamp(t0), "min_score": min_score,
               "entity_checkpoint": args.entity_checkpoint or "shipped",
               "checkpoint_gap_when_measured": extractor.type_min_gap, "rows": rows, "chosen": choose_gap(rows)}
     write_result(args.out, "type_decision_rules", result, render(result))
