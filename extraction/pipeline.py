@@ -338,11 +338,13 @@ def agree_run_types(plan: IntervalPlan, shards: list[dict]) -> list[dict]:
                 decided[j] = names.index(plan.type_decisions[key])
         summary["surface_forms"] = len(set(keys))
         summary["names_typed_by_a_person"] = sorted(set(keys) & set(plan.type_decisions))
-        summary["names_abstained"], summary["abstained"] = abstained_names(
+        summary["names_abstained"], abstained = abstained_names(
             typing, raw, decided, names, first.min_score, first.min_gap, ontology.parent_indices())
         reviewable = [None if key in plan.type_decisions else d for key, d in zip(keys, decided)]  # not a person's
-        summary["names_typed_least_sure"], summary["least_sure"] = least_sure_names(
+        summary["names_typed_least_sure"], least_sure = least_sure_names(
             typing, raw, reviewable, names, ontology.parent_indices())
+        summary["abstained"], summary["least_sure"] = _with_posts(abstained, typing, post_ids), _with_posts(
+            least_sure, typing, post_ids)
         retyped: dict[tuple[str, str, str], int] = Counter()
         row = 0
         extractor = None
@@ -419,6 +421,19 @@ _GRAPH_COUNTERS = ("nodes_created", "nodes_deleted", "relationships_created", "r
                    "posts_retracted", "entities_type_agreed", "triples_rejected")
 
 
+#: How many of a listed name's posts ``type_agreement.json`` and the run report name (the first in the run's order).
+POSTS_SHOWN = 3
+
+
+def _with_posts(entries: list[dict], keys: list[str], post_ids: list[str], shown: int = POSTS_SHOWN) -> list[dict]:
+    """``entries`` (of ``abstained_names`` / ``least_sure_names``) each with ``posts``: the first ``shown`` posts that
+    mention its name (``keys`` and ``post_ids`` per mention), so a person reviewing it reads where it was said."""
+    by_key: dict[str, dict[str, None]] = {}
+    for key, post_id in zip(keys, post_ids):
+        by_key.setdefault(key, {})[post_id] = None
+    return [{**e, "posts": list(by_key.get(e["name"], {}))[:shown]} for e in entries]
+
+
 #: How many abstained names, and how many least sure typed names, the run report lists (``type_agreement.json``
 #: holds more).
 ABSTAINED_REPORTED = 10
@@ -427,7 +442,8 @@ ABSTAINED_REPORTED = 10
 def _name_line(entry: dict) -> str:
     """One abstained or least sure name of ``type_agreement.json`` as the line a person reads."""
     return (f"{entry['name']} ({entry['mentions']}): " + " / ".join(f"{t} {v}" for t, v in entry["types"])
-            + (f", gap {entry['gap']}" if "gap" in entry else "") + (f" - {entry['reason']}" if "reason" in entry else ""))
+            + (f", gap {entry['gap']}" if "gap" in entry else "") + (f" - {entry['reason']}" if "reason" in entry else "")
+            + (f" [posts {', '.join(entry['posts'])}]" if entry.get("posts") else ""))
 
 
 def _typing_review_for_report(plan: IntervalPlan) -> dict:

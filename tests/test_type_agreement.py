@@ -272,13 +272,14 @@ def test_the_run_lists_the_names_it_abstained_on_and_a_person_can_type_them(tmp_
     assert summary["names_abstained"] == 2
     assert summary["abstained"] == [
         {"name": "corvid labs", "mentions": 2, "reason": "ambiguous", "types": [["Organization", 1.05], ["Product", 0.75]],
-         "gap": 0.3},
-        {"name": "kansai", "mentions": 1, "reason": "below_min_score", "types": [["Product", 0.25], ["Location", 0.2]]}]
+         "gap": 0.3, "posts": ["c1", "c2"]},
+        {"name": "kansai", "mentions": 1, "reason": "below_min_score", "types": [["Product", 0.25], ["Location", 0.2]],
+         "posts": ["k1"]}]
     report = pipeline.run_report(plan, {"records": 3, "posts": 3}, agreed)
     assert report["names_abstained"] == 2
     assert report["names_abstained_most_mentioned"] == [
-        "corvid labs (2): Organization 1.05 / Product 0.75, gap 0.3 - ambiguous",
-        "kansai (1): Product 0.25 / Location 0.2 - below_min_score"]
+        "corvid labs (2): Organization 1.05 / Product 0.75, gap 0.3 - ambiguous [posts c1, c2]",
+        "kansai (1): Product 0.25 / Location 0.2 - below_min_score [posts k1]"]
 
     decided = plan.with_type_decisions({"corvid labs": "Organization"})  # `mmkg entities set-type`, then a re-run
     after = _entities(pipeline.agree_run_types(decided, shards))
@@ -297,10 +298,11 @@ def test_the_run_lists_the_names_it_typed_by_the_narrowest_margin_and_not_those_
     summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
     assert summary["names_typed_least_sure"] == 1
     assert summary["least_sure"] == [{"name": "seoul tigers", "mentions": 3, "gap": 0.23,
-                                      "types": [["Organization", 2.47], ["Location", 2.23]]}]
+                                      "types": [["Organization", 2.47], ["Location", 2.23]], "posts": ["a1", "b1", "b2"]}]
     report = pipeline.run_report(plan, {"records": 5, "posts": 5}, agreed)
     assert report["names_typed_least_sure"] == 1
-    assert report["names_typed_least_sure_listed"] == ["seoul tigers (3): Organization 2.47 / Location 2.23, gap 0.23"]
+    assert report["names_typed_least_sure_listed"] == [
+        "seoul tigers (3): Organization 2.47 / Location 2.23, gap 0.23 [posts a1, b1, b2]"]
 
     pipeline.agree_run_types(plan.with_type_decisions({"seoul tigers": "Organization"}), shards)
     summary = json.loads((plan.run_dir / "type_agreement.json").read_text())
@@ -320,3 +322,12 @@ def test_least_sure_names_read_the_margin_outside_the_types_lineage_narrowest_fi
                       {"name": "tigers", "mentions": 1, "gap": 0.4, "types": [["SportsTeam", 2.9], ["Location", 2.5]]}]
     assert least_sure_names(keys, raw, decided, names, parents, below=0.3)[0] == 1
     assert least_sure_names(keys, raw, decided, names, parents, listed=1)[1] == listed[:1]
+
+
+def test_a_listed_name_names_the_first_posts_that_mention_it():
+    entries = [{"name": "porto", "mentions": 5}, {"name": "kansai", "mentions": 1}]
+    keys = ["porto", "kansai", "porto", "porto", "porto", "porto"]
+    posts = ["p1", "k1", "p1", "p2", "p3", "p4"]  # p1 twice: named once
+    listed = pipeline._with_posts(entries, keys, posts)
+    assert [e["posts"] for e in listed] == [["p1", "p2", "p3"], ["k1"]] and pipeline.POSTS_SHOWN == 3
+    assert entries[0] == {"name": "porto", "mentions": 5}  # the input is not changed
