@@ -28,20 +28,23 @@ EDGES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, float("inf"))
 
 def margin_table(scored: dict, names: list[str], min_score: float, min_gap: float | None, parents=None,
                  review_gap: float | None = None) -> dict:
-    """Per margin bucket: names written, those with a gold span, and of these the mistyped; and the same under and
-    over ``review_gap``."""
-    from extraction.zero_shot import REVIEW_GAP, agree_on_types, type_gap, written_names
+    """Per margin bucket: names written, those with a gold span, and of these the mistyped; and the same for the names
+    a run would list for review at ``review_gap`` (``least_sure_names`` itself decides which) and the rest."""
+    from extraction.zero_shot import REVIEW_GAP, agree_on_types, least_sure_names, type_gap, written_names
 
     review_gap = REVIEW_GAP if review_gap is None else review_gap
     decided = agree_on_types(scored["keys"], scored["raw"], min_score, parents=parents, min_gap=min_gap)
+    _, listed = least_sure_names(scored["keys"], scored["raw"], decided, names, parents, below=review_gap,
+                                 listed=len(decided))
+    under = {(e["name"], e["types"][0][0]) for e in listed}
     gold = {(pid, s, e): set(t.split("|")) for pid, s, e, t in scored["gold"]}
     rows = {edge: {"names": 0, "with_gold_span": 0, "mistyped": 0} for edge in EDGES}
     split = {side: {"names": 0, "with_gold_span": 0, "mistyped": 0} for side in ("under", "over")}
-    for (_, kind), idx in written_names(scored["keys"], decided).items():
+    for (key, kind), idx in written_names(scored["keys"], decided).items():
         gap = type_gap(scored["raw"][idx].mean(0), kind, parents)
         spans = [scored["spans"][i] for i in idx if scored["spans"][i] in gold]
         wrong = sum(coarse_type(names[kind]) not in gold[s] for s in spans) > len(spans) / 2
-        for row in (rows[next(e for e in EDGES if gap < e)], split["under" if gap < review_gap else "over"]):
+        for row in (rows[next(e for e in EDGES if gap < e)], split["under" if (key, names[kind]) in under else "over"]):
             row["names"] += 1
             row["with_gold_span"] += bool(spans)
             row["mistyped"] += bool(spans) and wrong
